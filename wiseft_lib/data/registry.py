@@ -1,0 +1,109 @@
+"""Dataset registry: one name per dataset, one bundle type for all of them.
+
+Every dataset, real (ImageNet and its shifts, the transfer sets) or embedded (the mini
+Fashion-MNIST shifts), is reached through :func:`get_dataset` and comes back as a
+:class:`DatasetBundle`: the torch dataset plus what evaluation needs to know about it
+(class names, prompt templates, how to map a model's logits onto its label space, and which
+metrics it reports). Evaluation code therefore needs no per-dataset branches.
+
+    from wiseft_lib.data import get_dataset, list_datasets
+    bundle = get_dataset("mini-photo", split="test")
+"""
+from __future__ import annotations
+
+import difflib
+from dataclasses import dataclass, field
+from typing import Any, Callable, Optional, Sequence
+
+import torch
+from torch.utils.data import Dataset
+
+LogitProjection = Callable[[torch.Tensor], torch.Tensor]
+Loader = Callable[..., "DatasetBundle"]
+
+
+@dataclass
+class DatasetBundle:
+    """A dataset and everything evaluation needs to score a model on it.
+
+    ``project_logits`` maps logits over the *training* label space (e.g. ImageNet's 1000
+    classes) onto this dataset's label space (e.g. ImageNet-R's 200); ``None`` means the
+    spaces are the same. ``metrics`` names entries of :data:`wiseft_lib.evaluate.METRICS`;
+    ``metadata`` holds per-example side information those metrics need (e.g. WILDS regions).
+    """
+
+    name: str
+    dataset: Dataset
+    classnames: list[str]
+    templates: list[str]
+    project_logits: Optional[LogitProjection] = None
+    metrics: tuple[str, ...] = ("top1",)
+    metadata: dict[str, Any] = field(default_factory=dict)
+    skipped: int = 0  # unreadable files skipped while indexing
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+
+@dataclass
+class _Entry:
+    name: str
+    loader: Loader
+    description: str
+    splits: tuple[str, ...]
+
+
+_REGISTRY: dict[str, _Entry] = {}
+
+
+def register_dataset(name: str, *, description: str, splits: Sequence[str] = ("test",)):
+    """Decorator registering ``loader(root, split, transform, **kwargs) -> DatasetBundle``."""
+
+    def wrap(loader: Loader) -> Loader:
+        if name in _REGISTRY:
+            raise ValueError(f"dataset {name!r} is registered twice")
+        _REGISTRY[name] = _Entry(name, loader, description, tuple(splits))
+        return loader
+
+    return wrap
+
+
+def list_datasets() -> list[str]:
+    """Names accepted by :func:`get_dataset`, sorted."""
+    return sorted(_REGISTRY)
+
+
+def describe_dataset(name: str) -> str:
+    entry = _lookup(name)
+    return f"{entry.name}: {entry.description} (splits: {', '.join(entry.splits)})"
+
+
+def _lookup(name: str) -> _Entry:
+    if name not in _REGISTRY:
+        close = difflib.get_close_matches(name, list(_REGISTRY), n=5, cutoff=0.4)
+        hint = f" Did you mean: {', '.join(close)}?" if close else ""
+        raise KeyError(
+            f"unknown dataset {name!r}.{hint} Known datasets: {', '.join(list_datasets())}"
+        )
+    return _REGISTRY[name]
+
+
+def get_dataset(
+    name: str,
+    root: Optional[str] = None,
+    split: str = "test",
+    transform: Optional[Callable] = None,
+    **kwargs: Any,
+) -> DatasetBundle:
+    """Build the named dataset.
+
+    ``root`` is the data folder (default: ``$WISEFT_DATA``, then the usual places the
+    loader knows); ``transform`` is applied to each PIL image. Extra keyword arguments go
+    to the dataset's loader (e.g. ``n_test`` or ``seed`` for the mini shifts).
+    """
+    entry = _lookup(name)
+    if split not in entry.splits:
+        raise ValueError(
+            f"dataset {name!r} has no split {split!r}; available: {', '.join(entry.splits)}"
+        )
+    return entry.loader(root=root, split=split, transform=transform, **kwargs)

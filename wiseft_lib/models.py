@@ -1,0 +1,254 @@
+"""Models: open_clip CLIP models (any name) and the package's own ``wiseft-mini``.
+
+    from wiseft_lib.models import create_model, ImageClassifier
+    clip, train_tf, eval_tf = create_model("wiseft-mini")            # shipped weights
+    clip, train_tf, eval_tf = create_model("ViT-B-32", "openai")     # real weights (downloads)
+
+An :class:`ImageClassifier` is CLIP's image tower plus a :class:`ClassificationHead`; it is
+what fine-tuning trains and what WiSE-FT interpolates. It saves as safetensors weights plus a
+JSON sidecar (never a pickled module), so checkpoints survive code moves.
+"""
+from __future__ import annotations
+
+import difflib
+import json
+import os
+from pathlib import Path
+from typing import Any, Callable, Optional, Union
+
+import open_clip
+import torch
+from safetensors.torch import load_file, save_file
+from torch import nn
+
+from wiseft_lib._io import atomic_write_json, atomic_path
+
+__all__ = [
+    "create_model",
+    "list_models",
+    "list_pretrained",
+    "get_tokenizer",
+    "ClassificationHead",
+    "ImageClassifier",
+    "state_dict_hash",
+]
+
+ASSETS = Path(__file__).parent / "assets"
+WEIGHTS = Path(__file__).parent / "weights"
+
+# Models defined by this package: open_clip configs under assets/, weights under weights/.
+# name -> {pretrained tag -> weights file name}; the first tag is the default.
+PACKAGE_MODELS: dict[str, dict[str, str]] = {
+    "wiseft-mini": {"fmnist": "wiseft-mini-fmnist.safetensors"},
+}
+RANDOM_INIT = "random"
+
+_registered = False
+
+
+def _register_package_configs() -> None:
+    global _registered
+    if not _registered:
+        for name in PACKAGE_MODELS:
+            open_clip.add_model_config(ASSETS / f"{name}.json")
+        _registered = True
+
+
+def list_models() -> list[str]:
+    """Every model name :func:`create_model` accepts (open_clip's and the package's)."""
+    _register_package_configs()
+    return open_clip.list_models()
+
+
+def list_pretrained(name: Optional[str] = None) -> list[tuple[str, str]]:
+    """(model, tag) pairs with known weights, optionally for one model."""
+    pairs = [(m, t) for m, tags in PACKAGE_MODELS.items() for t in tags]
+    pairs += [tuple(p) for p in open_clip.list_pretrained()]
+    return [p for p in pairs if name is None or p[0] == name]
+
+
+def _check_name(name: str) -> None:
+    names = list_models()
+    if name in names or name.startswith(("hf-hub:", "local-dir:")):
+        return
+    close = difflib.get_close_matches(name, names, n=5, cutoff=0.5)
+    hint = f" Close matches: {', '.join(close)}." if close else ""
+    raise ValueError(
+        f"unknown model name {name!r}.{hint} See wiseft_lib.models.list_models() for all "
+        f"{len(names)} names (open_clip's plus {', '.join(PACKAGE_MODELS)})."
+    )
+
+
+def package_weights_path(name: str, tag: str) -> Path:
+    """Where the package keeps (or caches) the weights for a package model tag."""
+    fname = PACKAGE_MODELS[name][tag]
+    shipped = WEIGHTS / fname
+    if shipped.exists():
+        return shipped
+    cache = Path(os.environ.get("WISEFT_CACHE", Path.home() / ".cache" / "wiseft")) / "weights"
+    return cache / fname
+
+
+def _resolve_pretrained(name: str, pretrained: Optional[str]) -> Optional[str]:
+    """Map a package tag to a weights file; pass open_clip tags and paths through."""
+    if pretrained in (RANDOM_INIT, ""):
+        return None
+    if name in PACKAGE_MODELS:
+        tags = PACKAGE_MODELS[name]
+        tag = pretrained or next(iter(tags))
+        if tag in tags:
+            path = package_weights_path(name, tag)
+            if not path.exists():
+                raise FileNotFoundError(
+                    f"weights for {name!r} tag {tag!r} are not at {path}. Pretrain them with "
+                    f"`wiseft pretrain-mini` (or the notebook notebooks/pretrain_mini_clip.ipynb)."
+                )
+            return str(path)
+        if not Path(tag).exists():
+            raise ValueError(
+                f"unknown pretrained tag {tag!r} for {name!r}; known tags: {', '.join(tags)}, "
+                f"{RANDOM_INIT!r}, or a path to a weights file"
+            )
+        return tag
+    return pretrained
+
+
+def create_model(
+    name: str,
+    pretrained: Optional[str] = None,
+    device: Union[str, torch.device] = "cpu",
+    precision: str = "fp32",
+) -> tuple[nn.Module, Callable, Callable]:
+    """Return ``(clip_model, train_transform, eval_transform)``.
+
+    ``pretrained`` is an open_clip tag (``"openai"``), a weights file, ``"random"`` for random
+    initialisation, or ``None``: the default tag for package models (``wiseft-mini`` ships
+    trained weights) and random initialisation for open_clip models.
+    """
+    _register_package_configs()
+    _check_name(name)
+    weights = _resolve_pretrained(name, pretrained)
+    kwargs: dict[str, Any] = {}
+    if name in PACKAGE_MODELS:
+        cfg = json.loads((ASSETS / f"{name}.json").read_text())
+        pp = cfg.get("wiseft_preprocess", {})
+        kwargs.update(image_mean=tuple(pp.get("mean", (0.5,) * 3)),
+                      image_std=tuple(pp.get("std", (0.5,) * 3)),
+                      aug_cfg=pp.get("aug_cfg", {"scale": (0.8, 1.0)}))
+    model, train_tf, eval_tf = open_clip.create_model_and_transforms(
+        name, pretrained=weights, device=device, precision=precision, **kwargs
+    )
+    model.eval()
+    return model, train_tf, eval_tf
+
+
+def get_tokenizer(name: str) -> Callable[[list[str]], torch.Tensor]:
+    """Tokenizer matching the model's text tower."""
+    if name in PACKAGE_MODELS:
+        from wiseft_lib.mini_clip import MiniTokenizer
+
+        return MiniTokenizer()
+    return open_clip.get_tokenizer(name)
+
+
+class ClassificationHead(nn.Linear):
+    """Linear head on L2-normalised features (the zero-shot head's form)."""
+
+    def __init__(self, weight: torch.Tensor, bias: Optional[torch.Tensor] = None,
+                 normalize: bool = True):
+        out_features, in_features = weight.shape
+        super().__init__(in_features, out_features, bias=True)
+        self.normalize = normalize
+        with torch.no_grad():
+            self.weight.copy_(weight)
+            self.bias.copy_(bias if bias is not None else torch.zeros(out_features))
+
+    def forward(self, features: torch.Tensor) -> torch.Tensor:
+        if self.normalize:
+            features = features / features.norm(dim=-1, keepdim=True)
+        return super().forward(features)
+
+
+def state_dict_hash(state_dict: dict[str, torch.Tensor]) -> str:
+    """Content hash of a state dict (keys, shapes, dtypes, values): a cache key for features."""
+    import hashlib
+
+    h = hashlib.sha256()
+    for k in sorted(state_dict):
+        t = state_dict[k].detach().cpu().contiguous()
+        h.update(f"{k}|{tuple(t.shape)}|{t.dtype}|".encode())
+        h.update(t.view(torch.uint8).numpy().tobytes() if t.numel() else b"")
+    return h.hexdigest()[:16]
+
+
+class ImageClassifier(nn.Module):
+    """CLIP image tower + classification head, with safetensors save/load.
+
+    ``meta`` records what rebuilds it: ``model_name``, ``pretrained``, ``classnames``,
+    ``templates`` and anything else JSON-serialisable (e.g. the training config).
+    """
+
+    FORMAT = "wiseft.ImageClassifier/1"
+
+    def __init__(self, image_encoder: nn.Module, classification_head: ClassificationHead,
+                 meta: Optional[dict[str, Any]] = None):
+        super().__init__()
+        self.image_encoder = image_encoder
+        self.classification_head = classification_head
+        self.meta = dict(meta or {})
+
+    @classmethod
+    def from_clip(cls, clip_model: nn.Module, head: ClassificationHead, **meta: Any) -> "ImageClassifier":
+        return cls(clip_model.visual, head, meta)
+
+    def encode(self, images: torch.Tensor) -> torch.Tensor:
+        return self.image_encoder(images)
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        return self.classification_head(self.image_encoder(images))
+
+    def save(self, path: Union[str, Path]) -> Path:
+        """Write ``path`` (.safetensors) and ``path`` with .json (the sidecar), atomically."""
+        path = Path(path)
+        if path.suffix != ".safetensors":
+            path = path.with_suffix(".safetensors")
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tensors = {k: v.detach().cpu().contiguous() for k, v in self.state_dict().items()}
+        from wiseft_lib import __version__
+
+        head = self.classification_head
+        sidecar = {
+            "format": self.FORMAT,
+            "library_version": __version__,
+            "head_shape": list(head.weight.shape),
+            "head_normalize": head.normalize,
+            **self.meta,
+        }
+        with atomic_path(path) as tmp:
+            save_file(tensors, str(tmp), metadata={"format": self.FORMAT})
+        atomic_write_json(path.with_suffix(".json"), sidecar)
+        return path
+
+    @classmethod
+    def load(cls, path: Union[str, Path], device: Union[str, torch.device] = "cpu") -> "ImageClassifier":
+        """Rebuild from :meth:`save` output; weights load with no download."""
+        path = Path(path)
+        if path.suffix != ".safetensors":
+            path = path.with_suffix(".safetensors")
+        side = path.with_suffix(".json")
+        if not path.exists() or not side.exists():
+            raise FileNotFoundError(
+                f"checkpoint {path} needs both {path.name} and {side.name}; found "
+                f"{[p.name for p in (path, side) if p.exists()] or 'neither'}"
+            )
+        meta = json.loads(side.read_text())
+        if meta.get("format") != cls.FORMAT:
+            raise ValueError(f"{side} is not a wiseft ImageClassifier sidecar (format={meta.get('format')!r})")
+        clip_model, _, _ = create_model(meta["model_name"], pretrained=RANDOM_INIT, device=device)
+        out_f, in_f = meta["head_shape"]
+        head = ClassificationHead(torch.zeros(out_f, in_f), normalize=meta.get("head_normalize", True))
+        keep = {k: v for k, v in meta.items()
+                if k not in ("format", "library_version", "head_shape", "head_normalize")}
+        model = cls(clip_model.visual, head, keep)
+        model.load_state_dict(load_file(str(path), device=str(device)))
+        return model.to(device).eval()
