@@ -1,0 +1,224 @@
+"""WiSE-FT weight interpolation: exact endpoints, linearity, dtypes, errors, Fisher, in-place sweeps."""
+from __future__ import annotations
+
+import open_clip
+import pytest
+import torch
+from torch import nn
+
+from wiseft_lib.interpolate import (
+    compute_fisher,
+    fisher_interpolate,
+    interpolate_in_place,
+    interpolate_weights,
+    iter_alphas,
+    sweep_alphas,
+)
+from wiseft_lib.models import ClassificationHead, ImageClassifier
+
+
+def tiny_classifier(seed: int) -> ImageClassifier:
+    torch.manual_seed(seed)
+    clip = open_clip.model.CLIP(
+        embed_dim=32,
+        vision_cfg=dict(image_size=16, layers=1, width=32, patch_size=8, head_width=16),
+        text_cfg=dict(context_length=8, vocab_size=50, width=32, heads=2, layers=1),
+    )
+    return ImageClassifier(clip.visual, ClassificationHead(torch.randn(5, 32))).eval()
+
+
+def clone_sd(model: nn.Module) -> dict[str, torch.Tensor]:
+    return {k: v.detach().clone() for k, v in model.state_dict().items()}
+
+
+@pytest.fixture(scope="module")
+def endpoints():
+    return clone_sd(tiny_classifier(0)), clone_sd(tiny_classifier(1))
+
+
+def with_buffers(theta: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    out = dict(theta)
+    out["bn.num_batches_tracked"] = torch.tensor(7)
+    out["pos_ids"] = torch.arange(4)
+    out["mask"] = torch.tensor([True, False])
+    return out
+
+
+def test_endpoints_are_bit_exact(endpoints):
+    t0, t1 = endpoints
+    # values where lerp(a, b, 1.0) is not b when computed naively: huge/tiny mixes, inf
+    t0 = {**t0, "odd": torch.tensor([1e30, -3.3e-7, 0.1, float("inf")])}
+    t1 = {**t1, "odd": torch.tensor([-2e-30, 7.7e12, 0.3, 1.0])}
+    for alpha, ref in ((0.0, t0), (1.0, t1), (0, t0), (1, t1)):
+        out = interpolate_weights(t0, t1, alpha)
+        assert list(out) == list(ref)
+        for k in ref:
+            assert out[k].dtype == ref[k].dtype
+            assert torch.equal(out[k].view(torch.uint8), ref[k].view(torch.uint8)), k
+            assert out[k].data_ptr() != ref[k].data_ptr()  # copies, not aliases
+
+
+@pytest.mark.parametrize("alpha", [0.1, 0.25, 0.5, 0.75, 0.9])
+def test_linear_at_several_alphas(endpoints, alpha):
+    t0, t1 = endpoints
+    out = interpolate_weights(t0, t1, alpha)
+    for k in t0:
+        expected = (1 - alpha) * t0[k].double() + alpha * t1[k].double()
+        torch.testing.assert_close(out[k].double(), expected, rtol=1e-6, atol=1e-6)
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16, torch.float64])
+def test_dtype_preserved_and_computed_in_fp32(endpoints, dtype):
+    t0 = {k: v.to(dtype) for k, v in endpoints[0].items()}
+    t1 = {k: v.to(dtype) for k, v in endpoints[1].items()}
+    out = interpolate_weights(t0, t1, 0.3)
+    for k in t0:
+        assert out[k].dtype == dtype
+        expected = torch.lerp(t0[k].float(), t1[k].float(), 0.3).to(dtype)
+        if dtype == torch.float64:
+            expected = torch.lerp(t0[k], t1[k], 0.3)
+        assert torch.equal(out[k], expected), k
+    for a, ref in ((0.0, t0), (1.0, t1)):
+        o = interpolate_weights(t0, t1, a)
+        assert all(torch.equal(o[k], ref[k]) and o[k].dtype == dtype for k in ref)
+
+
+def test_non_float_buffers_copied_from_theta_0(endpoints):
+    t0, t1 = with_buffers(endpoints[0]), with_buffers(endpoints[1])
+    out = interpolate_weights(t0, t1, 0.5)
+    for k in ("bn.num_batches_tracked", "pos_ids", "mask"):
+        assert out[k].dtype == t0[k].dtype and torch.equal(out[k], t0[k])
+    t1["pos_ids"] = torch.arange(4) + 1
+    with pytest.raises(ValueError, match=r"non-floating tensor 'pos_ids'.*must be equal"):
+        interpolate_weights(t0, t1, 0.5)
+
+
+def test_mismatched_keys_and_shapes_name_the_first(endpoints):
+    t0, t1 = endpoints
+    keys = list(t0)
+    bad = dict(t1)
+    bad[keys[3]] = torch.zeros(2, 2)
+    bad[keys[7]] = torch.zeros(3)
+    with pytest.raises(ValueError) as err:
+        interpolate_weights(t0, bad, 0.5)
+    msg = str(err.value)
+    assert repr(keys[3]) in msg and repr(keys[7]) not in msg
+    assert str(tuple(t0[keys[3]].shape)) in msg and "(2, 2)" in msg
+
+    missing = {k: v for k, v in t1.items() if k != keys[5]}
+    with pytest.raises(ValueError, match=rf"{keys[5]!r}.*present in theta_0.*missing from theta_1"):
+        interpolate_weights(t0, missing, 0.5)
+    extra = {**t1, "zz.extra": torch.zeros(1)}
+    with pytest.raises(ValueError, match=r"'zz.extra'.*present in theta_1.*missing from theta_0"):
+        interpolate_weights(t0, extra, 0.5)
+    half = {k: v.half() for k, v in t1.items()}
+    with pytest.raises(ValueError, match=rf"{keys[0]!r}.*float32.*float16"):
+        interpolate_weights(t0, half, 0.5)
+
+
+@pytest.mark.parametrize("alpha", [-0.01, 1.0001, float("nan"), float("inf"), "half", None])
+def test_alpha_out_of_range(endpoints, alpha):
+    with pytest.raises(ValueError, match="alpha"):
+        interpolate_weights(*endpoints, alpha)
+
+
+def test_fisher_reduces_to_plain_with_equal_fishers(endpoints):
+    t0, t1 = with_buffers(endpoints[0]), with_buffers(endpoints[1])
+    gen = torch.Generator().manual_seed(0)
+    fisher = {k: torch.rand(v.shape, generator=gen) * 10 ** float(i % 7 - 4)
+              for i, (k, v) in enumerate(t0.items()) if v.is_floating_point()}
+    fisher[next(iter(fisher))].zero_()  # zero Fishers hit the floor on both sides
+    for alpha in (0.0, 0.1, 1 / 3, 0.5, 0.7, 1.0):
+        plain = interpolate_weights(t0, t1, alpha)
+        merged = fisher_interpolate(t0, t1, alpha, fisher, {k: v.clone() for k, v in fisher.items()})
+        for k in plain:
+            assert torch.equal(merged[k], plain[k]), (alpha, k)
+    # keys without Fishers fall back to plain interpolation
+    some = dict(list(fisher.items())[:3])
+    merged = fisher_interpolate(t0, t1, 0.4, some, some)
+    plain = interpolate_weights(t0, t1, 0.4)
+    assert all(torch.equal(merged[k], plain[k]) for k in plain)
+
+
+def test_fisher_weights_pull_toward_the_confident_endpoint():
+    t0, t1 = {"w": torch.zeros(3)}, {"w": torch.ones(3)}
+    f0, f1 = {"w": torch.tensor([1.0, 1.0, 9.0])}, {"w": torch.tensor([1.0, 9.0, 1.0])}
+    out = fisher_interpolate(t0, t1, 0.5, f0, f1)["w"]
+    torch.testing.assert_close(out, torch.tensor([0.5, 0.9, 0.1]))
+    with pytest.raises(ValueError, match="in fisher_0 but not in fisher_1"):
+        fisher_interpolate(t0, t1, 0.5, f0, {})
+    with pytest.raises(ValueError, match="shape"):
+        fisher_interpolate(t0, t1, 0.5, {"w": torch.ones(2)}, {"w": torch.ones(2)})
+
+
+def test_compute_fisher_shapes_and_batch_invariance():
+    model = tiny_classifier(0)
+    before = clone_sd(model)
+    x = torch.randn(4, 3, 16, 16)
+    loader = [(x[:2], torch.zeros(2)), (x[2:], torch.zeros(2))]
+    fisher = compute_fisher(model, loader, target="argmax", progress=False)
+    names = {n for n, _ in model.named_parameters()}
+    assert set(fisher) == names
+    assert all(fisher[n].shape == p.shape and (fisher[n] >= 0).all()
+               for n, p in model.named_parameters())
+    assert sum(f.sum() for f in fisher.values()) > 0
+    # per-example Fisher does not depend on how examples are batched
+    regrouped = compute_fisher(model, [(x, None)], target="argmax", progress=False)
+    for n in fisher:
+        torch.testing.assert_close(fisher[n], regrouped[n], rtol=1e-4, atol=1e-10)
+    one = compute_fisher(model, loader, n_batches=1, progress=False)
+    assert set(one) == names
+    assert all(p.grad is None for p in model.parameters())
+    assert all(torch.equal(v, before[k]) for k, v in model.state_dict().items())
+
+
+def test_in_place_matches_out_of_place_without_new_models(endpoints):
+    t0, t1 = endpoints
+    model = tiny_classifier(2)
+    ptrs = {k: v.data_ptr() for k, v in model.state_dict().items()}
+    params = [id(p) for p in model.parameters()]
+    seen = []
+
+    def fn(m: nn.Module) -> dict[str, torch.Tensor]:
+        seen.append(id(m))
+        assert {k: v.data_ptr() for k, v in m.state_dict().items()} == ptrs
+        return clone_sd(m)
+
+    alphas = [0.0, 0.05, 0.3, 0.5, 0.95, 1.0]
+    got = sweep_alphas(model, t0, t1, alphas, fn, progress=False)
+    assert list(got) == alphas
+    assert set(seen) == {id(model)} and [id(p) for p in model.parameters()] == params
+    for a in alphas:
+        ref = interpolate_weights(t0, t1, a)
+        for k in ref:
+            assert torch.equal(got[a][k], ref[k]), (a, k)
+    # the endpoints are untouched
+    assert all(torch.equal(t0[k], clone_sd(tiny_classifier(0))[k]) for k in t0)
+
+
+def test_in_place_fp32_and_bf16_and_validation(endpoints):
+    t0, t1 = endpoints
+    model = tiny_classifier(3)
+    interpolate_in_place(model, t0, t1, 0.25)
+    ref = interpolate_weights(t0, t1, 0.25)
+    assert all(torch.equal(v, ref[k]) for k, v in model.state_dict().items())
+    h0 = {k: v.bfloat16() for k, v in t0.items()}
+    h1 = {k: v.bfloat16() for k, v in t1.items()}
+    half = tiny_classifier(3).bfloat16()
+    interpolate_in_place(half, h0, h1, 0.25)
+    ref = interpolate_weights(h0, h1, 0.25)
+    assert all(v.dtype == torch.bfloat16 and torch.equal(v, ref[k]) for k, v in half.state_dict().items())
+
+    live = model.state_dict()  # shares memory with the model: must be refused
+    with pytest.raises(ValueError, match="shares memory with the model"):
+        interpolate_in_place(model, live, t1, 0.5)
+    bad = dict(t1)
+    key = list(bad)[2]
+    bad[key] = torch.zeros(1)
+    with pytest.raises(ValueError, match=repr(key)):
+        iter_alphas(model, t0, bad, [0.5], progress=False)  # validated when called
+    with pytest.raises(ValueError, match="alpha"):
+        iter_alphas(model, t0, t1, [0.5, 2.0], progress=False)
+    other = nn.Linear(3, 2)
+    with pytest.raises(ValueError, match="missing from the model|the endpoints lack"):
+        interpolate_in_place(other, t0, t1, 0.5)

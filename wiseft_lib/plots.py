@@ -1,0 +1,269 @@
+"""Paper figures: Figure 1's ID-vs-OOD accuracy plot on logit-scaled axes.
+
+    import pandas as pd
+    from wiseft_lib.plots import plot_id_vs_ood, save_figure
+
+    curve = pd.DataFrame({"mode": ["end-to-end"] * 3, "alpha": [0, 0.5, 1],
+                          "id_acc": [68.3, 81.7, 81.3], "ood_avg": [58.1, 63.0, 53.8]})
+    fig = plot_id_vs_ood(curve)
+    save_figure(fig, "outputs/figure1")          # figure1.png and figure1.pdf
+
+Accuracies are percentages everywhere; the axes are logit-scaled (as in Taori et al. and the
+paper) with percent tick labels. :func:`fit_logit_line` fits the effective-robustness
+baseline, a straight line in logit space through a group of models. Figures are built with
+``matplotlib.figure.Figure`` and the Agg canvas, never pyplot, so they work headless and do
+not touch a notebook's backend.
+"""
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any, NamedTuple, Optional, Union
+
+import numpy as np
+import pandas as pd
+from matplotlib.axes import Axes
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
+from matplotlib.ticker import FixedLocator, FuncFormatter, NullLocator
+
+from wiseft_lib._io import atomic_path
+
+__all__ = [
+    "LogitLine",
+    "fit_logit_line",
+    "draw_logit_line",
+    "logit_axes",
+    "plot_id_vs_ood",
+    "save_figure",
+]
+
+_EPS = 1e-4  # accuracies are clipped to [0.01 %, 99.99 %] before the logit transform
+_TICK_TIERS = (  # coarse to fine; the finest tier with at most max_ticks ticks in range wins
+    (0.1, 1, 5, 10, 20, 30, 40, 50, 60, 70, 80, 90, 95, 99, 99.9),
+    (0.1, 0.5, 1, 2, 5, 10, 15, 20, 25, 30, 35, 40, 45, 50, 55, 60, 65, 70, 75, 80, 85, 90, 95,
+     98, 99, 99.5, 99.9),
+    (0.1, 0.2, 0.5, 1, 2, 5, 10, 15, 20, 25, 30, 35, 40, 45, 50, 55, 60, 65, 70, 75, 80, 85, 90,
+     92, 94, 95, 96, 97, 98, 99, 99.5, 99.8, 99.9),
+)
+_MARKERS = ("o", "s", "^", "D", "v", "P", "X", "<", ">")
+
+
+def _frac(percent: Any) -> np.ndarray:
+    return np.clip(np.asarray(percent, dtype=float) / 100.0, _EPS, 1.0 - _EPS)
+
+
+def _logit(percent: Any) -> np.ndarray:
+    p = _frac(percent)
+    return np.log(p) - np.log1p(-p)
+
+
+def _expit_percent(z: Any) -> np.ndarray:
+    return 100.0 / (1.0 + np.exp(-np.asarray(z, dtype=float)))
+
+
+class LogitLine(NamedTuple):
+    """``logit(y) = slope * logit(x) + intercept`` with x, y accuracies in percent."""
+
+    slope: float
+    intercept: float
+
+    def __call__(self, x_percent: Any) -> np.ndarray:
+        """Predicted y (percent) at x (percent)."""
+        return _expit_percent(self.slope * _logit(x_percent) + self.intercept)
+
+    def draw(self, ax: Axes, x_range: Optional[tuple[float, float]] = None, **kwargs: Any) -> None:
+        """Draw the line on a :func:`plot_id_vs_ood` axes; see :func:`draw_logit_line`."""
+        draw_logit_line(ax, self, x_range, **kwargs)
+
+
+def fit_logit_line(x: Sequence[float], y: Sequence[float]) -> LogitLine:
+    """Least-squares line in logit space through accuracies ``x``, ``y`` (percent)."""
+    lx, ly = _logit(x), _logit(y)
+    if lx.shape != ly.shape or lx.ndim != 1:
+        raise ValueError(f"x and y must be 1-D and equally long, got shapes {lx.shape} and {ly.shape}")
+    if len(lx) < 2 or np.ptp(lx) == 0:
+        raise ValueError("fitting a line needs at least two points with different x accuracies")
+    slope, intercept = np.polyfit(lx, ly, 1)
+    return LogitLine(float(slope), float(intercept))
+
+
+def draw_logit_line(ax: Axes, line: LogitLine, x_range: Optional[tuple[float, float]] = None,
+                    **kwargs: Any) -> None:
+    """Draw ``line`` over ``x_range`` (percent; default: the axes' current x limits)."""
+    lo, hi = x_range if x_range is not None else tuple(100.0 * v for v in ax.get_xlim())
+    xs = _expit_percent(np.linspace(_logit(lo), _logit(hi), 100))
+    kwargs.setdefault("color", "0.4")
+    kwargs.setdefault("linestyle", "--")
+    kwargs.setdefault("linewidth", 1.0)
+    ax.plot(xs / 100.0, line(xs) / 100.0, **kwargs)
+
+
+def _nice_ticks(lo: float, hi: float, max_ticks: int = 9) -> list[float]:
+    tiers = [[t for t in tier if lo <= t <= hi] for tier in _TICK_TIERS]
+    fitting = [t for t in tiers if 3 <= len(t) <= max_ticks]
+    if fitting:
+        return [float(t) for t in fitting[-1]]
+    if len(tiers[0]) > max_ticks:  # thin the coarsest tier evenly in logit space
+        z = _logit(tiers[0])
+        targets = np.linspace(z[0], z[-1], max_ticks)
+        return sorted({float(tiers[0][int(np.argmin(np.abs(z - t)))]) for t in targets})
+    step = max((hi - lo) / 6.0, 0.01)  # a narrow range: evenly spaced round numbers
+    mag = 10 ** np.floor(np.log10(step))
+    step = min(m * mag for m in (1, 2, 5, 10) if m * mag >= step)
+    start = np.ceil(lo / step) * step
+    return [round(float(v), 6) for v in np.arange(start, hi + 1e-9, step)]
+
+
+def _format_percent(v: float, _pos: Any = None) -> str:
+    return f"{100.0 * v:.4g}"
+
+
+def logit_axes(ax: Axes, x_percent: Sequence[float], y_percent: Sequence[float],
+               pad: float = 0.08) -> None:
+    """Logit-scale both axes of ``ax`` around the given accuracies, with percent ticks.
+
+    Data on these axes are fractions (percent / 100).
+    """
+    for axis, vals, set_scale, set_lim in (
+        (ax.xaxis, x_percent, ax.set_xscale, ax.set_xlim),
+        (ax.yaxis, y_percent, ax.set_yscale, ax.set_ylim),
+    ):
+        z = _logit(np.asarray(vals, dtype=float))
+        z_lo, z_hi = float(np.min(z)), float(np.max(z))
+        span = max(z_hi - z_lo, 0.2)
+        z_lo, z_hi = z_lo - pad * span, z_hi + pad * span
+        lo, hi = float(_expit_percent(z_lo)), float(_expit_percent(z_hi))
+        set_scale("logit")
+        set_lim(lo / 100.0, hi / 100.0)
+        axis.set_major_locator(FixedLocator([t / 100.0 for t in _nice_ticks(lo, hi)]))
+        axis.set_minor_locator(NullLocator())
+        axis.set_major_formatter(FuncFormatter(_format_percent))
+        axis.set_minor_formatter(FuncFormatter(lambda *_: ""))
+
+
+def _aggregate(df: pd.DataFrame, keys: list[str], x: str, y: str) -> pd.DataFrame:
+    """Mean with min/max over repeated rows (e.g. seeds) per key."""
+    g = df.groupby(keys, sort=True, dropna=False)
+    out = g[[x, y]].mean()
+    out[[f"{x}_min", f"{y}_min"]] = g[[x, y]].min().to_numpy()
+    out[[f"{x}_max", f"{y}_max"]] = g[[x, y]].max().to_numpy()
+    out["n"] = g.size()
+    return out.reset_index()
+
+
+def _point(ax: Axes, row: pd.Series, x: str, y: str, show_range: bool, **kwargs: Any) -> None:
+    px, py = row[x] / 100.0, row[y] / 100.0
+    if show_range and row["n"] > 1:
+        xerr = [[px - row[f"{x}_min"] / 100.0], [row[f"{x}_max"] / 100.0 - px]]
+        yerr = [[py - row[f"{y}_min"] / 100.0], [row[f"{y}_max"] / 100.0 - py]]
+        ax.errorbar(px, py, xerr=xerr, yerr=yerr, fmt="none", ecolor=kwargs.get("color", "k"),
+                    elinewidth=0.8, capsize=2, zorder=kwargs.get("zorder", 3) - 0.5)
+    ax.scatter([px], [py], **kwargs)
+
+
+def plot_id_vs_ood(
+    df: pd.DataFrame,
+    ax: Optional[Axes] = None,
+    *,
+    x: str = "id_acc",
+    y: str = "ood_avg",
+    mode_col: str = "mode",
+    alpha_col: str = "alpha",
+    label_alpha: Optional[float] = 0.5,
+    extra: Optional[pd.DataFrame] = None,
+    group_col: str = "group",
+    fit: Union[bool, Sequence[str]] = True,
+    show_range: bool = True,
+    xlabel: str = "ID accuracy (%)",
+    ylabel: str = "Avg. accuracy under distribution shift (%)",
+    title: Optional[str] = None,
+    palette: Optional[Sequence[Any]] = None,
+    figsize: tuple[float, float] = (6.0, 5.0),
+) -> Figure:
+    """Figure 1: the WiSE-FT curve of each fine-tuning mode on logit-scaled ID/OOD axes.
+
+    ``df`` has one row per (mode, alpha[, seed]) with accuracies in percent; alpha 0 is the
+    zero-shot model (a star), alpha 1 the fine-tuned model (a large marker), and the points
+    between are joined in alpha order. Repeated rows (seeds) are averaged, with min/max bars
+    when ``show_range``. The ``label_alpha`` point of each curve is marked and labelled.
+    ``extra`` adds scatter groups (columns ``group_col``, ``x``, ``y``; e.g. other zero-shot
+    models, standard ImageNet models), each with a fitted logit-space line when ``fit`` is
+    True or names the group. Returns the Figure (drawn on ``ax`` if given).
+    """
+    missing = [c for c in (mode_col, alpha_col, x, y) if c not in df.columns]
+    if missing:
+        raise ValueError(f"plot_id_vs_ood needs columns {missing}; the frame has {list(df.columns)}")
+    if df.empty:
+        raise ValueError("plot_id_vs_ood got an empty frame: nothing to plot")
+    if ax is None:
+        fig = Figure(figsize=figsize, layout="constrained")
+        FigureCanvasAgg(fig)
+        ax = fig.add_subplot()
+    else:
+        fig = ax.figure
+    agg = _aggregate(df, [mode_col, alpha_col], x, y)
+    modes = list(dict.fromkeys(df[mode_col]))
+    colors = list(palette) if palette is not None else [f"C{i}" for i in range(10)]
+
+    all_x, all_y = list(agg[x]), list(agg[y])
+    if extra is not None and not extra.empty:
+        all_x += list(extra[x])
+        all_y += list(extra[y])
+    logit_axes(ax, all_x, all_y)
+
+    if extra is not None and not extra.empty:
+        for i, (group, sub) in enumerate(extra.groupby(group_col, sort=False)):
+            color = f"C{(len(modes) + 2 + i) % 10}"
+            ax.scatter(sub[x] / 100.0, sub[y] / 100.0, s=18, color=color, alpha=0.7,
+                       label=str(group), zorder=2)
+            do_fit = fit is True or (not isinstance(fit, bool) and group in fit)
+            if do_fit and len(sub) >= 2 and np.ptp(_logit(sub[x])) > 0:
+                line = fit_logit_line(sub[x], sub[y])
+                draw_logit_line(ax, line, color=color, label=f"linear fit ({group})")
+
+    zero_shot_drawn = False
+    for i, mode in enumerate(modes):
+        color = colors[i % len(colors)]
+        curve = agg[agg[mode_col] == mode].sort_values(alpha_col)
+        ax.plot(curve[x] / 100.0, curve[y] / 100.0, "-", color=color, marker=".", markersize=5,
+                linewidth=1.5, label=f"WiSE-FT ({mode})", zorder=3)
+        for _, row in curve.iterrows():
+            a = row[alpha_col]
+            if a == 0:
+                _point(ax, row, x, y, show_range, marker="*", s=220, color="gold", edgecolor="k",
+                       zorder=5, label=None if zero_shot_drawn else "zero-shot")
+                zero_shot_drawn = True
+            elif a == 1:
+                _point(ax, row, x, y, show_range, marker=_MARKERS[i % len(_MARKERS)], s=70,
+                       color=color, edgecolor="k", zorder=5, label=f"fine-tuned ({mode})")
+            elif label_alpha is not None and np.isclose(a, label_alpha):
+                _point(ax, row, x, y, show_range, marker="D", s=45, color=color, edgecolor="k",
+                       zorder=5)
+                ax.annotate(f"α={label_alpha:g}", (row[x] / 100.0, row[y] / 100.0),
+                            textcoords="offset points", xytext=(4, 6), fontsize=8, color=color)
+            elif show_range and row["n"] > 1:
+                _point(ax, row, x, y, show_range, marker=".", s=1, color=color, zorder=4)
+
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    if title:
+        ax.set_title(title)
+    ax.grid(True, which="major", linewidth=0.5, alpha=0.5)
+    ax.legend(fontsize=8, loc="best", frameon=True)
+    return fig
+
+
+def save_figure(fig: Figure, path_without_ext: Union[str, Path],
+                formats: Sequence[str] = ("png", "pdf"), dpi: int = 200) -> list[Path]:
+    """Write ``fig`` as ``<path>.png`` and ``<path>.pdf`` (atomically); return the paths."""
+    base = Path(path_without_ext)
+    if fig.canvas is None or not hasattr(fig.canvas, "print_figure"):
+        FigureCanvasAgg(fig)
+    paths = []
+    for fmt in formats:
+        path = base.with_name(f"{base.name}.{fmt}")
+        with atomic_path(path) as tmp:
+            fig.savefig(tmp, format=fmt, dpi=dpi, bbox_inches="tight")
+        paths.append(path)
+    return paths
