@@ -41,6 +41,10 @@ WEIGHTS = Path(__file__).parent / "weights"
 PACKAGE_MODELS: dict[str, dict[str, str]] = {
     "wiseft-mini": {"fmnist": "wiseft-mini-fmnist.safetensors"},
 }
+# Preprocessing of package models (open_clip configs cannot carry it for built-in names).
+PACKAGE_PREPROCESS: dict[str, dict[str, Any]] = {
+    "wiseft-mini": {"image_mean": (0.5,) * 3, "image_std": (0.5,) * 3, "aug_cfg": {"scale": (0.8, 1.0)}},
+}
 RANDOM_INIT = "random"
 
 _registered = False
@@ -129,12 +133,8 @@ def create_model(
     _check_name(name)
     weights = _resolve_pretrained(name, pretrained)
     kwargs: dict[str, Any] = {}
-    if name in PACKAGE_MODELS:
-        cfg = json.loads((ASSETS / f"{name}.json").read_text())
-        pp = cfg.get("wiseft_preprocess", {})
-        kwargs.update(image_mean=tuple(pp.get("mean", (0.5,) * 3)),
-                      image_std=tuple(pp.get("std", (0.5,) * 3)),
-                      aug_cfg=pp.get("aug_cfg", {"scale": (0.8, 1.0)}))
+    if name in PACKAGE_PREPROCESS:
+        kwargs.update(PACKAGE_PREPROCESS[name])
     model, train_tf, eval_tf = open_clip.create_model_and_transforms(
         name, pretrained=weights, device=device, precision=precision, **kwargs
     )

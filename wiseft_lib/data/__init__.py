@@ -8,3 +8,7 @@ from wiseft_lib.data.registry import (
 )
 
 __all__ = ["DatasetBundle", "describe_dataset", "get_dataset", "list_datasets", "register_dataset"]
+
+from wiseft_lib.data import mini  # noqa: E402,F401  (registers the mini-* datasets)
+from wiseft_lib.data import imagenet, cifar, wilds, video, transfer  # noqa: E402,F401  (paper datasets)
+from wiseft_lib.data.kshot import get_kshot_dataset, kshot_bundle, kshot_indices  # noqa: E402,F401

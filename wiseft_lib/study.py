@@ -1,0 +1,211 @@
+"""The WiSE-FT curve: zero-shot -> fine-tuned, interpolated over alpha, scored ID and OOD.
+
+One call per seed does the paper's core experiment for both fine-tuning modes: build the
+zero-shot classifier, fine-tune it end-to-end and/or as a linear classifier, sweep alpha
+with one working model (end-to-end) or on cached features (linear), and score every eval set.
+Notebooks call it and plot; the CLI's ``wiseft sweep`` calls it too.
+
+    from wiseft_lib.study import CurveConfig, wiseft_curve, curve_table
+    tidy = wiseft_curve(CurveConfig(n_test=200, n_train=256, e2e={"epochs": 1}), seed=0)
+    print(curve_table(tidy))
+"""
+from __future__ import annotations
+
+import copy
+import dataclasses
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Optional, Sequence
+
+import pandas as pd
+import torch
+
+from wiseft_lib.data import DatasetBundle, get_dataset
+from wiseft_lib.data.mini import MINI_ID, MINI_OOD
+
+MODES = ("end-to-end", "linear")
+ALPHAS_11 = tuple(round(0.1 * i, 2) for i in range(11))
+
+
+@dataclass
+class CurveConfig:
+    """Everything one WiSE-FT curve depends on (the notebook's parameters, validated)."""
+
+    model: str = "wiseft-mini"
+    pretrained: Optional[str] = None
+    data_root: Optional[str] = None
+    id_dataset: str = MINI_ID
+    ood_datasets: Sequence[str] = MINI_OOD
+    templates: Optional[Sequence[str]] = None  # default: the ID dataset's templates
+    modes: Sequence[str] = MODES
+    alphas: Sequence[float] = ALPHAS_11
+    n_train: Optional[int] = 2000  # end-to-end fine-tuning images (None: the whole train split)
+    n_train_linear: Optional[int] = None  # linear-classifier training images
+    n_test: Optional[int] = 1000  # test images per eval set, where the dataset supports it
+    e2e: dict[str, Any] = field(default_factory=lambda: {
+        "epochs": 10, "lr": 5e-4, "batch_size": 64, "weight_decay": 0.1, "warmup_steps": 30})
+    linear_method: str = "probe"  # "probe": logistic regression, C on held-out train; "adamw": LC trainer
+    linear: dict[str, Any] = field(default_factory=dict)  # FinetuneConfig (adamw) or probe kwargs
+    eval_batch_size: int = 512
+    preprocess_eval: bool = True  # decode+transform eval sets once (small eval sets only)
+    device: str = "auto"
+    cache_dir: Optional[str] = None
+    progress: bool = True
+
+    def __post_init__(self) -> None:
+        bad = [m for m in self.modes if m not in MODES]
+        if bad or not self.modes:
+            raise ValueError(f"modes must be a non-empty subset of {MODES}, got {list(self.modes)}")
+        from wiseft_lib.interpolate import check_alpha
+
+        self.alphas = [check_alpha(a) for a in self.alphas]
+        if self.linear_method not in ("probe", "adamw"):
+            raise ValueError(f"linear_method must be 'probe' or 'adamw', not {self.linear_method!r}")
+        for n, v in (("n_train", self.n_train), ("n_test", self.n_test), ("n_train_linear", self.n_train_linear)):
+            if v is not None and (not isinstance(v, int) or v <= 0):
+                raise ValueError(f"{n} must be a positive integer or None, got {v!r}")
+
+    def resolved_device(self) -> torch.device:
+        if self.device == "auto":
+            return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        return torch.device(self.device)
+
+
+def _bundle(name: str, cfg: CurveConfig, split: str, transform, seed: int, n_train=None) -> DatasetBundle:
+    kwargs: dict[str, Any] = {}
+    if name.startswith("mini-"):
+        kwargs = {"n_test": cfg.n_test} if split == "test" else {"n_train": n_train, "seed": seed}
+    return get_dataset(name, root=cfg.data_root, split=split, transform=transform, **kwargs)
+
+
+def _eval_split(name: str) -> str:
+    return "test" if name.startswith("mini-") else ("val" if name == "imagenet" else "test")
+
+
+def wiseft_curve(cfg: CurveConfig, seed: int = 0, *, store=None, run: Optional[str] = None) -> pd.DataFrame:
+    """Tidy results ``(seed, mode, alpha, dataset, metric, value)`` of one seed; also stored."""
+    from wiseft_lib.evaluate import evaluate, evaluate_head, preprocess_once
+    from wiseft_lib.features import extract_features
+    from wiseft_lib.finetune import FinetuneConfig, finetune
+    from wiseft_lib.interpolate import iter_alphas
+    from wiseft_lib.models import create_model
+    from wiseft_lib.zeroshot import zeroshot_classifier
+
+    device = cfg.resolved_device()
+    torch.manual_seed(seed)
+    clip_model, train_tf, eval_tf = create_model(cfg.model, cfg.pretrained, device=device)
+    eval_names = [cfg.id_dataset, *cfg.ood_datasets]
+    evals = {n: _bundle(n, cfg, _eval_split(n), eval_tf, seed) for n in eval_names}
+    id_bundle = evals[cfg.id_dataset]
+    templates = list(cfg.templates or id_bundle.templates)
+    zs = zeroshot_classifier(clip_model, cfg.model, id_bundle.classnames, templates, cfg.pretrained)
+    del clip_model.transformer  # the text tower is no longer needed
+    rows: list[dict[str, Any]] = []
+
+    def add(mode: str, alpha: float, dataset: str, metrics: dict[str, float]) -> None:
+        rows.extend({"seed": seed, "mode": mode, "alpha": alpha, "dataset": dataset, "metric": k,
+                     "value": v} for k, v in metrics.items())
+
+    if "end-to-end" in cfg.modes:
+        train = _bundle(cfg.id_dataset, cfg, "train", train_tf, seed, cfg.n_train)
+        ft_cfg = FinetuneConfig(mode="end-to-end", seed=seed, **cfg.e2e)
+        ft = finetune(zs, train.dataset, ft_cfg, device=device, progress=cfg.progress)
+        sets = {n: preprocess_once(b, progress=cfg.progress) if cfg.preprocess_eval else b
+                for n, b in evals.items()}
+        theta_0 = {k: v.clone() for k, v in zs.state_dict().items()}
+        theta_1 = {k: v.clone() for k, v in ft.state_dict().items()}
+        work = copy.deepcopy(ft)
+        for alpha, model in iter_alphas(work, theta_0, theta_1, cfg.alphas, progress=cfg.progress):
+            for name, bundle in sets.items():
+                add("end-to-end", alpha, name, evaluate(model, bundle, batch_size=cfg.eval_batch_size,
+                                                         progress=False))
+        del work, ft
+
+    if "linear" in cfg.modes:
+        feats = {}
+        for name, bundle in evals.items():
+            key = {"dataset": name, "split": _eval_split(name), "n_test": cfg.n_test, "model": cfg.model,
+                   "pretrained": cfg.pretrained, "transform": repr(eval_tf)}
+            feats[name] = extract_features(zs.image_encoder, bundle.dataset, cache_dir=cfg.cache_dir,
+                                           cache_key_parts=key, batch_size=cfg.eval_batch_size,
+                                           device=device, progress=cfg.progress)
+        train_eval = _bundle(cfg.id_dataset, cfg, "train", eval_tf, seed, cfg.n_train_linear)
+        key = {"dataset": cfg.id_dataset, "split": "train", "n_train": cfg.n_train_linear, "seed": seed,
+               "model": cfg.model, "pretrained": cfg.pretrained, "transform": repr(eval_tf)}
+        if cfg.linear_method == "probe":
+            from wiseft_lib.probe import fit_logistic_probe
+
+            x, y = extract_features(zs.image_encoder, train_eval.dataset, cache_dir=cfg.cache_dir,
+                                    cache_key_parts=key, batch_size=cfg.eval_batch_size, device=device,
+                                    progress=cfg.progress)
+            lc_head = fit_logistic_probe(x, y, seed=seed, **cfg.linear).to_head().to(device)
+        else:
+            lc_cfg = FinetuneConfig(mode="linear", seed=seed, **cfg.linear)
+            lc_head = finetune(zs, train_eval.dataset, lc_cfg, device=device, cache_dir=cfg.cache_dir,
+                               progress=cfg.progress).classification_head
+        head = copy.deepcopy(zs.classification_head)
+        theta_0 = {k: v.clone() for k, v in zs.classification_head.state_dict().items()}
+        theta_1 = {k: v.detach().clone() for k, v in lc_head.state_dict().items()}
+        for alpha, h in iter_alphas(head, theta_0, theta_1, cfg.alphas, progress=False):
+            for name, bundle in evals.items():
+                x, y = feats[name]
+                add("linear", alpha, name, evaluate_head(h, x, y, bundle))
+
+    tidy = pd.DataFrame(rows)
+    if store is not None:
+        config = {**dataclasses.asdict(cfg), "seed": seed}
+        store.add_many({"run": run or f"seed{seed}", "model": cfg.model, "method": f"wiseft-{r['mode']}",
+                        "alpha": r["alpha"], "dataset": r["dataset"], "metric": r["metric"],
+                        "value": r["value"], "config": json.dumps(config, default=str)} for r in rows)
+    return tidy
+
+
+def curve_table(tidy: pd.DataFrame, id_dataset: str = MINI_ID, metric: str = "top1") -> pd.DataFrame:
+    """One row per (seed, mode, alpha): ``id_acc``, ``ood_avg`` and one column per OOD set."""
+    sub = tidy[tidy["metric"] == metric]
+    wide = sub.pivot_table(index=["seed", "mode", "alpha"], columns="dataset", values="value").reset_index()
+    ood = [c for c in wide.columns if c not in ("seed", "mode", "alpha", id_dataset)]
+    wide = wide.rename(columns={id_dataset: "id_acc"})
+    wide["ood_avg"] = wide[ood].mean(axis=1)
+    wide.columns.name = None
+    return wide[["seed", "mode", "alpha", "id_acc", "ood_avg", *ood]].sort_values(["seed", "mode", "alpha"])
+
+
+def summary_table(curve: pd.DataFrame) -> pd.DataFrame:
+    """Zero-shot, fine-tuned, alpha=0.5 and best-alpha rows per mode, averaged over seeds."""
+    mean = curve.groupby(["mode", "alpha"]).mean(numeric_only=True).drop(columns="seed").reset_index()
+    out = []
+    for mode, g in mean.groupby("mode"):
+        g = g.set_index("alpha")
+        out.append({"method": "zero-shot", **g.loc[0.0].to_dict()})
+        out.append({"method": f"fine-tuned ({mode})", **g.loc[1.0].to_dict()})
+        if 0.5 in g.index:
+            out.append({"method": f"WiSE-FT {mode}, alpha=0.5", **g.loc[0.5].to_dict()})
+        best = g["ood_avg"].idxmax()
+        out.append({"method": f"WiSE-FT {mode}, best OOD alpha={best:g}", **g.loc[best].to_dict()})
+    table = pd.DataFrame(out).drop_duplicates(subset=["method"])
+    return table.round(2)
+
+
+def write_outputs(curve: pd.DataFrame, output_dir: str | Path) -> dict[str, Path]:
+    """curve.csv and summary tables in ``output_dir`` (atomic writes)."""
+    from wiseft_lib._io import atomic_write_text
+    from wiseft_lib.tables import write_table
+
+    out = Path(output_dir)
+    paths = {"curve": atomic_write_text(out / "curve.csv", curve.round(4).to_csv(index=False))}
+    write_table(summary_table(curve), out / "summary")
+    paths["summary"] = out / "summary.csv"
+    return paths
+
+
+def smoke_config(cfg: CurveConfig) -> CurveConfig:
+    """A seconds-long version of ``cfg`` for tests: tiny data, one epoch, three alphas."""
+    small = lambda n, k: k if n is None else min(n, k)  # noqa: E731
+    return dataclasses.replace(
+        cfg, n_train=small(cfg.n_train, 256), n_train_linear=small(cfg.n_train_linear, 1000),
+        n_test=small(cfg.n_test, 200), alphas=[0.0, 0.5, 1.0],
+        e2e={**cfg.e2e, "epochs": 1, "warmup_steps": 2},
+        linear={**cfg.linear, "epochs": 1} if cfg.linear_method == "adamw" else cfg.linear,
+    )
