@@ -1,0 +1,47 @@
+# wiseft: `make demo` runs Figure 1 on the embedded default; `make test` runs the tests.
+# Both set up .venv (Python 3.10+; torch, open_clip, papermill, ...) and Fashion-MNIST first.
+SHELL := /bin/bash
+.SHELLFLAGS := -eo pipefail -c
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+PIP_FLAGS ?= -q --disable-pip-version-check
+OUT ?= outputs/mini/fig1_id_vs_ood
+
+.PHONY: demo test test-fast setup data lab bench clean-outputs
+
+$(VENV)/.installed: pyproject.toml
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	@echo "== installing wiseft and its dependencies into $(VENV) (first time: a few minutes)"
+	@$(PY) -m pip install $(PIP_FLAGS) --upgrade pip 2>&1 | { grep -v "^WARNING: Location" || true; }
+	@$(PY) -m pip install $(PIP_FLAGS) -e ".[dev,lab]" 2>&1 | { grep -v "^WARNING: Location" || true; }
+	@touch $@
+
+setup: $(VENV)/.installed data
+
+data: $(VENV)/.installed
+	@echo "== Fashion-MNIST"
+	@$(VENV)/bin/wiseft data --ensure
+
+demo: setup
+	@echo "== Figure 1 on the embedded default (papermill; progress below)"
+	@mkdir -p $(OUT)
+	@$(VENV)/bin/papermill notebooks/fig1_id_vs_ood.ipynb $(OUT)/fig1_id_vs_ood.ipynb \
+		-f params/mini/fig1_id_vs_ood.yaml -p output_dir $(OUT) -k python3 --log-output --progress-bar
+	@echo "== done: $(OUT)/fig1_id_vs_ood.png, curve.csv, summary.md, results.sqlite"
+	@cat $(OUT)/summary.md
+
+test: setup
+	@$(PY) -m pytest -q
+
+test-fast: setup
+	@$(PY) -m pytest -q -m "not slow"
+
+lab: setup
+	@$(VENV)/bin/jupyter lab notebooks/
+
+bench: setup
+	@$(PY) bench/finetune_step.py
+
+clean-outputs:
+	rm -rf outputs/mini outputs/paper

@@ -1,0 +1,42 @@
+"""The `wiseft` command end to end on the mini setting: zeroshot -> finetune -> interpolate -> evaluate."""
+import subprocess
+import sys
+
+import pandas as pd
+import pytest
+
+from wiseft_lib.cli import main
+
+
+def test_help_lists_subcommands():
+    out = subprocess.run([sys.executable, "-m", "wiseft_lib.cli", "--help"], capture_output=True, text=True)
+    assert out.returncode == 0
+    for cmd in ("zeroshot", "finetune", "interpolate", "evaluate", "sweep"):
+        assert cmd in out.stdout
+
+
+@pytest.mark.slow
+def test_zeroshot_finetune_interpolate_evaluate(tmp_path, fashion_mnist_root, capsys):
+    zs, ft = tmp_path / "zs.safetensors", tmp_path / "ft"
+    assert main(["zeroshot", "--model", "wiseft-mini", "--dataset", "mini-photo", "--output", str(zs),
+                 "--evaluate", "--n-test", "200"]) == 0
+    assert main(["finetune", "--model", "wiseft-mini", "--train-dataset", "mini-photo", "--k-shot", "10",
+                 "--output-dir", str(ft), "--epochs", "1", "--batch-size", "25", "--lr", "1e-4",
+                 "--warmup-steps", "1", "--no-progress"]) == 0
+    wise = tmp_path / "wise.safetensors"
+    assert main(["interpolate", "--zeroshot", str(ft / "zeroshot.safetensors"),
+                 "--finetuned", str(ft / "finetuned.safetensors"), "--alpha", "0.5", "--output", str(wise)]) == 0
+    results = tmp_path / "results.sqlite"
+    assert main(["evaluate", "--checkpoint", str(wise), "--datasets", "mini-photo", "mini-sketch",
+                 "--n-test", "200", "--results", str(results)]) == 0
+    from wiseft_lib.results import ResultsStore
+
+    frame = ResultsStore(results).to_frame()
+    assert set(frame["dataset"]) == {"mini-photo", "mini-sketch"}
+    assert frame["value"].between(20, 100).all() and (frame["alpha"] == 0.5).all()
+    # bad input: alpha out of range and an unknown model give clear errors, not tracebacks
+    assert main(["interpolate", "--zeroshot", str(zs), "--finetuned", str(zs), "--alpha", "1.5",
+                 "--output", str(tmp_path / "bad")]) == 2
+    assert "alpha" in capsys.readouterr().err
+    assert main(["zeroshot", "--model", "ViT-B-61", "--dataset", "mini-photo", "--output", str(tmp_path / "x")]) == 2
+    assert "ViT-B-16" in capsys.readouterr().err

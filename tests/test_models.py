@@ -1,0 +1,81 @@
+"""Models: the package's wiseft-mini through open_clip's code path, save/load, tokenizer."""
+import json
+
+import pytest
+import torch
+
+from wiseft_lib.mini_clip import CONFIG_PATH, MiniTokenizer, caption_corpus
+from wiseft_lib.models import ClassificationHead, ImageClassifier, create_model, list_models
+
+
+def test_mini_model_is_an_open_clip_model_with_transforms():
+    clip_model, train_tf, eval_tf = create_model("wiseft-mini", pretrained="random")
+    assert "wiseft-mini" in list_models()
+    x = torch.rand(2, 3, 28, 28)
+    assert clip_model.encode_image(x).shape == (2, 128)
+    from PIL import Image
+
+    img = Image.new("RGB", (28, 28))
+    assert eval_tf(img).shape == train_tf(img).shape == (3, 28, 28)
+
+
+def test_shipped_weights_load_by_default():
+    clip_model, _, _ = create_model("wiseft-mini")
+    random_model, _, _ = create_model("wiseft-mini", pretrained="random")
+    a, b = clip_model.state_dict(), random_model.state_dict()
+    assert a.keys() == b.keys()
+    assert not torch.equal(a["visual.conv1.weight"], b["visual.conv1.weight"])
+
+
+def test_unknown_model_name_lists_close_matches():
+    with pytest.raises(ValueError, match=r"unknown model name 'ViT-B-61'.*ViT-B-16"):
+        create_model("ViT-B-61")
+
+
+def test_unknown_pretrained_tag_for_package_model():
+    with pytest.raises(ValueError, match="known tags: fmnist"):
+        create_model("wiseft-mini", pretrained="laion2b")
+
+
+def test_save_load_round_trip_gives_identical_logits(tmp_path):
+    clip_model, _, _ = create_model("wiseft-mini", pretrained="random")
+    head = ClassificationHead(torch.randn(10, 128), torch.randn(10))
+    clf = ImageClassifier.from_clip(clip_model, head, model_name="wiseft-mini", classnames=list("abcdefghij"))
+    x = torch.rand(4, 3, 28, 28)
+    with torch.no_grad():
+        before = clf.eval()(x)
+    path = clf.save(tmp_path / "clf")
+    assert path.suffix == ".safetensors" and path.with_suffix(".json").exists()
+    side = json.loads(path.with_suffix(".json").read_text())
+    assert side["head_shape"] == [10, 128] and side["classnames"] == list("abcdefghij")
+    loaded = ImageClassifier.load(path)
+    with torch.no_grad():
+        assert torch.equal(loaded(x), before)
+    assert not list(tmp_path.glob(".*.tmp")), "atomic writes leave no temporary files"
+
+
+def test_load_missing_checkpoint_names_both_files(tmp_path):
+    with pytest.raises(FileNotFoundError, match="needs both"):
+        ImageClassifier.load(tmp_path / "nothing.safetensors")
+
+
+def test_image_tower_loads_into_open_clip(tmp_path):
+    """The image-tower weights are open_clip's `visual.*` under an `image_encoder.` prefix."""
+    clip_model, _, _ = create_model("wiseft-mini", pretrained="random")
+    clf = ImageClassifier.from_clip(clip_model, ClassificationHead(torch.randn(3, 128)), model_name="wiseft-mini")
+    fresh, _, _ = create_model("wiseft-mini", pretrained="random")
+    visual = {k.removeprefix("image_encoder."): v for k, v in clf.state_dict().items() if k.startswith("image_encoder.")}
+    fresh.visual.load_state_dict(visual)
+    x = torch.rand(2, 3, 28, 28)
+    with torch.no_grad():
+        assert torch.equal(fresh.encode_image(x), clip_model.encode_image(x))
+
+
+def test_tokenizer_covers_every_caption_and_pools_at_end_of_text():
+    tok = MiniTokenizer()
+    config = json.loads(CONFIG_PATH.read_text())
+    assert config["text_cfg"]["vocab_size"] == tok.vocab_size
+    tokens = tok(caption_corpus())
+    assert not (tokens == tok.UNK).any(), "every caption word is in the frozen vocabulary"
+    assert (tokens.argmax(dim=1) == (tokens != 0).sum(dim=1) - 1).all(), "end-of-text is the largest id"
+    assert tok(["a bad photo of a dog."])[0].tolist().count(tok.UNK) == 2
