@@ -1,0 +1,88 @@
+"""DDP on CPU: 2 gloo processes (torchrun environment) == 1 process with the same global batch.
+
+    .venv/bin/pytest tests/test_distributed.py -q
+"""
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+sys.path.insert(0, str(Path(__file__).parent))
+from test_finetune import AugmentedSet, assert_same_training, cfg, tiny_classifier  # noqa: E402
+
+from wiseft_lib.features import extract_features  # noqa: E402
+from wiseft_lib.finetune import finetune  # noqa: E402
+
+WORKER = textwrap.dedent("""
+    import sys, torch
+    sys.path.insert(0, {testdir!r})
+    from safetensors.torch import save_file
+    from test_finetune import AugmentedSet, cfg, tiny_classifier
+    from wiseft_lib.features import extract_features, dist_info
+    from wiseft_lib.finetune import finetune, cleanup_distributed
+    out = {out!r}
+    finetune(tiny_classifier(), AugmentedSet(), cfg(epochs=2), output_dir=out + "/e2e", progress=False)
+    finetune(tiny_classifier(), AugmentedSet(), cfg(mode="linear", lr=1e-2), output_dir=out + "/lc",
+             progress=False, cache_dir=out + "/cache", feature_set=AugmentedSet(augment=False))
+    feats, labels = extract_features(tiny_classifier().image_encoder, AugmentedSet(n=41, augment=False),
+                                     batch_size=4, progress=False)
+    if dist_info()[0] == 0:
+        save_file({{"feats": feats, "labels": labels}}, out + "/feats.safetensors")
+    cleanup_distributed()
+""")
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.mark.slow
+def test_two_process_gloo_ddp_matches_one_process(tmp_path):
+    """Two ranks started with torchrun's environment (RANK, WORLD_SIZE, MASTER_*; the plain
+    launcher saves a third interpreter start on a busy CPU); the 1-process references run
+    here while they work."""
+    script = tmp_path / "worker.py"
+    script.write_text(WORKER.format(testdir=str(Path(__file__).parent), out=str(tmp_path)))
+    base = {k: v for k, v in os.environ.items() if k not in ("RANK", "WORLD_SIZE", "LOCAL_RANK")}
+    base.update(OMP_NUM_THREADS="1", CUDA_VISIBLE_DEVICES="", MASTER_ADDR="127.0.0.1",
+                MASTER_PORT=str(_free_port()), WORLD_SIZE="2", LOCAL_WORLD_SIZE="2")
+    procs = [subprocess.Popen([sys.executable, str(script)], stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                              env={**base, "RANK": str(r), "LOCAL_RANK": str(r)}) for r in range(2)]
+
+    # meanwhile, the 1-process references (global batch 8 = 2 ranks x 4)
+    one = finetune(tiny_classifier(), AugmentedSet(), cfg(epochs=2), progress=False)
+    one_lc = finetune(tiny_classifier(), AugmentedSet(), cfg(mode="linear", lr=1e-2), progress=False,
+                      feature_set=AugmentedSet(augment=False))
+    feats, labels = extract_features(tiny_classifier().image_encoder, AugmentedSet(n=41, augment=False),
+                                     batch_size=4, progress=False)
+    try:
+        logs = [p.communicate(timeout=120)[0].decode() for p in procs]
+    finally:
+        for p in procs:
+            if p.poll() is None:
+                p.kill()
+    for p, out in zip(procs, logs):
+        assert p.returncode == 0, out[-3000:]
+
+    def load(path: Path):
+        m = tiny_classifier()
+        m.load_state_dict(load_file(str(path)))
+        return m.eval()
+
+    assert_same_training(one, load(tmp_path / "e2e" / "finetuned.safetensors"), atol=1e-6)
+    # linear classifier on (all-gathered) cached features
+    assert_same_training(one_lc, load(tmp_path / "lc" / "finetuned.safetensors"), atol=1e-6)
+    # distributed feature extraction: strided shards gathered back in dataset order (41 = odd size)
+    got = load_file(str(tmp_path / "feats.safetensors"))
+    torch.testing.assert_close(got["feats"], feats, atol=1e-6, rtol=0)
+    assert torch.equal(got["labels"], labels)
