@@ -40,3 +40,16 @@ def test_zeroshot_finetune_interpolate_evaluate(tmp_path, fashion_mnist_root, ca
     assert "alpha" in capsys.readouterr().err
     assert main(["zeroshot", "--model", "ViT-B-61", "--dataset", "mini-photo", "--output", str(tmp_path / "x")]) == 2
     assert "ViT-B-16" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_any_open_clip_model_name_goes_through_the_same_path(tmp_path, fashion_mnist_root, capsys):
+    """A real open_clip architecture (random weights: no downloads here) builds a zero-shot head."""
+    assert main(["zeroshot", "--model", "ViT-B-32", "--pretrained", "random", "--dataset", "mini-photo",
+                 "--output", str(tmp_path / "b32"), "--evaluate", "--n-test", "16", "--batch-size", "16"]) == 0
+    out = capsys.readouterr().out
+    assert "10 classes" in out and "mini-photo" in out
+    from wiseft_lib.models import ImageClassifier
+
+    clf = ImageClassifier.load(tmp_path / "b32.safetensors")
+    assert clf.meta["model_name"] == "ViT-B-32" and tuple(clf.classification_head.weight.shape) == (10, 512)

@@ -143,7 +143,7 @@ def wiseft_curve(cfg: CurveConfig, seed: int = 0, *, store=None, run: Optional[s
         else:
             lc_cfg = FinetuneConfig(mode="linear", seed=seed, **cfg.linear)
             lc_head = finetune(zs, train_eval.dataset, lc_cfg, device=device, cache_dir=cfg.cache_dir,
-                               progress=cfg.progress).classification_head
+                               feature_key=key, progress=cfg.progress).classification_head
         head = copy.deepcopy(zs.classification_head)
         theta_0 = {k: v.clone() for k, v in zs.classification_head.state_dict().items()}
         theta_1 = {k: v.detach().clone() for k, v in lc_head.state_dict().items()}
