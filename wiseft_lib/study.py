@@ -184,7 +184,7 @@ def summary_table(curve: pd.DataFrame) -> pd.DataFrame:
             out.append({"method": f"WiSE-FT {mode}, alpha=0.5", **g.loc[0.5].to_dict()})
         best = g["ood_avg"].idxmax()
         out.append({"method": f"WiSE-FT {mode}, best OOD alpha={best:g}", **g.loc[best].to_dict()})
-    table = pd.DataFrame(out).drop_duplicates(subset=["method"])
+    table = pd.DataFrame(out).drop_duplicates(subset=["method"]).drop(columns="mode").reset_index(drop=True)
     return table.round(2)
 
 

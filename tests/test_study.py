@@ -1,0 +1,43 @@
+"""The curve runner's tables and config checks (the runner itself runs in the notebook smoke test)."""
+import pandas as pd
+import pytest
+
+from wiseft_lib.study import CurveConfig, curve_table, smoke_config, summary_table
+
+
+def tidy_rows():
+    rows = []
+    for seed in (0, 1):
+        for mode in ("end-to-end", "linear"):
+            for alpha in (0.0, 0.5, 1.0):
+                rows.append((seed, mode, alpha, "mini-photo", 70 + 20 * alpha + seed))
+                rows.append((seed, mode, alpha, "mini-sketch", 60 + 10 * alpha * (1 - alpha) - 5 * alpha))
+                rows.append((seed, mode, alpha, "mini-near", 65.0))
+    return pd.DataFrame(rows, columns=["seed", "mode", "alpha", "dataset", "value"]).assign(metric="top1")
+
+
+def test_curve_table_has_one_row_per_seed_mode_alpha():
+    curve = curve_table(tidy_rows())
+    assert list(curve.columns) == ["seed", "mode", "alpha", "id_acc", "ood_avg", "mini-near", "mini-sketch"]
+    assert len(curve) == 12
+    row = curve[(curve["seed"] == 1) & (curve["mode"] == "linear") & (curve["alpha"] == 0.5)].iloc[0]
+    assert row["id_acc"] == 81 and row["ood_avg"] == pytest.approx((65 + 60 + 2.5 - 2.5) / 2)
+
+
+def test_summary_picks_endpoints_midpoint_and_best_alpha():
+    summary = summary_table(curve_table(tidy_rows())).set_index("method")
+    assert summary.loc["zero-shot", "id_acc"] == 70.5
+    assert summary.loc["fine-tuned (end-to-end)", "id_acc"] == 90.5
+    assert "WiSE-FT linear, alpha=0.5" in summary.index
+    assert any(m.startswith("WiSE-FT end-to-end, best OOD alpha=") for m in summary.index)
+
+
+def test_config_rejects_bad_values():
+    with pytest.raises(ValueError, match="alpha"):
+        CurveConfig(alphas=[0.0, 1.5])
+    with pytest.raises(ValueError, match="modes"):
+        CurveConfig(modes=["e2e"])
+    with pytest.raises(ValueError, match="n_test"):
+        CurveConfig(n_test=0)
+    small = smoke_config(CurveConfig())
+    assert small.alphas == [0.0, 0.5, 1.0] and small.e2e["epochs"] == 1 and small.n_test == 200
