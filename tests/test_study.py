@@ -18,7 +18,7 @@ def tidy_rows():
 
 def test_curve_table_has_one_row_per_seed_mode_alpha():
     curve = curve_table(tidy_rows())
-    assert list(curve.columns) == ["seed", "mode", "alpha", "id_acc", "ood_avg", "mini-near", "mini-sketch"]
+    assert list(curve.columns) == ["seed", "mode", "alpha", "id_acc", "ood_avg", "mini-sketch", "mini-near"]
     assert len(curve) == 12
     row = curve[(curve["seed"] == 1) & (curve["mode"] == "linear") & (curve["alpha"] == 0.5)].iloc[0]
     assert row["id_acc"] == 81 and row["ood_avg"] == pytest.approx((65 + 60 + 2.5 - 2.5) / 2)

@@ -165,7 +165,7 @@ def curve_table(tidy: pd.DataFrame, id_dataset: str = MINI_ID, metric: str = "to
     """One row per (seed, mode, alpha): ``id_acc``, ``ood_avg`` and one column per OOD set."""
     sub = tidy[tidy["metric"] == metric]
     wide = sub.pivot_table(index=["seed", "mode", "alpha"], columns="dataset", values="value").reset_index()
-    ood = [c for c in wide.columns if c not in ("seed", "mode", "alpha", id_dataset)]
+    ood = [d for d in pd.unique(sub["dataset"]) if d != id_dataset]  # in the order they were evaluated
     wide = wide.rename(columns={id_dataset: "id_acc"})
     wide["ood_avg"] = wide[ood].mean(axis=1)
     wide.columns.name = None
