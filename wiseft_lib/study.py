@@ -48,6 +48,7 @@ class CurveConfig:
     linear_method: str = "probe"  # "probe": logistic regression, C on held-out train; "adamw": LC trainer
     linear: dict[str, Any] = field(default_factory=dict)  # FinetuneConfig (adamw) or probe kwargs
     eval_batch_size: int = 512
+    num_workers: int = 0  # data-loading processes for evaluation and feature extraction
     preprocess_eval: bool = True  # decode+transform eval sets once (small eval sets only)
     device: str = "auto"
     cache_dir: Optional[str] = None
@@ -111,7 +112,7 @@ def wiseft_curve(cfg: CurveConfig, seed: int = 0, *, store=None, run: Optional[s
         train = _bundle(cfg.id_dataset, cfg, "train", train_tf, seed, cfg.n_train)
         ft_cfg = FinetuneConfig(mode="end-to-end", seed=seed, **cfg.e2e)
         ft = finetune(zs, train.dataset, ft_cfg, device=device, progress=cfg.progress)
-        sets = {n: preprocess_once(b, progress=cfg.progress) if cfg.preprocess_eval else b
+        sets = {n: preprocess_once(b, num_workers=cfg.num_workers, progress=cfg.progress) if cfg.preprocess_eval else b
                 for n, b in evals.items()}
         theta_0 = {k: v.clone() for k, v in zs.state_dict().items()}
         theta_1 = {k: v.clone() for k, v in ft.state_dict().items()}
@@ -119,7 +120,7 @@ def wiseft_curve(cfg: CurveConfig, seed: int = 0, *, store=None, run: Optional[s
         for alpha, model in iter_alphas(work, theta_0, theta_1, cfg.alphas, progress=cfg.progress):
             for name, bundle in sets.items():
                 add("end-to-end", alpha, name, evaluate(model, bundle, batch_size=cfg.eval_batch_size,
-                                                         progress=False))
+                                                         num_workers=cfg.num_workers, progress=False))
         del work, ft
 
     if "linear" in cfg.modes:
@@ -129,7 +130,7 @@ def wiseft_curve(cfg: CurveConfig, seed: int = 0, *, store=None, run: Optional[s
                    "pretrained": cfg.pretrained, "transform": repr(eval_tf)}
             feats[name] = extract_features(zs.image_encoder, bundle.dataset, cache_dir=cfg.cache_dir,
                                            cache_key_parts=key, batch_size=cfg.eval_batch_size,
-                                           device=device, progress=cfg.progress)
+                                           device=device, num_workers=cfg.num_workers, progress=cfg.progress)
         train_eval = _bundle(cfg.id_dataset, cfg, "train", eval_tf, seed, cfg.n_train_linear)
         key = {"dataset": cfg.id_dataset, "split": "train", "n_train": cfg.n_train_linear, "seed": seed,
                "model": cfg.model, "pretrained": cfg.pretrained, "transform": repr(eval_tf)}
@@ -138,7 +139,7 @@ def wiseft_curve(cfg: CurveConfig, seed: int = 0, *, store=None, run: Optional[s
 
             x, y = extract_features(zs.image_encoder, train_eval.dataset, cache_dir=cfg.cache_dir,
                                     cache_key_parts=key, batch_size=cfg.eval_batch_size, device=device,
-                                    progress=cfg.progress)
+                                    num_workers=cfg.num_workers, progress=cfg.progress)
             lc_head = fit_logistic_probe(x, y, seed=seed, **cfg.linear).to_head().to(device)
         else:
             lc_cfg = FinetuneConfig(mode="linear", seed=seed, **cfg.linear)
