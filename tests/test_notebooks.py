@@ -50,3 +50,27 @@ def test_notebooks_are_stripped_and_parameterized():
         for name in ("output_dir", "smoke", "seeds"):
             assert f"\n{name} = " in "\n" + code[0].source, f"{path.name} lacks the {name} parameter"
         assert (ROOT / "params" / "mini" / f"{path.stem}.yaml").exists()
+
+
+@pytest.mark.slow
+def test_pretrain_smoke_writes_weights_that_create_model_loads(tmp_path, fashion_mnist_root):
+    out = tmp_path / "pretrain"
+    papermill.execute_notebook(str(ROOT / "notebooks" / "pretrain_mini_clip.ipynb"), str(tmp_path / "x.ipynb"),
+                               kernel_name="python3", parameters={"smoke": True, "output_dir": str(out)},
+                               progress_bar=False)
+    weights = out / "wiseft-mini-fmnist-seed0.safetensors"
+    assert weights.exists() and (out / "pretrain_loss.png").stat().st_size > 0
+    table = pd.read_csv(out / "zeroshot.csv").set_index("weights")
+    assert table.loc["shipped", "mini-photo"] > 60, "the shipped weights are a real zero-shot model"
+    from wiseft_lib.models import create_model
+
+    clip_model, _, _ = create_model("wiseft-mini", str(weights))
+    from safetensors.torch import load_file
+
+    assert all(torch_equal(clip_model.state_dict()[k], v) for k, v in load_file(str(weights)).items())
+
+
+def torch_equal(a, b):
+    import torch
+
+    return torch.equal(a, b)

@@ -131,7 +131,10 @@ def _noisy_labels(labels: torch.Tensor, p: float, g: torch.Generator) -> torch.T
 
 def pretrain_mini_clip(config: PretrainConfig = PretrainConfig(), out_path: Optional[str | Path] = None,
                        root: Optional[str] = None, device: str = "cpu", progress: bool = True):
-    """Train ``wiseft-mini`` from scratch; returns the model (and writes weights if ``out_path``)."""
+    """Train ``wiseft-mini`` from scratch; returns ``(model, per-step losses)``.
+
+    Weights (safetensors + JSON sidecar with the recipe) are written to ``out_path`` if given.
+    """
     from wiseft_lib.models import create_model
 
     torch.manual_seed(config.seed)
@@ -189,7 +192,7 @@ def pretrain_mini_clip(config: PretrainConfig = PretrainConfig(), out_path: Opti
     if out_path is not None:
         save_pretrained(model, out_path, config, {"loss_last50": float(np.mean(log[-50:])),
                                                   "seconds": round(time.time() - t0, 1)})
-    return model
+    return model, log
 
 
 def save_pretrained(model: torch.nn.Module, out_path: str | Path, config: PretrainConfig, stats: dict) -> Path:
@@ -217,10 +220,12 @@ def main(argv: Optional[list[str]] = None) -> None:
     p.add_argument("--lr", type=float, default=PretrainConfig.lr)
     p.add_argument("--caption-noise", type=float, default=PretrainConfig.caption_noise)
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--n-pool", type=int, default=None, help="use only the first N pretraining images")
     p.add_argument("--data-root", default=None)
     p.add_argument("--out", default=None, help="weights file (default: the package's fmnist weights path)")
     a = p.parse_args(argv)
-    cfg = PretrainConfig(steps=a.steps, batch_size=a.batch_size, lr=a.lr, caption_noise=a.caption_noise, seed=a.seed)
+    cfg = PretrainConfig(steps=a.steps, batch_size=a.batch_size, lr=a.lr, caption_noise=a.caption_noise, seed=a.seed,
+                         n_pool=a.n_pool)
     out = a.out or package_weights_path("wiseft-mini", "fmnist")
     pretrain_mini_clip(cfg, out_path=out, root=a.data_root)
     print(f"wrote {out}")

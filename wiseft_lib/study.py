@@ -210,3 +210,21 @@ def smoke_config(cfg: CurveConfig) -> CurveConfig:
         e2e={**cfg.e2e, "epochs": 1, "warmup_steps": 2},
         linear={**cfg.linear, "epochs": 1} if cfg.linear_method == "adamw" else cfg.linear,
     )
+
+
+def zeroshot_scores(model: str = "wiseft-mini", pretrained: Optional[str] = None,
+                    datasets: Sequence[str] = (MINI_ID, *MINI_OOD), n_test: Optional[int] = 1000,
+                    data_root: Optional[str] = None, progress: bool = False) -> dict[str, float]:
+    """Zero-shot top-1 (percent) of a model on each dataset, with the ID dataset's prompts."""
+    from wiseft_lib.evaluate import evaluate
+    from wiseft_lib.models import create_model
+    from wiseft_lib.zeroshot import zeroshot_classifier
+
+    cfg = CurveConfig(model=model, pretrained=pretrained, data_root=data_root, n_test=n_test)
+    clip_model, _, eval_tf = create_model(model, pretrained)
+    bundles = {n: _bundle(n, cfg, _eval_split(n), eval_tf, seed=0) for n in datasets}
+    first = bundles[datasets[0]]
+    clf = zeroshot_classifier(clip_model, model, first.classnames, first.templates, pretrained)
+    scores = {n: evaluate(clf, b, batch_size=512, progress=progress)["top1"] for n, b in bundles.items()}
+    scores["ood_avg"] = sum(scores[n] for n in datasets[1:]) / max(len(datasets) - 1, 1)
+    return scores
