@@ -45,8 +45,11 @@ class CurveConfig:
     n_test: Optional[int] = 1000  # test images per eval set, where the dataset supports it
     e2e: dict[str, Any] = field(default_factory=lambda: {
         "epochs": 10, "lr": 5e-4, "batch_size": 64, "weight_decay": 0.1, "warmup_steps": 30})
-    linear_method: str = "probe"  # "probe": logistic regression, C on held-out train; "adamw": LC trainer
-    linear: dict[str, Any] = field(default_factory=dict)  # FinetuneConfig (adamw) or probe kwargs
+    # "adamw": the paper's LC trainer (AdamW on cached features, head initialised from the zero-shot head);
+    # "probe": logistic regression with C chosen on held-out training data (the CLIP paper's LC baseline)
+    linear_method: str = "adamw"
+    linear: dict[str, Any] = field(default_factory=lambda: {
+        "epochs": 10, "lr": 1e-3, "batch_size": 256, "weight_decay": 0.1, "warmup_steps": 50})
     eval_batch_size: int = 512
     num_workers: int = 0  # data-loading processes for evaluation and feature extraction
     preprocess_eval: bool = True  # decode+transform eval sets once (small eval sets only)
