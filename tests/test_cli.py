@@ -53,3 +53,8 @@ def test_any_open_clip_model_name_goes_through_the_same_path(tmp_path, fashion_m
 
     clf = ImageClassifier.load(tmp_path / "b32.safetensors")
     assert clf.meta["model_name"] == "ViT-B-32" and tuple(clf.classification_head.weight.shape) == (10, 512)
+
+
+def test_sweep_rejects_unknown_parameters(tmp_path, capsys):
+    assert main(["sweep", "--set", f"output_dir={tmp_path}", "--set", "n_tset=5"]) == 2
+    assert "unknown sweep parameter(s) ['n_tset']" in capsys.readouterr().err

@@ -83,7 +83,7 @@ def cmd_interpolate(a: argparse.Namespace) -> int:
 
     zs, ft = ImageClassifier.load(a.zeroshot), ImageClassifier.load(a.finetuned)
     if zs.meta.get("model_name") != ft.meta.get("model_name"):
-        raise SystemExit(f"cannot interpolate a {zs.meta.get('model_name')} with a {ft.meta.get('model_name')}")
+        raise ValueError(f"cannot interpolate a {zs.meta.get('model_name')} with a {ft.meta.get('model_name')}")
     if a.fisher:
         from safetensors.torch import load_file
 
@@ -116,7 +116,8 @@ def cmd_sweep(a: argparse.Namespace) -> int:
     fields = set(CurveConfig.__dataclass_fields__)
     unknown = sorted(set(params) - fields)
     if unknown:
-        raise SystemExit(f"unknown sweep parameter(s) {unknown}; known: output_dir, seeds, smoke, {', '.join(sorted(fields))}")
+        raise ValueError(f"unknown sweep parameter(s) {unknown}; known: output_dir, seeds, smoke, "
+                         f"{', '.join(sorted(fields))}")
     cfg = CurveConfig(**{"cache_dir": str(out / "cache"), **params})
     cfg = smoke_config(cfg) if smoke else cfg
     store = ResultsStore(out / "results.sqlite")

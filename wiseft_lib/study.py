@@ -104,7 +104,7 @@ def wiseft_curve(cfg: CurveConfig, seed: int = 0, *, store=None, run: Optional[s
     id_bundle = evals[cfg.id_dataset]
     templates = list(cfg.templates or id_bundle.templates)
     zs = zeroshot_classifier(clip_model, cfg.model, id_bundle.classnames, templates, cfg.pretrained)
-    del clip_model.transformer  # the text tower is no longer needed
+    del clip_model  # the classifier keeps only the image tower; the text tower can be freed
     rows: list[dict[str, Any]] = []
 
     def add(mode: str, alpha: float, dataset: str, metrics: dict[str, float]) -> None:
