@@ -21,7 +21,7 @@ from typing import Any, Optional, Sequence
 import pandas as pd
 import torch
 
-from wiseft_lib.data import DatasetBundle, get_dataset
+from wiseft_lib.data import DatasetBundle, default_eval_split, get_dataset
 from wiseft_lib.data.mini import MINI_ID, MINI_OOD
 
 MODES = ("end-to-end", "linear")
@@ -83,10 +83,6 @@ def _bundle(name: str, cfg: CurveConfig, split: str, transform, seed: int, n_tra
     return get_dataset(name, root=cfg.data_root, split=split, transform=transform, **kwargs)
 
 
-def _eval_split(name: str) -> str:
-    return "test" if name.startswith("mini-") else ("val" if name == "imagenet" else "test")
-
-
 def wiseft_curve(cfg: CurveConfig, seed: int = 0, *, store=None, run: Optional[str] = None) -> pd.DataFrame:
     """Tidy results ``(seed, mode, alpha, dataset, metric, value)`` of one seed; also stored."""
     from wiseft_lib.evaluate import evaluate, evaluate_head, preprocess_once
@@ -100,12 +96,15 @@ def wiseft_curve(cfg: CurveConfig, seed: int = 0, *, store=None, run: Optional[s
     torch.manual_seed(seed)
     clip_model, train_tf, eval_tf = create_model(cfg.model, cfg.pretrained, device=device)
     eval_names = [cfg.id_dataset, *cfg.ood_datasets]
-    evals = {n: _bundle(n, cfg, _eval_split(n), eval_tf, seed) for n in eval_names}
+    evals = {n: _bundle(n, cfg, default_eval_split(n), eval_tf, seed) for n in eval_names}
     id_bundle = evals[cfg.id_dataset]
     templates = list(cfg.templates or id_bundle.templates)
     zs = zeroshot_classifier(clip_model, cfg.model, id_bundle.classnames, templates, cfg.pretrained)
     del clip_model  # the classifier keeps only the image tower; the text tower can be freed
     rows: list[dict[str, Any]] = []
+    if cfg.preprocess_eval:  # decode + transform once; both modes' passes reuse the tensors
+        evals = {n: preprocess_once(b, num_workers=cfg.num_workers, progress=cfg.progress)
+                 for n, b in evals.items()}
 
     def add(mode: str, alpha: float, dataset: str, metrics: dict[str, float]) -> None:
         rows.extend({"seed": seed, "mode": mode, "alpha": alpha, "dataset": dataset, "metric": k,
@@ -115,13 +114,11 @@ def wiseft_curve(cfg: CurveConfig, seed: int = 0, *, store=None, run: Optional[s
         train = _bundle(cfg.id_dataset, cfg, "train", train_tf, seed, cfg.n_train)
         ft_cfg = FinetuneConfig(mode="end-to-end", seed=seed, **cfg.e2e)
         ft = finetune(zs, train.dataset, ft_cfg, device=device, progress=cfg.progress)
-        sets = {n: preprocess_once(b, num_workers=cfg.num_workers, progress=cfg.progress) if cfg.preprocess_eval else b
-                for n, b in evals.items()}
         theta_0 = {k: v.clone() for k, v in zs.state_dict().items()}
         theta_1 = {k: v.clone() for k, v in ft.state_dict().items()}
         work = copy.deepcopy(ft)
         for alpha, model in iter_alphas(work, theta_0, theta_1, cfg.alphas, progress=cfg.progress):
-            for name, bundle in sets.items():
+            for name, bundle in evals.items():
                 add("end-to-end", alpha, name, evaluate(model, bundle, batch_size=cfg.eval_batch_size,
                                                          num_workers=cfg.num_workers, progress=False))
         del work, ft
@@ -129,7 +126,7 @@ def wiseft_curve(cfg: CurveConfig, seed: int = 0, *, store=None, run: Optional[s
     if "linear" in cfg.modes:
         feats = {}
         for name, bundle in evals.items():
-            key = {"dataset": name, "split": _eval_split(name), "n_test": cfg.n_test, "model": cfg.model,
+            key = {"dataset": name, "split": default_eval_split(name), "n_test": cfg.n_test, "model": cfg.model,
                    "pretrained": cfg.pretrained, "transform": repr(eval_tf)}
             feats[name] = extract_features(zs.image_encoder, bundle.dataset, cache_dir=cfg.cache_dir,
                                            cache_key_parts=key, batch_size=cfg.eval_batch_size,
@@ -225,7 +222,7 @@ def zeroshot_scores(model: str = "wiseft-mini", pretrained: Optional[str] = None
 
     cfg = CurveConfig(model=model, pretrained=pretrained, data_root=data_root, n_test=n_test)
     clip_model, _, eval_tf = create_model(model, pretrained)
-    bundles = {n: _bundle(n, cfg, _eval_split(n), eval_tf, seed=0) for n in datasets}
+    bundles = {n: _bundle(n, cfg, default_eval_split(n), eval_tf, seed=0) for n in datasets}
     first = bundles[datasets[0]]
     clf = zeroshot_classifier(clip_model, model, first.classnames, first.templates, pretrained)
     scores = {n: evaluate(clf, b, batch_size=512, progress=progress)["top1"] for n, b in bundles.items()}

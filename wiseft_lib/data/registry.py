@@ -78,6 +78,12 @@ def describe_dataset(name: str) -> str:
     return f"{entry.name}: {entry.description} (splits: {', '.join(entry.splits)})"
 
 
+def default_eval_split(name: str) -> str:
+    """The split a dataset is evaluated on: ``test`` where it has one, else ``val``."""
+    splits = _lookup(name).splits
+    return "test" if "test" in splits else ("val" if "val" in splits else splits[0])
+
+
 def _lookup(name: str) -> _Entry:
     if name not in _REGISTRY:
         close = difflib.get_close_matches(name, list(_REGISTRY), n=5, cutoff=0.4)
