@@ -79,3 +79,36 @@ def test_tokenizer_covers_every_caption_and_pools_at_end_of_text():
     assert not (tokens == tok.UNK).any(), "every caption word is in the frozen vocabulary"
     assert (tokens.argmax(dim=1) == (tokens != 0).sum(dim=1) - 1).all(), "end-of-text is the largest id"
     assert tok(["a bad photo of a dog."])[0].tolist().count(tok.UNK) == 2
+
+
+def test_systematic_caption_noise_renames_a_fixed_coherent_share_within_groups():
+    from wiseft_lib.data.mini import CONFUSABLE_GROUPS
+    from wiseft_lib.mini_clip import systematic_names
+
+    g = torch.Generator().manual_seed(0)
+    y = torch.arange(10).repeat(40)
+    x = torch.rand(len(y), 1, 28, 28, generator=g) * (1 + y.view(-1, 1, 1, 1) % 3)
+    torch.manual_seed(0)
+    named = systematic_names(x, y, 0.25)
+    torch.manual_seed(0)
+    assert torch.equal(named, systematic_names(x, y, 0.25)), "the same seed gives the same captions"
+    grouped = {c for grp in CONFUSABLE_GROUPS for c in grp}
+    for c in range(10):
+        renamed = named[y == c] != c
+        if c in grouped:
+            assert renamed.sum().item() == 10  # 25% of 40
+            grp = next(g for g in CONFUSABLE_GROUPS if c in g)
+            assert set(named[y == c][renamed].tolist()) == {grp[(grp.index(c) + 1) % len(grp)]}
+        else:
+            assert not renamed.any()
+
+
+def test_pretraining_budget_tags_load_and_more_pretraining_is_a_better_zero_shot_model(fashion_mnist_root):
+    from wiseft_lib.models import list_pretrained
+    from wiseft_lib.study import zeroshot_scores
+
+    tags = [t for _, t in list_pretrained("wiseft-mini")]
+    assert tags == ["fmnist", "fmnist-budget5", "fmnist-budget12", "fmnist-budget25"]
+    acc = {t: zeroshot_scores("wiseft-mini", t, datasets=("mini-photo",), n_test=1000)["mini-photo"] for t in tags}
+    assert acc["fmnist-budget5"] < acc["fmnist-budget25"] < acc["fmnist"], acc
+    assert acc["fmnist-budget5"] > 30, "even the smallest budget is a real zero-shot model"

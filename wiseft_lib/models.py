@@ -39,7 +39,13 @@ WEIGHTS = Path(__file__).parent / "weights"
 # Models defined by this package: open_clip configs under assets/, weights under weights/.
 # name -> {pretrained tag -> weights file name}; the first tag is the default.
 PACKAGE_MODELS: dict[str, dict[str, str]] = {
-    "wiseft-mini": {"fmnist": "wiseft-mini-fmnist.safetensors"},
+    "wiseft-mini": {
+        "fmnist": "wiseft-mini-fmnist.safetensors",
+        # the same recipe with 5%, 12% and 25% of the steps: Figure 1's zero-shot line
+        "fmnist-budget5": "wiseft-mini-fmnist-budget5.safetensors",
+        "fmnist-budget12": "wiseft-mini-fmnist-budget12.safetensors",
+        "fmnist-budget25": "wiseft-mini-fmnist-budget25.safetensors",
+    },
 }
 # Preprocessing of package models (open_clip configs cannot carry it for built-in names).
 PACKAGE_PREPROCESS: dict[str, dict[str, Any]] = {
