@@ -14,8 +14,11 @@ FIG1 = ROOT / "notebooks" / "fig1_id_vs_ood.ipynb"
 def test_fig1_smoke_writes_figure_curve_and_results(tmp_path, fashion_mnist_root):
     out = tmp_path / "fig1"
     papermill.execute_notebook(str(FIG1), str(tmp_path / "executed.ipynb"), kernel_name="python3",
-                               parameters={"smoke": True, "output_dir": str(out)}, progress_bar=False)
-    for name in ("fig1_id_vs_ood.png", "fig1_id_vs_ood.pdf", "curve.csv", "summary.md", "results.sqlite"):
+                               parameters={"smoke": True, "output_dir": str(out),
+                                           "standard_models": ["linear-e1", "cnn8-e1", "cnn16-e2"],
+                                           "zeroshot_pretrained": ["fmnist"]}, progress_bar=False)
+    for name in ("fig1_id_vs_ood.png", "fig1_id_vs_ood.pdf", "curve.csv", "summary.md", "results.sqlite",
+                 "baselines.csv", "claims.csv"):
         assert (out / name).stat().st_size > 0, name
     curve = pd.read_csv(out / "curve.csv")
     shifts = ["mini-near", "mini-sketch", "mini-rendition", "mini-viewpoint", "mini-corruption"]
@@ -30,6 +33,13 @@ def test_fig1_smoke_writes_figure_curve_and_results(tmp_path, fashion_mnist_root
     with sqlite3.connect(out / "results.sqlite") as conn:
         n = conn.execute("select count(*) from results").fetchone()[0]
     assert n == 2 * 3 * 6  # modes x alphas x datasets, one metric each
+    baselines = pd.read_csv(out / "baselines.csv")
+    # smoke keeps the first two standard models and the first extra zero-shot weights (plus the main ones)
+    assert list(baselines["group"]) == ["standard", "standard", "zero-shot", "zero-shot"]
+    assert list(baselines["model"][:2]) == ["linear-e1", "cnn8-e1"]
+    zs_row = baselines[baselines["group"] == "zero-shot"].iloc[0]
+    assert abs(zs_row["id_acc"] - zs.loc["end-to-end", "id_acc"]) < 1e-6, "same zero-shot model, same test images"
+    assert "effective_robustness" in pd.read_csv(out / "summary.csv").columns
 
 
 @pytest.mark.slow

@@ -41,3 +41,21 @@ def test_config_rejects_bad_values():
         CurveConfig(n_test=0)
     small = smoke_config(CurveConfig())
     assert small.alphas == [0.0, 0.5, 1.0] and small.e2e["epochs"] == 1 and small.n_test == 200
+
+
+def test_check_claims_reads_the_papers_claims_off_a_curve():
+    from wiseft_lib.study import check_claims
+
+    rows = []
+    for seed, shift in ((0, 0.0), (1, 2.0)):
+        for mode, (zs, mid, ft) in {"end-to-end": ((70, 60), (80, 63), (81, 55)),
+                                    "linear": ((70, 60), (75, 59), (78, 58))}.items():
+            for alpha, (i, o) in zip((0.0, 0.5, 1.0), (zs, mid, ft)):
+                rows.append({"seed": seed, "mode": mode, "alpha": alpha, "id_acc": i + shift, "ood_avg": o + shift})
+    table = check_claims(pd.DataFrame(rows)).set_index(["mode", "bar_pp"])
+    assert table.loc[("end-to-end", ">= 8"), "value_pp"] == 11 and table.loc[("end-to-end", ">= 8"), "holds"]
+    assert table.loc[("end-to-end", ">= 2"), "value_pp"] == 3
+    assert table.loc[("end-to-end", ">= -1"), "holds"]  # exactly at the bar
+    assert table.loc[("linear", "> 0"), "value_pp"] == -1 and not table.loc[("linear", "> 0"), "holds"]
+    with pytest.raises(ValueError, match="lacks alpha \\[0.5\\]"):
+        check_claims(pd.DataFrame(rows).query("alpha != 0.5"))

@@ -49,7 +49,7 @@ class CurveConfig:
     # "probe": logistic regression with C chosen on held-out training data (the CLIP paper's LC baseline)
     linear_method: str = "adamw"
     linear: dict[str, Any] = field(default_factory=lambda: {
-        "epochs": 10, "lr": 1e-3, "batch_size": 256, "weight_decay": 0.1, "warmup_steps": 50})
+        "epochs": 30, "lr": 1e-2, "batch_size": 256, "weight_decay": 0.0, "warmup_steps": 50})
     eval_batch_size: int = 512
     num_workers: int = 0  # data-loading processes for evaluation and feature extraction
     preprocess_eval: bool = True  # decode+transform eval sets once (small eval sets only)
@@ -228,3 +228,77 @@ def zeroshot_scores(model: str = "wiseft-mini", pretrained: Optional[str] = None
     scores = {n: evaluate(clf, b, batch_size=512, progress=progress)["top1"] for n, b in bundles.items()}
     scores["ood_avg"] = sum(scores[n] for n in datasets[1:]) / max(len(datasets) - 1, 1)
     return scores
+
+
+def baseline_points(cfg: CurveConfig, standard_models: Sequence[str] = (), zeroshot_pretrained: Sequence[str] = (),
+                    seed: int = 0, n_train_standard: Optional[int] = None) -> pd.DataFrame:
+    """Figure 1's reference populations, one row per model (top-1, percent).
+
+    ``group`` "standard": models trained from scratch on the ID photos only
+    (:mod:`wiseft_lib.standard`), whose logit-space line is the effective-robustness baseline.
+    ``group`` "zero-shot": ``cfg.model`` with ``cfg.pretrained`` and each of
+    ``zeroshot_pretrained`` (other pretraining budgets), scored zero-shot: the zero-shot line.
+    """
+    from wiseft_lib.standard import standard_points
+
+    frames = []
+    if standard_models:
+        frames.append(standard_points(standard_models, id_dataset=cfg.id_dataset, ood_datasets=cfg.ood_datasets,
+                                      n_train=n_train_standard, n_test=cfg.n_test, seed=seed,
+                                      data_root=cfg.data_root, device=cfg.resolved_device(),
+                                      progress=cfg.progress))
+    if zeroshot_pretrained:
+        rows = []
+        for tag in [cfg.pretrained, *zeroshot_pretrained]:
+            s = zeroshot_scores(cfg.model, tag, datasets=(cfg.id_dataset, *cfg.ood_datasets), n_test=cfg.n_test,
+                                data_root=cfg.data_root)
+            rows.append({"group": "zero-shot", "model": f"{cfg.model}:{tag or 'default'}", "seed": seed,
+                         "id_acc": s[cfg.id_dataset], "ood_avg": s["ood_avg"],
+                         **{d: s[d] for d in cfg.ood_datasets}})
+        frames.append(pd.DataFrame(rows))
+    return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(
+        columns=["group", "model", "seed", "id_acc", "ood_avg", *cfg.ood_datasets])
+
+
+def effective_robustness(table: pd.DataFrame, baselines: pd.DataFrame, group: str = "standard") -> pd.DataFrame:
+    """``table`` plus ``effective_robustness``: OOD accuracy above the ``group`` baseline's logit line (pp)."""
+    from wiseft_lib.plots import fit_logit_line
+
+    ref = baselines[baselines["group"] == group]
+    line = fit_logit_line(ref["id_acc"], ref["ood_avg"])
+    out = table.copy()
+    out["effective_robustness"] = (out["ood_avg"] - line(out["id_acc"])).round(2)
+    return out
+
+
+# The paper's claims as checks on a curve (means over seeds), with the margins the embedded default aims for.
+CLAIMS = (
+    ("end-to-end", "fine-tuning gains ID accuracy: FT ID - ZS ID", "ft_id_gain", ">=", 8.0),
+    ("end-to-end", "WiSE-FT beats both endpoints OOD: a=0.5 OOD - max(ZS, FT) OOD", "mid_ood_gain", ">=", 2.0),
+    ("end-to-end", "WiSE-FT keeps the ID gain: a=0.5 ID - FT ID", "mid_id_vs_ft", ">=", -1.0),
+    ("linear", "WiSE-FT beats both endpoints OOD: a=0.5 OOD - max(ZS, FT) OOD", "mid_ood_gain", ">", 0.0),
+)
+
+
+def claim_values(curve: pd.DataFrame, mode: str) -> dict[str, float]:
+    """ID/OOD differences (pp) between alpha 0, 0.5 and 1 of one mode, averaged over seeds."""
+    g = curve[curve["mode"] == mode].groupby("alpha")[["id_acc", "ood_avg"]].mean()
+    missing = [a for a in (0.0, 0.5, 1.0) if a not in g.index]
+    if missing:
+        raise ValueError(f"the {mode} curve lacks alpha {missing}; the claims need alphas 0, 0.5 and 1")
+    zs, mid, ft = g.loc[0.0], g.loc[0.5], g.loc[1.0]
+    return {"ft_id_gain": ft["id_acc"] - zs["id_acc"],
+            "mid_ood_gain": mid["ood_avg"] - max(zs["ood_avg"], ft["ood_avg"]),
+            "mid_id_vs_ft": mid["id_acc"] - ft["id_acc"]}
+
+
+def check_claims(curve: pd.DataFrame) -> pd.DataFrame:
+    """One row per claim of :data:`CLAIMS` whose mode is in ``curve``: value (pp), bar, holds."""
+    rows = []
+    for mode, claim, key, op, bar in CLAIMS:
+        if mode in set(curve["mode"]):
+            value = claim_values(curve, mode)[key]
+            holds = value >= bar if op == ">=" else value > bar
+            rows.append({"mode": mode, "claim": claim, "value_pp": round(value, 2), "bar_pp": f"{op} {bar:g}",
+                         "holds": bool(holds)})
+    return pd.DataFrame(rows)
