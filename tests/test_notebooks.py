@@ -84,3 +84,11 @@ def torch_equal(a, b):
     import torch
 
     return torch.equal(a, b)
+
+
+def test_list_parameter_given_as_text_is_a_clear_error():
+    from wiseft_lib.notebook import check_list_parameters
+
+    check_list_parameters({"seeds": [0, 1]}, ["seeds"])
+    with pytest.raises(ValueError, match="'seeds' must be a list.*-y 'seeds: \\[0, 1, 2\\]'"):
+        check_list_parameters({"seeds": "[0, 1, 2]"}, ["seeds"])

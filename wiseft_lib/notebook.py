@@ -28,6 +28,17 @@ def reject_unknown_parameters(namespace: Mapping[str, Any], declared: Iterable[s
         )
 
 
+def check_list_parameters(namespace: Mapping[str, Any], names: Iterable[str]) -> None:
+    """Raise if a list parameter arrived as a string (``papermill -p seeds '[0, 1]'`` passes text)."""
+    for name in names:
+        value = namespace.get(name)
+        if isinstance(value, str):
+            raise ValueError(
+                f"notebook parameter {name!r} must be a list, got the string {value!r}. papermill's -p passes "
+                f"text; give lists with -y, e.g. -y '{name}: [0, 1, 2]', or in a -f params file."
+            )
+
+
 def output_path(output_dir: str | Path) -> Path:
     """The output folder, created; relative paths are taken from the project root if found."""
     path = Path(output_dir)
