@@ -105,10 +105,12 @@ def test_systematic_caption_noise_renames_a_fixed_coherent_share_within_groups()
 
 def test_pretraining_budget_tags_load_and_more_pretraining_is_a_better_zero_shot_model(fashion_mnist_root):
     from wiseft_lib.models import list_pretrained
-    from wiseft_lib.study import zeroshot_scores
+    from wiseft_lib.study import zeroshot_scores, zeroshot_scores_many
 
     tags = [t for _, t in list_pretrained("wiseft-mini")]
     assert tags == ["fmnist", "fmnist-budget5", "fmnist-budget12", "fmnist-budget25"]
-    acc = {t: zeroshot_scores("wiseft-mini", t, datasets=("mini-photo",), n_test=1000)["mini-photo"] for t in tags}
+    scores = zeroshot_scores_many("wiseft-mini", tags, datasets=("mini-photo",), n_test=1000)
+    acc = {t: s["mini-photo"] for t, s in zip(tags, scores)}
+    assert zeroshot_scores("wiseft-mini", "fmnist-budget5", datasets=("mini-photo",), n_test=1000) == scores[1]
     assert acc["fmnist-budget5"] < acc["fmnist-budget25"] < acc["fmnist"], acc
     assert acc["fmnist-budget5"] > 30, "even the smallest budget is a real zero-shot model"

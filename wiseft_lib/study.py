@@ -216,18 +216,31 @@ def zeroshot_scores(model: str = "wiseft-mini", pretrained: Optional[str] = None
                     datasets: Sequence[str] = (MINI_ID, *MINI_OOD), n_test: Optional[int] = 1000,
                     data_root: Optional[str] = None, progress: bool = False) -> dict[str, float]:
     """Zero-shot top-1 (percent) of a model on each dataset, with the ID dataset's prompts."""
-    from wiseft_lib.evaluate import evaluate
+    return zeroshot_scores_many(model, [pretrained], datasets, n_test, data_root, progress)[0]
+
+
+def zeroshot_scores_many(model: str, pretrained: Sequence[Optional[str]],
+                         datasets: Sequence[str] = (MINI_ID, *MINI_OOD), n_test: Optional[int] = 1000,
+                         data_root: Optional[str] = None, progress: bool = False) -> list[dict[str, float]]:
+    """:func:`zeroshot_scores` for several weights of one model; the eval sets are decoded once."""
+    from wiseft_lib.evaluate import evaluate, preprocess_once
     from wiseft_lib.models import create_model
     from wiseft_lib.zeroshot import zeroshot_classifier
 
-    cfg = CurveConfig(model=model, pretrained=pretrained, data_root=data_root, n_test=n_test)
-    clip_model, _, eval_tf = create_model(model, pretrained)
-    bundles = {n: _bundle(n, cfg, default_eval_split(n), eval_tf, seed=0) for n in datasets}
-    first = bundles[datasets[0]]
-    clf = zeroshot_classifier(clip_model, model, first.classnames, first.templates, pretrained)
-    scores = {n: evaluate(clf, b, batch_size=512, progress=progress)["top1"] for n, b in bundles.items()}
-    scores["ood_avg"] = sum(scores[n] for n in datasets[1:]) / max(len(datasets) - 1, 1)
-    return scores
+    cfg = CurveConfig(model=model, data_root=data_root, n_test=n_test)
+    bundles = None
+    out = []
+    for tag in pretrained:
+        clip_model, _, eval_tf = create_model(model, tag)
+        if bundles is None:  # the eval transform depends on the model config, not on the weights
+            bundles = {n: preprocess_once(_bundle(n, cfg, default_eval_split(n), eval_tf, seed=0), progress=False)
+                       for n in datasets}
+        first = bundles[datasets[0]]
+        clf = zeroshot_classifier(clip_model, model, first.classnames, first.templates, tag)
+        scores = {n: evaluate(clf, b, batch_size=512, progress=progress)["top1"] for n, b in bundles.items()}
+        scores["ood_avg"] = sum(scores[n] for n in datasets[1:]) / max(len(datasets) - 1, 1)
+        out.append(scores)
+    return out
 
 
 def baseline_points(cfg: CurveConfig, standard_models: Sequence[str] = (), zeroshot_pretrained: Sequence[str] = (),
@@ -248,14 +261,13 @@ def baseline_points(cfg: CurveConfig, standard_models: Sequence[str] = (), zeros
                                       data_root=cfg.data_root, device=cfg.resolved_device(),
                                       progress=cfg.progress))
     if zeroshot_pretrained:
-        rows = []
-        for tag in [cfg.pretrained, *zeroshot_pretrained]:
-            s = zeroshot_scores(cfg.model, tag, datasets=(cfg.id_dataset, *cfg.ood_datasets), n_test=cfg.n_test,
-                                data_root=cfg.data_root)
-            rows.append({"group": "zero-shot", "model": f"{cfg.model}:{tag or 'default'}", "seed": seed,
-                         "id_acc": s[cfg.id_dataset], "ood_avg": s["ood_avg"],
-                         **{d: s[d] for d in cfg.ood_datasets}})
-        frames.append(pd.DataFrame(rows))
+        tags = [cfg.pretrained, *zeroshot_pretrained]
+        scores = zeroshot_scores_many(cfg.model, tags, datasets=(cfg.id_dataset, *cfg.ood_datasets),
+                                      n_test=cfg.n_test, data_root=cfg.data_root)
+        frames.append(pd.DataFrame([
+            {"group": "zero-shot", "model": f"{cfg.model}:{tag or 'default'}", "seed": seed,
+             "id_acc": s[cfg.id_dataset], "ood_avg": s["ood_avg"], **{d: s[d] for d in cfg.ood_datasets}}
+            for tag, s in zip(tags, scores)]))
     return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(
         columns=["group", "model", "seed", "id_acc", "ood_avg", *cfg.ood_datasets])
 
