@@ -6,14 +6,14 @@ the few dozen tokens the captions use (end-of-text keeps the largest id, since t
 pools at the arg-max token), so the token embedding stays small.
 
 Pretraining data: the pretraining pool of Fashion-MNIST train (see :mod:`wiseft_lib.data.mini`)
-rendered on the fly in every style, with captions such as "a sketch of a sneaker.". A quarter of
+rendered on the fly in every style, with captions such as "a sketch of a sneaker.". 30% of
 each confusable class (shirt vs T-shirt, sneaker vs sandal ...), a visually coherent subset, is
 always captioned as its neighbour, as web text uses some words loosely. The zero-shot model inherits
 that systematic confusion in every style, so it is good but not ID-optimal, and what fine-tuning
 fixes on photos is knowledge that carries to the other styles: the mechanism behind WiSE-FT's gains.
 (Independent random caption noise instead blurs the features and leaves nothing that transfers.)
 
-    python -m wiseft_lib.mini_clip --out wiseft_lib/weights/wiseft-mini-fmnist.safetensors   # ~23 min, 2 cores
+    python -m wiseft_lib.mini_clip --out wiseft_lib/weights/wiseft-mini-fmnist.safetensors   # ~20 min, 2 cores
 """
 from __future__ import annotations
 
@@ -108,7 +108,7 @@ class PretrainConfig:
     lr: float = 5e-4
     weight_decay: float = 0.1
     warmup_steps: int = 200
-    caption_noise: float = 0.25  # share of captions naming a confusable class instead
+    caption_noise: float = 0.3  # share of captions naming a confusable class instead
     # "random": each caption independently names a confusable class with that probability (resampled every
     # step); "systematic": a fixed, visually coherent share of each class (one end of its first principal
     # component) is always captioned as the next class of its group, like a word web text uses loosely
