@@ -7,9 +7,14 @@ the exact numbers of the closing note, so the test is not flaky across machines.
 """
 from pathlib import Path
 
+import dataclasses
+import json
+
 import pytest
 import yaml
 
+from wiseft_lib.mini_clip import PretrainConfig
+from wiseft_lib.models import PACKAGE_MODELS, package_weights_path
 from wiseft_lib.study import CurveConfig, curve_table, wiseft_curve
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -21,6 +26,21 @@ def test_mini_params_file_is_the_library_recipe():
     for key in ("n_train", "e2e", "linear_method", "linear", "n_train_linear"):
         if key in params:
             assert params[key] == getattr(default, key), key
+
+
+def test_shipped_weights_were_pretrained_with_the_library_recipe():
+    """Changing the pretraining default without re-shipping the weights (or the reverse) fails here."""
+    recipe = dataclasses.asdict(PretrainConfig())
+    params = yaml.safe_load((ROOT / "params/mini/pretrain_mini_clip.yaml").read_text())
+    for key in ("steps", "batch_size", "lr", "warmup_steps", "caption_noise", "noise_mode", "n_pool"):
+        assert params[key] == recipe[key], f"params/mini/pretrain_mini_clip.yaml {key}"
+    for tag in PACKAGE_MODELS["wiseft-mini"]:
+        shipped = json.loads(package_weights_path("wiseft-mini", tag).with_suffix(".json").read_text())
+        shipped = shipped["pretrain_config"]
+        differing = {k for k in recipe if k not in ("steps", "warmup_steps") and shipped.get(k) != recipe[k]}
+        assert not differing, f"{tag}: shipped weights differ from PretrainConfig in {sorted(differing)}"
+        if tag == "fmnist":
+            assert (shipped["steps"], shipped["warmup_steps"]) == (recipe["steps"], recipe["warmup_steps"])
 
 
 @pytest.mark.slow
