@@ -52,11 +52,6 @@ def build_standard(arch: str, width: int, num_classes: int = 10, image_size: int
     raise ValueError(f"unknown standard architecture {arch!r}; use 'linear', 'mlp' or 'cnn'")
 
 
-def _stack(dataset) -> tuple[torch.Tensor, torch.Tensor]:
-    xs, ys = zip(*(dataset[i] for i in range(len(dataset))))
-    return torch.stack(xs), torch.as_tensor(ys)
-
-
 def train_standard(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, *, epochs: int,
                    lr: float = 2e-3, batch_size: int = 128, weight_decay: float = 1e-4, seed: int = 0,
                    device: str | torch.device = "cpu") -> nn.Module:
@@ -98,7 +93,7 @@ def standard_points(names: Optional[Sequence[str]] = None, *, id_dataset: str = 
     torch.manual_seed(seed)
     train = get_dataset(id_dataset, root=data_root, split="train", transform=_NORMALIZE,
                         n_train=n_train, seed=seed)
-    x, y = _stack(train.dataset)
+    x, y = preprocess_once(train, progress=False).dataset.tensors
     evals = {}
     for name in (id_dataset, *ood_datasets):
         bundle = get_dataset(name, root=data_root, split=default_eval_split(name), transform=_NORMALIZE,
