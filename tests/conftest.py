@@ -1,17 +1,100 @@
-"""Shared test set-up: CPU only, few threads, headless plotting."""
+"""Shared test set-up: CPU only, few threads, headless plotting; the tiny CLIP and synthetic data.
+
+Test modules import the helpers directly (``from conftest import tiny_classifier, AugmentedSet``):
+pytest puts this folder on ``sys.path``, and the subprocess scripts of the DDP and SIGKILL tests
+add it themselves.
+"""
+import json
 import os
+import random
 
 os.environ.setdefault("MPLBACKEND", "Agg")
 os.environ.setdefault("CUDA_VISIBLE_DEVICES", "")
 
+import open_clip  # noqa: E402
 import pytest  # noqa: E402
 import torch  # noqa: E402
+from torch.utils.data import Dataset  # noqa: E402
+
+from wiseft_lib.models import ClassificationHead, ImageClassifier  # noqa: E402
+
+# A CLIP small enough to train in milliseconds: 16 px images, one layer per tower.
+TINY_CFG = dict(embed_dim=32,
+                vision_cfg=dict(image_size=16, layers=1, width=32, patch_size=8, head_width=16),
+                text_cfg=dict(context_length=8, vocab_size=50, width=32, heads=2, layers=1))
+TINY_NAME = "wiseft-test-tiny"
+
+
+def tiny_clip(seed: int = 0) -> torch.nn.Module:
+    torch.manual_seed(seed)
+    return open_clip.model.CLIP(**TINY_CFG).eval()
+
+
+def tiny_classifier(seed: int = 0, n_classes: int = 5) -> ImageClassifier:
+    """The tiny CLIP's image tower with a random head (logit-scale-sized weights)."""
+    clip = tiny_clip(seed)
+    head = ClassificationHead(torch.randn(n_classes, TINY_CFG["embed_dim"]) * 5)
+    return ImageClassifier(clip.visual, head, {"model_name": TINY_NAME, "pretrained": None}).eval()
+
+
+def toy_tokenizer(texts):
+    """Word ids from a checksum of each word (vocabulary 40, context 8, end-of-text the largest id)."""
+    out = torch.zeros(len(texts), 8, dtype=torch.long)
+    for i, t in enumerate(texts):
+        ids = [1] + [3 + (sum(map(ord, w)) % 30) for w in t.split()][:5] + [39]
+        out[i, : len(ids)] = torch.tensor(ids)
+    return out
+
+
+class AugmentedSet(Dataset):
+    """Fixed 16 px images + labels with a random augmentation drawn from torch and `random`."""
+
+    def __init__(self, n: int = 40, n_classes: int = 5, seed: int = 0, augment: bool = True):
+        self.augment = augment
+        g = torch.Generator().manual_seed(seed)
+        self.x = torch.randn(n, 3, 16, 16, generator=g)
+        self.y = torch.randint(0, n_classes, (n,), generator=g)
+
+    def __len__(self) -> int:
+        return len(self.y)
+
+    def __getitem__(self, i: int):
+        if not self.augment:
+            return self.x[i], int(self.y[i])
+        x = self.x[i] + 0.1 * torch.randn(3, 16, 16)
+        if random.random() < 0.5:
+            x = x.flip(-1)
+        return x, int(self.y[i])
+
+
+class DecodingDataset(Dataset):
+    """Synthetic 'decode + transform' per item (label ``i % n_classes``); counts the items produced."""
+
+    def __init__(self, n: int = 20, n_classes: int = 5):
+        self.n, self.n_classes, self.calls = n, n_classes, 0
+
+    def __len__(self) -> int:
+        return self.n
+
+    def __getitem__(self, i: int):
+        self.calls += 1
+        gen = torch.Generator().manual_seed(i)
+        return torch.rand(3, 16, 16, generator=gen) * 2 - 1, i % self.n_classes
 
 
 @pytest.fixture(autouse=True)
 def _seed():
     torch.manual_seed(0)
     yield
+
+
+@pytest.fixture(scope="session")
+def tiny_registered(tmp_path_factory) -> str:
+    """Register the tiny config with open_clip so ImageClassifier.load can rebuild it."""
+    d = tmp_path_factory.mktemp("cfg")
+    (d / f"{TINY_NAME}.json").write_text(json.dumps(TINY_CFG))
+    open_clip.add_model_config(d / f"{TINY_NAME}.json")
+    return TINY_NAME
 
 
 @pytest.fixture(scope="session")

@@ -15,8 +15,8 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-sys.path.insert(0, str(Path(__file__).parent))
-from test_finetune import AugmentedSet, assert_same_training, cfg, tiny_classifier  # noqa: E402
+from conftest import AugmentedSet, tiny_classifier  # noqa: E402
+from test_finetune import assert_same_training, cfg  # noqa: E402
 
 from wiseft_lib.features import extract_features  # noqa: E402
 from wiseft_lib.finetune import finetune  # noqa: E402
@@ -25,8 +25,10 @@ WORKER = textwrap.dedent("""
     import sys, torch
     sys.path.insert(0, {testdir!r})
     from safetensors.torch import save_file
-    from test_finetune import AugmentedSet, cfg, tiny_classifier
-    from wiseft_lib.features import extract_features, dist_info
+    from conftest import AugmentedSet, tiny_classifier
+    from test_finetune import cfg
+    from wiseft_lib.device import dist_info
+    from wiseft_lib.features import extract_features
     from wiseft_lib.finetune import finetune, cleanup_distributed
     out = {out!r}
     finetune(tiny_classifier(), AugmentedSet(), cfg(epochs=2), output_dir=out + "/e2e", progress=False)

@@ -2,42 +2,16 @@
 from __future__ import annotations
 
 import numpy as np
-import open_clip
 import pytest
 import torch
+from conftest import DecodingDataset, tiny_classifier
 from torch.utils.data import DataLoader, Dataset
 
 from wiseft_lib.data.registry import DatasetBundle
 from wiseft_lib.evaluate import evaluate, evaluate_head, predict_logits, preprocess_once, score
 from wiseft_lib.metrics import METRICS
-from wiseft_lib.models import ClassificationHead, ImageClassifier
 
 N, C = 20, 5
-
-
-class DecodingDataset(Dataset):
-    """Synthetic 'decode + transform' per item; counts how often items are produced."""
-
-    def __init__(self, n: int = N):
-        self.n, self.calls = n, 0
-
-    def __len__(self) -> int:
-        return self.n
-
-    def __getitem__(self, i: int):
-        self.calls += 1
-        gen = torch.Generator().manual_seed(i)
-        return torch.rand(3, 16, 16, generator=gen) * 2 - 1, i % C
-
-
-def tiny_classifier() -> ImageClassifier:
-    torch.manual_seed(0)
-    clip = open_clip.model.CLIP(
-        embed_dim=32,
-        vision_cfg=dict(image_size=16, layers=1, width=32, patch_size=8, head_width=16),
-        text_cfg=dict(context_length=8, vocab_size=50, width=32, heads=2, layers=1),
-    )
-    return ImageClassifier(clip.visual, ClassificationHead(torch.randn(C, 32))).eval()
 
 
 def bundle(dataset=None, **kw) -> DatasetBundle:

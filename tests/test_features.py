@@ -10,8 +10,7 @@ from pathlib import Path
 import pytest
 import torch
 
-sys.path.insert(0, str(Path(__file__).parent))
-from test_finetune import AugmentedSet, tiny_classifier  # noqa: E402
+from conftest import AugmentedSet, tiny_classifier  # noqa: E402
 
 from wiseft_lib.features import CACHE_STATS, cached_logits, extract_features  # noqa: E402
 
@@ -66,7 +65,7 @@ def test_logits_cached_and_keyed_by_whole_classifier(tmp_path):
 
 
 def test_cache_needs_data_identity_and_ignores_corrupt_files(tmp_path):
-    clf, data = tiny_classifier(), AugmentedSet(n=5, augment=False)
+    clf, data = tiny_classifier().train(), AugmentedSet(n=5, augment=False)
     with pytest.raises(ValueError, match="cache_key_parts"):
         extract_features(clf.image_encoder, data, cache_dir=tmp_path, progress=False)
     extract_features(clf.image_encoder, data, cache_dir=tmp_path, cache_key_parts=KEY, progress=False)

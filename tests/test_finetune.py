@@ -16,63 +16,21 @@ from pathlib import Path
 import open_clip
 import pytest
 import torch
+from conftest import AugmentedSet, tiny_classifier
 from safetensors.torch import load_file
 from torch.utils.data import Dataset
 
-from wiseft_lib import finetune as ft_mod
 from wiseft_lib.finetune import (
     FinetuneConfig,
     NonFiniteLossError,
+    Trainer,
     build_finetune_parser,
     config_from_args,
-    cosine_lr,
     finetune,
     latest_checkpoint,
+    warmup_cosine_lr,
 )
-from wiseft_lib.models import ClassificationHead, ImageClassifier
-
-TINY = dict(embed_dim=32,
-            vision_cfg=dict(image_size=16, layers=1, width=32, patch_size=8, head_width=16),
-            text_cfg=dict(context_length=8, vocab_size=50, width=32, heads=2, layers=1))
-TINY_NAME = "wiseft-test-tiny-ft"
-
-
-@pytest.fixture(scope="module")
-def tiny_registered(tmp_path_factory) -> str:
-    """Register the tiny config with open_clip so ImageClassifier.load can rebuild it."""
-    d = tmp_path_factory.mktemp("cfg")
-    (d / f"{TINY_NAME}.json").write_text(json.dumps(TINY))
-    open_clip.add_model_config(d / f"{TINY_NAME}.json")
-    return TINY_NAME
-
-
-def tiny_classifier(seed: int = 0, n_classes: int = 5) -> ImageClassifier:
-    torch.manual_seed(seed)
-    clip = open_clip.model.CLIP(**TINY)
-    head = ClassificationHead(torch.randn(n_classes, 32) * 5)
-    return ImageClassifier(clip.visual, head, {"model_name": TINY_NAME, "pretrained": None})
-
-
-class AugmentedSet(Dataset):
-    """Fixed images + labels with a random augmentation drawn from torch and `random`."""
-
-    def __init__(self, n: int = 40, n_classes: int = 5, seed: int = 0, augment: bool = True):
-        self.augment = augment
-        g = torch.Generator().manual_seed(seed)
-        self.x = torch.randn(n, 3, 16, 16, generator=g)
-        self.y = torch.randint(0, n_classes, (n,), generator=g)
-
-    def __len__(self) -> int:
-        return len(self.y)
-
-    def __getitem__(self, i: int):
-        if not self.augment:
-            return self.x[i], int(self.y[i])
-        x = self.x[i] + 0.1 * torch.randn(3, 16, 16)
-        if random.random() < 0.5:
-            x = x.flip(-1)
-        return x, int(self.y[i])
-
+from wiseft_lib.models import ImageClassifier
 
 def cfg(**kw) -> FinetuneConfig:
     base = dict(epochs=2, batch_size=8, lr=1e-3, warmup_steps=2, precision="fp32", log_every=3)
@@ -125,10 +83,10 @@ def test_finetune_copies_input_trains_and_records_config(tmp_path):
 
 def test_lr_schedule_matches_formula(tmp_path):
     base, warm, total = 1e-3, 3, 10
-    assert cosine_lr(0, base, warm, total) == pytest.approx(base / warm)
-    assert cosine_lr(warm - 1, base, warm, total) == pytest.approx(base)  # warm-up end
-    assert cosine_lr(warm, base, warm, total) == pytest.approx(base)
-    assert cosine_lr(total, base, warm, total) == pytest.approx(0.0, abs=1e-15)
+    assert warmup_cosine_lr(0, base, warm, total) == pytest.approx(base / warm)
+    assert warmup_cosine_lr(warm - 1, base, warm, total) == pytest.approx(base)  # warm-up end
+    assert warmup_cosine_lr(warm, base, warm, total) == pytest.approx(base)
+    assert warmup_cosine_lr(total, base, warm, total) == pytest.approx(0.0, abs=1e-15)
     finetune(tiny_classifier(), AugmentedSet(), cfg(warmup_steps=warm), output_dir=tmp_path, progress=False)
     lrs = [json.loads(l)["lr"] for l in (tmp_path / "log.jsonl").read_text().splitlines()]
     assert len(lrs) == total
@@ -145,7 +103,7 @@ def test_resume_mid_epoch_is_bitwise_identical(tmp_path, monkeypatch):
     data, config = AugmentedSet(), cfg(epochs=2, checkpoint_every=3)  # 5 steps/epoch, 10 total
     full = finetune(tiny_classifier(), data, config, output_dir=tmp_path / "full", progress=False)
 
-    real_step, calls = ft_mod._Trainer.step, {"n": 0}
+    real_step, calls = Trainer.step, {"n": 0}
 
     def dying_step(self, x, y):  # "kill" during step 8: mid-epoch 2, after the checkpoint at 6
         calls["n"] += 1
@@ -153,10 +111,10 @@ def test_resume_mid_epoch_is_bitwise_identical(tmp_path, monkeypatch):
             raise _Killed
         return real_step(self, x, y)
 
-    monkeypatch.setattr(ft_mod._Trainer, "step", dying_step)
+    monkeypatch.setattr(Trainer, "step", dying_step)
     with pytest.raises(_Killed):
         finetune(tiny_classifier(), data, config, output_dir=tmp_path / "cut", progress=False)
-    monkeypatch.setattr(ft_mod._Trainer, "step", real_step)
+    monkeypatch.setattr(Trainer, "step", real_step)
     assert latest_checkpoint(tmp_path / "cut").name == "step_00000006"
     resumed = finetune(tiny_classifier(), data, config, output_dir=tmp_path / "cut", resume=True, progress=False)
     assert_same_weights(full, resumed)  # bitwise
@@ -167,15 +125,16 @@ def test_resume_mid_epoch_is_bitwise_identical(tmp_path, monkeypatch):
 KILL_SCRIPT = textwrap.dedent("""
     import os, signal, sys, torch
     sys.path.insert(0, {testdir!r})
-    from test_finetune import tiny_classifier, AugmentedSet, cfg
+    from conftest import tiny_classifier, AugmentedSet
+    from test_finetune import cfg
     import wiseft_lib.finetune as ft
-    real, n = ft._Trainer.step, [0]
+    real, n = ft.Trainer.step, [0]
     def step(self, x, y):
         n[0] += 1
         if n[0] == 5:
             os.kill(os.getpid(), signal.SIGKILL)
         return real(self, x, y)
-    ft._Trainer.step = step
+    ft.Trainer.step = step
     ft.finetune(tiny_classifier(), AugmentedSet(), cfg(epochs=2, checkpoint_every=3), output_dir={out!r}, progress=False)
 """)
 

@@ -1,9 +1,9 @@
 """WiSE-FT weight interpolation: exact endpoints, linearity, dtypes, errors, Fisher, in-place sweeps."""
 from __future__ import annotations
 
-import open_clip
 import pytest
 import torch
+from conftest import tiny_classifier
 from torch import nn
 
 from wiseft_lib.interpolate import (
@@ -14,17 +14,6 @@ from wiseft_lib.interpolate import (
     iter_alphas,
     sweep_alphas,
 )
-from wiseft_lib.models import ClassificationHead, ImageClassifier
-
-
-def tiny_classifier(seed: int) -> ImageClassifier:
-    torch.manual_seed(seed)
-    clip = open_clip.model.CLIP(
-        embed_dim=32,
-        vision_cfg=dict(image_size=16, layers=1, width=32, patch_size=8, head_width=16),
-        text_cfg=dict(context_length=8, vocab_size=50, width=32, heads=2, layers=1),
-    )
-    return ImageClassifier(clip.visual, ClassificationHead(torch.randn(5, 32))).eval()
 
 
 def clone_sd(model: nn.Module) -> dict[str, torch.Tensor]:

@@ -1,24 +1,10 @@
 """The zero-shot head equals the paper's recipe computed by hand."""
-import open_clip
 import pytest
 import torch
+from conftest import tiny_clip, toy_tokenizer
 
 from wiseft_lib.models import ImageClassifier
 from wiseft_lib.zeroshot import IMAGENET_TEMPLATES, SIMPLE_TEMPLATES, zeroshot_head
-
-
-def tiny_clip():
-    return open_clip.model.CLIP(
-        embed_dim=16, vision_cfg=dict(image_size=8, layers=1, width=16, patch_size=4, head_width=8),
-        text_cfg=dict(context_length=8, vocab_size=40, width=16, heads=2, layers=1)).eval()
-
-
-def toy_tokenizer(texts):
-    out = torch.zeros(len(texts), 8, dtype=torch.long)
-    for i, t in enumerate(texts):
-        ids = [1] + [3 + (sum(map(ord, w)) % 30) for w in t.split()][:5] + [39]
-        out[i, : len(ids)] = torch.tensor(ids)
-    return out
 
 
 def test_head_matches_direct_computation():
@@ -36,7 +22,7 @@ def test_head_matches_direct_computation():
     assert torch.allclose(head.weight, expected, atol=1e-6)
     assert torch.equal(head.bias, torch.zeros(3))
     # the head normalises image features: logits are cosine similarity times the logit scale
-    x = torch.rand(5, 3, 8, 8)
+    x = torch.rand(5, 3, 16, 16)
     with torch.no_grad():
         f = model.encode_image(x)
         logits = ImageClassifier(model.visual, head)(x)

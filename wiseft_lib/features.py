@@ -18,11 +18,9 @@ gets the full tensors), and only rank 0 writes the cache file.
 """
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import json
 import logging
-import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Mapping, Optional, Union
@@ -33,6 +31,7 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset, Subset
 
 from wiseft_lib._io import atomic_path
+from wiseft_lib.device import all_ranks_agree, autocast_context, dist_info, is_distributed, resolve_precision
 from wiseft_lib.models import state_dict_hash
 
 __all__ = [
@@ -41,10 +40,6 @@ __all__ = [
     "cached_logits",
     "extract_features",
     "feature_cache_key",
-    "resolve_precision",
-    "autocast_context",
-    "default_device",
-    "dist_info",
 ]
 
 log = logging.getLogger(__name__)
@@ -63,49 +58,6 @@ class CacheStats:
 
 
 CACHE_STATS = CacheStats()
-
-
-# ---------------------------------------------------------------- devices, precision, ranks
-def dist_info() -> tuple[int, int, int]:
-    """``(rank, world_size, local_rank)`` from the initialised process group or torchrun env."""
-    if torch.distributed.is_available() and torch.distributed.is_initialized():
-        rank, world = torch.distributed.get_rank(), torch.distributed.get_world_size()
-    else:
-        rank, world = int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1))
-    return rank, world, int(os.environ.get("LOCAL_RANK", 0))
-
-
-def _distributed() -> bool:
-    return (torch.distributed.is_available() and torch.distributed.is_initialized()
-            and torch.distributed.get_world_size() > 1)
-
-
-def default_device() -> torch.device:
-    """``cuda:LOCAL_RANK`` when CUDA is available, else the CPU."""
-    if torch.cuda.is_available():
-        return torch.device("cuda", dist_info()[2] % torch.cuda.device_count())
-    return torch.device("cpu")
-
-
-def resolve_precision(precision: str, device: torch.device) -> str:
-    """Map ``auto`` to bf16 on GPUs that support it, fp16 on other GPUs, fp32 elsewhere."""
-    if precision not in ("auto", "fp32", "bf16", "fp16"):
-        raise ValueError(f"precision must be one of auto, fp32, bf16, fp16; got {precision!r}")
-    if precision != "auto":
-        if precision != "fp32" and device.type == "cpu":
-            log.warning("precision %s on CPU is slow and inexact; fp32 is the CPU default", precision)
-        return precision
-    if device.type == "cuda":
-        return "bf16" if torch.cuda.is_bf16_supported() else "fp16"
-    return "fp32"
-
-
-def autocast_context(precision: str, device: torch.device):
-    """An autocast context for a resolved precision (a no-op for fp32)."""
-    if precision == "fp32":
-        return contextlib.nullcontext()
-    dtype = torch.bfloat16 if precision == "bf16" else torch.float16
-    return torch.autocast(device_type=device.type, dtype=dtype)
 
 
 # ---------------------------------------------------------------- cache keys and files
@@ -162,7 +114,7 @@ def _run(fn: Callable[[torch.Tensor], torch.Tensor], module: nn.Module, dataset:
     from tqdm.auto import tqdm
 
     rank, world, _ = dist_info()
-    world = world if _distributed() else 1
+    world = world if is_distributed() else 1
     rank = rank if world > 1 else 0
     n = len(dataset)
     shard = Subset(dataset, range(rank, n, world)) if world > 1 else dataset
@@ -208,14 +160,6 @@ def _gather_strided(values: torch.Tensor, labels: torch.Tensor, n: int, world: i
     return v, l
 
 
-def _all_ranks_agree(flag: bool) -> bool:
-    if not _distributed():
-        return flag
-    t = torch.tensor([int(flag)], device=default_device() if torch.distributed.get_backend() == "nccl" else "cpu")
-    torch.distributed.all_reduce(t, op=torch.distributed.ReduceOp.MIN)
-    return bool(t.item())
-
-
 def _cached_pass(kind: str, module: nn.Module, fn: Callable[[torch.Tensor], torch.Tensor], dataset: Dataset,
                  *, cache_dir, cache_key_parts, batch_size, device, precision, num_workers,
                  progress) -> tuple[torch.Tensor, torch.Tensor]:
@@ -236,7 +180,7 @@ def _cached_pass(kind: str, module: nn.Module, fn: Callable[[torch.Tensor], torc
         key = feature_cache_key(module, cache_key_parts, kind=kind, n=n, precision=precision)
         path = _cache_file(cache_dir, kind, key)
         hit = _read_cache(path, n)
-        if _all_ranks_agree(hit is not None):
+        if all_ranks_agree(hit is not None):
             CACHE_STATS.hits += 1
             log.info("%s cache hit: %s", kind, path)
             return hit
@@ -249,10 +193,10 @@ def _cached_pass(kind: str, module: nn.Module, fn: Callable[[torch.Tensor], torc
     finally:
         module.to(home)  # leave the caller's module where it was
     if path is not None:
-        if dist_info()[0] == 0 or not _distributed():
+        if dist_info()[0] == 0 or not is_distributed():
             _write_cache(path, values, labels, {"kind": kind, "n": n, "precision": precision,
                                                 **{str(k): v for k, v in cache_key_parts.items()}})
-        if _distributed():
+        if is_distributed():
             torch.distributed.barrier()
     return values, labels
 

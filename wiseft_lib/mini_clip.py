@@ -13,7 +13,8 @@ that systematic confusion in every style, so it is good but not ID-optimal, and 
 fixes on photos is knowledge that carries to the other styles: the mechanism behind WiSE-FT's gains.
 (Independent random caption noise instead blurs the features and leaves nothing that transfers.)
 
-    python -m wiseft_lib.mini_clip --out wiseft_lib/weights/wiseft-mini-fmnist.safetensors   # ~20 min, 2 cores
+    wiseft pretrain-mini --out outputs/mini/pretrain/wiseft-mini.safetensors   # ~20 min on 2 cores
+    wiseft pretrain-mini --install-as fmnist     # replace the shipped weights (only when you mean it)
 """
 from __future__ import annotations
 
@@ -28,60 +29,25 @@ from typing import Optional, Sequence
 import numpy as np
 import torch
 from open_clip.loss import ClipLoss
-from open_clip.tokenizer import SimpleTokenizer
 from safetensors.torch import save_file
 from tqdm.auto import tqdm
 
 from wiseft_lib._io import atomic_path, atomic_write_json
 from wiseft_lib.data.fashion_mnist import CLASSNAMES, load_fashion_mnist
-from wiseft_lib.data.mini import CAPTIONS, CONFUSABLE_GROUPS, RENDERERS, MINI_TEMPLATES, split_indices
+from wiseft_lib.data.mini import CAPTIONS, CONFUSABLE_GROUPS, RENDERERS, split_indices
+from wiseft_lib.mini_tokenizer import (  # noqa: F401  (caption_corpus, build_vocab: re-exported)
+    CONTEXT_LENGTH,
+    VOCAB_PATH,
+    MiniTokenizer,
+    build_vocab,
+    caption_corpus,
+)
+from wiseft_lib.models import create_model
+from wiseft_lib.schedule import WarmupCosineSchedule
 
 ASSETS = Path(__file__).parent / "assets"
 CONFIG_PATH = ASSETS / "wiseft-mini.json"
-VOCAB_PATH = ASSETS / "wiseft-mini-vocab.json"
-CONTEXT_LENGTH = 16
 MEAN, STD = 0.5, 0.5  # must match wiseft_lib.models.PACKAGE_PREPROCESS
-
-
-def caption_corpus() -> list[str]:
-    """Every caption and zero-shot prompt the mini model is meant to read."""
-    texts = {t.format(c) for ts in CAPTIONS.values() for t in ts for c in CLASSNAMES}
-    texts |= {t.format(c) for t in MINI_TEMPLATES for c in CLASSNAMES}
-    return sorted(texts)
-
-
-def build_vocab() -> list[int]:
-    """Sorted BPE token ids used by :func:`caption_corpus` (the frozen vocabulary)."""
-    bpe = SimpleTokenizer()
-    return sorted({i for text in caption_corpus() for i in bpe.encode(text)})
-
-
-class MiniTokenizer:
-    """open_clip BPE tokens remapped onto a compact vocabulary.
-
-    Ids: 0 pad, 1 start, 2 unknown, 3.. the vocabulary, last id end-of-text.
-    """
-
-    PAD, SOT, UNK = 0, 1, 2
-
-    def __init__(self, vocab: Optional[Sequence[int]] = None, context_length: int = CONTEXT_LENGTH):
-        if vocab is None:
-            vocab = json.loads(VOCAB_PATH.read_text())["bpe_ids"]
-        self.bpe = SimpleTokenizer()
-        self.context_length = context_length
-        self.lookup = {bpe_id: 3 + i for i, bpe_id in enumerate(vocab)}
-        self.eot = 3 + len(vocab)
-        self.vocab_size = self.eot + 1
-
-    def __call__(self, texts: Sequence[str] | str) -> torch.Tensor:
-        if isinstance(texts, str):
-            texts = [texts]
-        out = torch.zeros(len(texts), self.context_length, dtype=torch.long)
-        for row, text in enumerate(texts):
-            ids = [self.lookup.get(i, self.UNK) for i in self.bpe.encode(text)]
-            ids = [self.SOT] + ids[: self.context_length - 2] + [self.eot]
-            out[row, : len(ids)] = torch.tensor(ids)
-        return out
 
 
 def model_config(vocab_size: int, width: int = 128, layers: int = 4) -> dict:
@@ -156,65 +122,77 @@ def systematic_names(pool_x: torch.Tensor, pool_y: torch.Tensor, share: float) -
     return named
 
 
+class _CaptionedBatches:
+    """Seeded batches of the pretraining pool: each image rendered in a random style, with a caption."""
+
+    def __init__(self, config: PretrainConfig, root: Optional[str]):
+        if config.noise_mode not in ("random", "systematic"):
+            raise ValueError(f"noise_mode must be 'random' or 'systematic', not {config.noise_mode!r}")
+        self.config = config
+        self.g = torch.Generator().manual_seed(config.seed)
+        self.captions = _caption_tokens(MiniTokenizer())
+        images, labels = load_fashion_mnist("train", root)
+        pool = split_indices()["pretrain"][: config.n_pool]
+        self.pool_x = torch.from_numpy(np.array(images[pool])).float().div(255).unsqueeze(1)
+        self.pool_y = torch.from_numpy(labels[pool])
+        self.fixed_names = (systematic_names(self.pool_x, self.pool_y, config.caption_noise)
+                            if config.noise_mode == "systematic" else None)
+        self.styles = list(config.style_weights)
+        self.weights = torch.tensor([config.style_weights[s] for s in self.styles])
+
+    def next(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """Normalised images [B, 3, 28, 28] and caption tokens [B, CONTEXT_LENGTH]."""
+        cfg, g, n = self.config, self.g, self.config.batch_size
+        idx = torch.randint(len(self.pool_y), (n,), generator=g)
+        style_of = torch.multinomial(self.weights, n, replacement=True, generator=g)
+        x = torch.empty(n, 3, 28, 28)
+        text = torch.empty(n, CONTEXT_LENGTH, dtype=torch.long)
+        y = self.pool_y[idx]
+        named = self.fixed_names[idx] if self.fixed_names is not None else _noisy_labels(y, cfg.caption_noise, g)
+        for si, style in enumerate(self.styles):
+            sel = torch.nonzero(style_of == si).flatten()
+            if len(sel) == 0:
+                continue
+            x[sel] = RENDERERS[style](self.pool_x[idx[sel]], g)
+            tmpl = torch.randint(self.captions[style].shape[0], (len(sel),), generator=g)
+            text[sel] = self.captions[style][tmpl, named[sel]]
+        return (x - MEAN) / STD, text
+
+
+def _contrastive_step(model, loss_fn: ClipLoss, x: torch.Tensor, text: torch.Tensor, device: str) -> torch.Tensor:
+    img_f = model.encode_image(x.to(device), normalize=True)
+    # ~200 distinct captions exist, so encode each distinct one once per step (same loss, less work)
+    uniq, inverse = torch.unique(text, dim=0, return_inverse=True)
+    txt_f = model.encode_text(uniq.to(device), normalize=True)[inverse.to(device)]
+    return loss_fn(img_f, txt_f, model.logit_scale.exp())
+
+
 def pretrain_mini_clip(config: PretrainConfig = PretrainConfig(), out_path: Optional[str | Path] = None,
                        root: Optional[str] = None, device: str = "cpu", progress: bool = True):
     """Train ``wiseft-mini`` from scratch; returns ``(model, per-step losses)``.
 
     Weights (safetensors + JSON sidecar with the recipe) are written to ``out_path`` if given.
     """
-    from wiseft_lib.models import create_model
-
     torch.manual_seed(config.seed)
-    g = torch.Generator().manual_seed(config.seed)
     model, _, _ = create_model("wiseft-mini", pretrained="random", device=device)
     model.train()
-    tokenizer = MiniTokenizer()
-    captions = _caption_tokens(tokenizer)
-    images, labels = load_fashion_mnist("train", root)
-    pool = split_indices()["pretrain"][: config.n_pool]
-    pool_x = torch.from_numpy(np.array(images[pool])).float().div(255).unsqueeze(1)
-    pool_y = torch.from_numpy(labels[pool])
-    if config.noise_mode not in ("random", "systematic"):
-        raise ValueError(f"noise_mode must be 'random' or 'systematic', not {config.noise_mode!r}")
-    fixed_names = systematic_names(pool_x, pool_y, config.caption_noise) if config.noise_mode == "systematic" else None
-    styles = list(config.style_weights)
-    weights = torch.tensor([config.style_weights[s] for s in styles])
-
+    batches = _CaptionedBatches(config, root)
     decay = [p for n, p in model.named_parameters() if p.ndim >= 2 and "embedding" not in n]
     no_decay = [p for n, p in model.named_parameters() if not (p.ndim >= 2 and "embedding" not in n)]
     opt = torch.optim.AdamW([{"params": decay, "weight_decay": config.weight_decay},
                              {"params": no_decay, "weight_decay": 0.0}], lr=config.lr)
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: min(1.0, (s + 1) / config.warmup_steps)
-                                              * 0.5 * (1 + math.cos(math.pi * min(s, config.steps) / config.steps)))
+    schedule = WarmupCosineSchedule(opt, config.lr, config.warmup_steps, config.steps, decay_during_warmup=True)
     loss_fn = ClipLoss()
-    log = []
+    log: list[float] = []
     t0 = time.time()
     bar = tqdm(range(config.steps), desc="pretrain wiseft-mini", disable=not progress)
     for step in bar:
-        idx = torch.randint(len(pool), (config.batch_size,), generator=g)
-        style_of = torch.multinomial(weights, config.batch_size, replacement=True, generator=g)
-        x = torch.empty(config.batch_size, 3, 28, 28)
-        y = pool_y[idx]
-        text = torch.empty(config.batch_size, CONTEXT_LENGTH, dtype=torch.long)
-        named = fixed_names[idx] if fixed_names is not None else _noisy_labels(y, config.caption_noise, g)
-        for si, style in enumerate(styles):
-            sel = torch.nonzero(style_of == si).flatten()
-            if len(sel) == 0:
-                continue
-            x[sel] = RENDERERS[style](pool_x[idx[sel]], g)
-            tmpl = torch.randint(captions[style].shape[0], (len(sel),), generator=g)
-            text[sel] = captions[style][tmpl, named[sel]]
-        x = (x - MEAN) / STD
-        img_f = model.encode_image(x.to(device), normalize=True)
-        # ~200 distinct captions exist, so encode each distinct one once per step (same loss, less work)
-        uniq, inverse = torch.unique(text, dim=0, return_inverse=True)
-        txt_f = model.encode_text(uniq.to(device), normalize=True)[inverse.to(device)]
-        loss = loss_fn(img_f, txt_f, model.logit_scale.exp())
+        schedule.set_step(step)
+        loss = _contrastive_step(model, loss_fn, *batches.next(), device)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         opt.step()
-        sched.step()
         with torch.no_grad():
             model.logit_scale.clamp_(0, math.log(100))
         log.append(loss.item())
@@ -243,27 +221,51 @@ def save_pretrained(model: torch.nn.Module, out_path: str | Path, config: Pretra
     return out_path
 
 
-def main(argv: Optional[list[str]] = None) -> None:
-    from wiseft_lib.models import package_weights_path
+DEFAULT_OUT = "outputs/mini/pretrain/wiseft-mini-fmnist-seed{seed}.safetensors"
 
-    p = argparse.ArgumentParser(description="Pretrain the wiseft-mini CLIP on captioned Fashion-MNIST.")
-    p.add_argument("--steps", type=int, default=PretrainConfig.steps)
-    p.add_argument("--batch-size", type=int, default=PretrainConfig.batch_size)
-    p.add_argument("--lr", type=float, default=PretrainConfig.lr)
-    p.add_argument("--warmup-steps", type=int, default=PretrainConfig.warmup_steps)
-    p.add_argument("--caption-noise", type=float, default=PretrainConfig.caption_noise)
-    p.add_argument("--noise-mode", choices=("random", "systematic"), default=PretrainConfig.noise_mode)
-    p.add_argument("--seed", type=int, default=0)
+
+def add_pretrain_arguments(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
+    """The ``wiseft pretrain-mini`` flags (the recipe's defaults are the shipped weights')."""
+    d = PretrainConfig()
+    p.add_argument("--steps", type=int, default=d.steps)
+    p.add_argument("--batch-size", type=int, default=d.batch_size)
+    p.add_argument("--lr", type=float, default=d.lr)
+    p.add_argument("--warmup-steps", type=int, default=d.warmup_steps)
+    p.add_argument("--caption-noise", type=float, default=d.caption_noise)
+    p.add_argument("--noise-mode", choices=("random", "systematic"), default=d.noise_mode)
+    p.add_argument("--seed", type=int, default=d.seed)
     p.add_argument("--n-pool", type=int, default=None, help="use only the first N pretraining images")
     p.add_argument("--data-root", default=None)
-    p.add_argument("--out", default=None, help="weights file (default: the package's fmnist weights path)")
-    a = p.parse_args(argv)
+    p.add_argument("--out", default=None, help=f"weights file (default: {DEFAULT_OUT.format(seed='SEED')})")
+    p.add_argument("--install-as", default=None, metavar="TAG",
+                   help="write into the installed package as wiseft-mini tag TAG (e.g. fmnist), replacing the "
+                        "weights it ships; only when you mean it")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    return p
+
+
+def run_from_args(a: argparse.Namespace) -> Path:
+    """Pretrain with the flags of :func:`add_pretrain_arguments`; return the weights file written."""
+    from wiseft_lib.models import PACKAGE_MODELS, WEIGHTS
+
     cfg = PretrainConfig(steps=a.steps, batch_size=a.batch_size, lr=a.lr, warmup_steps=a.warmup_steps,
-                         caption_noise=a.caption_noise, noise_mode=a.noise_mode, seed=a.seed,
-                         n_pool=a.n_pool)
-    out = a.out or package_weights_path("wiseft-mini", "fmnist")
-    pretrain_mini_clip(cfg, out_path=out, root=a.data_root)
+                         caption_noise=a.caption_noise, noise_mode=a.noise_mode, seed=a.seed, n_pool=a.n_pool)
+    if a.install_as is not None:
+        tags = PACKAGE_MODELS["wiseft-mini"]
+        if a.install_as not in tags:
+            raise ValueError(f"--install-as must name a wiseft-mini tag ({', '.join(tags)}), got {a.install_as!r}")
+        out = WEIGHTS / tags[a.install_as]
+    else:
+        out = Path(a.out or DEFAULT_OUT.format(seed=a.seed))
+    pretrain_mini_clip(cfg, out_path=out, root=a.data_root, progress=not a.no_progress)
     print(f"wrote {out}")
+    return out
+
+
+def main(argv: Optional[list[str]] = None) -> None:
+    p = add_pretrain_arguments(argparse.ArgumentParser(
+        description="Pretrain the wiseft-mini CLIP on captioned Fashion-MNIST."))
+    run_from_args(p.parse_args(argv))
 
 
 if __name__ == "__main__":

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import difflib
 import json
+import logging
 import os
 from pathlib import Path
 from typing import Any, Callable, Optional, Union
@@ -22,9 +23,11 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 from wiseft_lib._io import atomic_write_json, atomic_path
+from wiseft_lib.mini_tokenizer import MiniTokenizer
 
 __all__ = [
     "create_model",
+    "create_architecture",
     "list_models",
     "list_pretrained",
     "get_tokenizer",
@@ -148,11 +151,52 @@ def create_model(
     return model, train_tf, eval_tf
 
 
+def _tag_overrides(name: str, pretrained: Optional[str]) -> dict[str, Any]:
+    """open_clip kwargs that make a weight-less model match a pretrained tag (QuickGELU, preprocessing)."""
+    if name in PACKAGE_MODELS or not pretrained or pretrained == RANDOM_INIT or Path(pretrained).exists():
+        return {}
+    cfg = open_clip.get_pretrained_cfg(name, pretrained) or {}
+    kwargs: dict[str, Any] = {"force_quick_gelu": True} if cfg.get("quick_gelu") else {}
+    for src, dst in (("mean", "image_mean"), ("std", "image_std"), ("interpolation", "image_interpolation"),
+                     ("resize_mode", "image_resize_mode")):
+        if cfg.get(src) is not None:
+            kwargs[dst] = cfg[src]
+    return kwargs
+
+
+class _quiet_random_init(logging.Filter):
+    """Drop open_clip's "No pretrained weights loaded" warning while active."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "No pretrained weights loaded" not in record.getMessage()
+
+    def __enter__(self) -> None:
+        logging.getLogger().addFilter(self)
+
+    def __exit__(self, *exc) -> None:
+        logging.getLogger().removeFilter(self)
+
+
+def create_architecture(name: str, pretrained: Optional[str] = None,
+                        device: Union[str, torch.device] = "cpu") -> tuple[nn.Module, Callable, Callable]:
+    """What :func:`create_model` returns for ``(name, pretrained)``, with random weights and no download.
+
+    The architecture and transforms follow the tag (e.g. OpenAI weights use QuickGELU and their
+    own normalisation), so weights saved from such a model load into it exactly.
+    """
+    _register_package_configs()
+    _check_name(name)
+    kwargs = {**PACKAGE_PREPROCESS.get(name, {}), **_tag_overrides(name, pretrained)}
+    with _quiet_random_init():  # random weights are the point here; the caller loads its own
+        model, train_tf, eval_tf = open_clip.create_model_and_transforms(name, pretrained=None, device=device,
+                                                                         **kwargs)
+    model.eval()
+    return model, train_tf, eval_tf
+
+
 def get_tokenizer(name: str) -> Callable[[list[str]], torch.Tensor]:
     """Tokenizer matching the model's text tower."""
     if name in PACKAGE_MODELS:
-        from wiseft_lib.mini_clip import MiniTokenizer
-
         return MiniTokenizer()
     return open_clip.get_tokenizer(name)
 
@@ -183,7 +227,7 @@ def state_dict_hash(state_dict: dict[str, torch.Tensor]) -> str:
     for k in sorted(state_dict):
         t = state_dict[k].detach().cpu().contiguous()
         h.update(f"{k}|{tuple(t.shape)}|{t.dtype}|".encode())
-        h.update(t.view(torch.uint8).numpy().tobytes() if t.numel() else b"")
+        h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes() if t.numel() else b"")
     return h.hexdigest()[:16]
 
 
@@ -250,7 +294,7 @@ class ImageClassifier(nn.Module):
         meta = json.loads(side.read_text())
         if meta.get("format") != cls.FORMAT:
             raise ValueError(f"{side} is not a wiseft ImageClassifier sidecar (format={meta.get('format')!r})")
-        clip_model, _, _ = create_model(meta["model_name"], pretrained=RANDOM_INIT, device=device)
+        clip_model, _, _ = create_architecture(meta["model_name"], meta.get("pretrained"), device=device)
         out_f, in_f = meta["head_shape"]
         head = ClassificationHead(torch.zeros(out_f, in_f), normalize=meta.get("head_normalize", True))
         keep = {k: v for k, v in meta.items()

@@ -1,0 +1,76 @@
+"""Typed parameters: one set of checks for params files, --set, notebooks and Python."""
+from dataclasses import dataclass
+from typing import Any, Optional
+
+import pytest
+
+from wiseft_lib.params import Params, ParamsError, param, parse_assignment
+
+
+@dataclass
+class Demo(Params):
+    seeds: list[int] = param([0], "one run per seed")
+    lr: float = param(1e-3, "learning rate")
+    n: Optional[int] = param(None, "how many (None: all)")
+    name: str = param("mini", "a name")
+    flag: bool = param(False, "a switch")
+    recipe: dict[str, Any] = param({"epochs": 2}, "free-form settings")
+    pair: tuple[float, float] = param((0.9, 0.999), "two numbers")
+
+
+def test_values_are_checked_and_converted_losslessly():
+    d = Demo.from_mapping({"seeds": [1, 2], "lr": 3, "n": 5, "pair": [0.5, 1], "flag": "true"})
+    assert (d.seeds, d.lr, d.n, d.pair, d.flag) == ([1, 2], 3.0, 5, (0.5, 1.0), True)
+    assert isinstance(d.lr, float)
+    assert Demo.from_mapping({"lr": "1e-3"}).lr == 1e-3  # PyYAML reads 1e-3 as text
+    assert Demo().seeds is not Demo().seeds  # mutable defaults are copied
+
+
+@pytest.mark.parametrize("values, message", [
+    ({"sedes": [0]}, r"unknown parameter\(s\) in parameters: 'sedes' \(did you mean 'seeds'\?\)"),
+    ({"seeds": "0,1"}, r"'seeds' must be a list, got the string '0,1'.*-y 'seeds: \[0, 1, 2\]'"),
+    ({"seeds": [0, "1"]}, r"'seeds\[1\]' must be an integer, got '1'"),
+    ({"n": 2.5}, r"'n' must be an integer or null/None, got 2.5"),
+    ({"n": True}, r"'n' must be an integer or null/None, got True"),
+    ({"lr": "fast"}, r"'lr' must be a number, got 'fast'"),
+    ({"flag": "yes"}, r"'flag' must be true or false, got 'yes'"),
+    ({"name": 3}, r"'name' must be a string, got 3"),
+    ({"recipe": [1]}, r"'recipe' must be a mapping"),
+    ({"pair": [1.0]}, r"'pair' must have 2 entries"),
+])
+def test_bad_values_name_the_parameter_and_the_fix(values, message):
+    with pytest.raises(ParamsError, match=message):
+        Demo.from_mapping(values)
+
+
+def test_params_files_and_overrides(tmp_path):
+    f = tmp_path / "p.yaml"
+    f.write_text("seeds: [3]\nlr: 1e-4\n")
+    d = Demo.from_yaml(f, ["n=7", "recipe={epochs: 5}"])
+    assert (d.seeds, d.lr, d.n, d.recipe) == ([3], 1e-4, 7, {"epochs": 5})
+    with pytest.raises(ParamsError, match=f"unknown parameter.*in {f} or --set: 'nn'"):
+        Demo.from_yaml(f, ["nn=3"])
+    with pytest.raises(FileNotFoundError, match="does not exist"):
+        Demo.from_yaml(tmp_path / "missing.yaml")
+    f.write_text("- a list\n")
+    with pytest.raises(ParamsError, match="must hold a mapping"):
+        Demo.from_yaml(f)
+    with pytest.raises(ParamsError, match="KEY=VALUE"):
+        parse_assignment("seeds")
+    assert parse_assignment("alphas=[0, 0.5]") == ("alphas", [0, 0.5])
+
+
+def test_generated_parameters_cell_round_trips_through_a_notebook_namespace():
+    import json
+
+    cell = Demo.parameters_cell()
+    assert 'name = "mini"  # a name' in cell and cell.endswith("_declared = set(globals())  # what papermill may override (checked next)")
+    namespace: dict = {}
+    exec(cell, namespace)
+    namespace.pop("__builtins__")
+    assert Demo.from_notebook(namespace, namespace["_declared"]) == Demo()
+    # papermill injects values after the cell: known ones override, unknown ones are errors
+    injected = {**namespace, "lr": 0.5, "json": json, "Demo": Demo}  # imports are not parameters
+    assert Demo.from_notebook(injected, namespace["_declared"]).lr == 0.5
+    with pytest.raises(ParamsError, match=r"unknown notebook parameter\(s\): 'n_ame' \(did you mean 'name'\?\)"):
+        Demo.from_notebook({**namespace, "n_ame": "x"}, namespace["_declared"])

@@ -1,0 +1,81 @@
+"""The fine-tuning recipe as one dataclass, and the errors the engine raises."""
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import asdict, dataclass
+from typing import Any, Mapping, Optional
+
+MODES = ("end-to-end", "linear")
+
+
+@dataclass
+class FinetuneConfig:
+    """Every training knob; the defaults are the paper's recipe (end-to-end, ViT-B/16)."""
+
+    mode: str = "end-to-end"  # or "linear": frozen encoder, head trained on cached features
+    epochs: int = 10
+    lr: float = 3e-5
+    batch_size: int = 512  # global batch (over all processes and accumulation steps)
+    weight_decay: float = 0.1
+    warmup_steps: int = 500
+    label_smoothing: float = 0.0
+    grad_clip: float = 1.0  # max global grad norm; 0 disables
+    betas: tuple[float, float] = (0.9, 0.999)
+    eps: float = 1e-8
+    seed: int = 0
+    precision: str = "auto"  # auto | fp32 | bf16 | fp16
+    num_workers: int = 0
+    checkpoint_every: Optional[int] = None  # steps; epoch ends always checkpoint
+    compile: bool = False
+    grad_checkpointing: bool = False
+    log_every: int = 10
+    grad_accum_steps: int = 1  # micro-batches per optimizer step (same maths, less memory)
+    keep_checkpoints: int = 2  # step checkpoints kept on disk (oldest deleted first)
+
+    def __post_init__(self) -> None:
+        from wiseft_lib.params import check_fields
+
+        check_fields(self, where="FinetuneConfig")  # types first: a string lr is named, not compared
+        self.betas = tuple(float(b) for b in self.betas)  # JSON round trips give lists
+        if self.mode not in MODES:
+            raise ValueError(f"mode must be one of {MODES}; got {self.mode!r}")
+        for name in ("epochs", "batch_size", "log_every", "grad_accum_steps", "keep_checkpoints"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be >= 1; got {getattr(self, name)}")
+        if self.lr <= 0 or self.warmup_steps < 0 or self.weight_decay < 0:
+            raise ValueError("lr must be > 0, warmup_steps and weight_decay >= 0")
+        if not 0 <= self.label_smoothing < 1:
+            raise ValueError(f"label_smoothing must be in [0, 1); got {self.label_smoothing}")
+        if self.checkpoint_every is not None and self.checkpoint_every < 1:
+            raise ValueError("checkpoint_every must be >= 1 or None")
+        if self.precision not in ("auto", "fp32", "bf16", "fp16"):
+            raise ValueError(f"precision must be one of auto, fp32, bf16, fp16; got {self.precision!r}")
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["betas"] = list(self.betas)
+        return d
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> "FinetuneConfig":
+        """Build from a dict that may hold extra keys (e.g. a checkpoint's ``resolved_precision``)."""
+        names = {f.name for f in dataclasses.fields(cls)}
+        return cls(**{k: v for k, v in d.items() if k in names})
+
+    def recipe(self) -> dict[str, Any]:
+        """The fields that change the trained weights (what a run cache keys on)."""
+        return {k: v for k, v in self.to_dict().items() if k not in RESUMABLE_CHANGES}
+
+
+# Fields that may change between a run and its resumption (they do not change the maths).
+RESUMABLE_CHANGES = {"num_workers", "checkpoint_every", "compile", "grad_checkpointing", "log_every",
+                     "keep_checkpoints", "grad_accum_steps"}
+
+
+class NonFiniteLossError(FloatingPointError, ValueError):
+    """The training loss became NaN or inf; the message names the step. (A ValueError too, so
+    CLIs that report ValueErrors as clean messages report this one.)"""
+
+
+class RunExistsError(FileExistsError, ValueError):
+    """``output_dir`` holds checkpoints of another run and ``resume`` was not asked for."""

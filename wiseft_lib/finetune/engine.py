@@ -1,0 +1,317 @@
+"""The training loop: one optimizer step (AMP, accumulation, clipping), the step log, and ``finetune``."""
+from __future__ import annotations
+
+import copy
+import json
+import logging
+import math
+import random
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Mapping, Optional, Sequence, Union
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.utils.data import Dataset
+
+from wiseft_lib.device import autocast_context, barrier, resolve_precision, setup_distributed
+from wiseft_lib.features import extract_features
+from wiseft_lib.finetune.checkpoint import (
+    STATE_FORMAT,
+    latest_checkpoint,
+    load_resume_state,
+    save_checkpoint,
+    set_rng_state,
+    truncate_log,
+)
+from wiseft_lib.finetune.config import FinetuneConfig, NonFiniteLossError, RunExistsError
+from wiseft_lib.finetune.data import FeatureBatches, ImageBatches, dataset_fingerprint
+from wiseft_lib.models import ImageClassifier
+from wiseft_lib.schedule import WarmupCosineSchedule
+
+__all__ = ["finetune", "make_optimizer", "Trainer"]
+
+log = logging.getLogger("wiseft_lib.finetune")
+
+
+class StepLog:
+    """Buffers per-step losses on device; every ``log_every`` steps syncs once, checks for
+    NaN/inf (averaged over ranks, so all ranks agree), and appends rows to ``log.jsonl``."""
+
+    def __init__(self, path: Optional[Path], world: int, pbar: Any):
+        self.path, self.world, self.pbar = path, world, pbar
+        self.losses: list[torch.Tensor] = []
+        self.rows: list[dict[str, Any]] = []
+        self.t0 = time.perf_counter()
+        self.images = 0
+
+    def record(self, step: int, epoch: int, loss: torch.Tensor, lr: float, images: int) -> None:
+        self.losses.append(loss)
+        self.rows.append({"step": step, "epoch": epoch, "lr": lr})
+        self.images += images
+
+    def flush(self, last_good: Optional[Path]) -> None:
+        if not self.losses:
+            return
+        losses = torch.stack(self.losses).float()
+        if self.world > 1:
+            torch.distributed.all_reduce(losses)
+            losses /= self.world
+        values = losses.tolist()  # the one host sync per flush
+        ips = self.images * self.world / max(time.perf_counter() - self.t0, 1e-9)
+        for row, v in zip(self.rows, values):
+            row.update(loss=v, images_per_s=ips, time=time.time())
+        bad = next((r for r in self.rows if not math.isfinite(r["loss"])), None)
+        if self.path is not None:
+            with open(self.path, "a") as f:
+                f.writelines(json.dumps(r) + "\n" for r in self.rows if bad is None or r["step"] <= bad["step"])
+        if self.pbar is not None:
+            self.pbar.set_postfix(loss=f"{values[-1]:.4f}", lr=f"{self.rows[-1]['lr']:.2e}", img_s=f"{ips:.0f}")
+        self.losses, self.rows, self.images, self.t0 = [], [], 0, time.perf_counter()
+        if bad is not None:
+            hint = (f"The last good checkpoint is {last_good}; resuming would repeat the same settings, so rerun "
+                    f"with changed settings in a new output directory" if last_good else "No checkpoint was written")
+            raise NonFiniteLossError(
+                f"training loss is {bad['loss']} at step {bad['step']} (epoch {bad['epoch']}, lr {bad['lr']:.3g}); "
+                f"stopping. Lower the learning rate (--lr), keep gradient clipping on (--grad-clip 1.0), or use "
+                f"--precision bf16/fp32 instead of fp16; check the inputs for NaNs. {hint}."
+            )
+
+
+@dataclass
+class Trainer:
+    """What one optimizer step needs; :meth:`step` is the whole hot loop body."""
+
+    model: nn.Module  # possibly DDP-wrapped / compiled
+    optimizer: torch.optim.Optimizer
+    scaler: torch.amp.GradScaler
+    params: list[nn.Parameter]
+    config: FinetuneConfig
+    precision: str
+    device: torch.device
+    ddp: bool = False
+
+    def step(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        cfg, n = self.config, y.shape[0]
+        self.optimizer.zero_grad(set_to_none=True)
+        k = min(cfg.grad_accum_steps, n)
+        chunks = zip(x.tensor_split(k), y.tensor_split(k)) if k > 1 else ((x, y),)
+        total = None
+        for j, (xc, yc) in enumerate(chunks):
+            sync_off = self.ddp and j < k - 1
+            with (self.model.no_sync() if sync_off else _null()), autocast_context(self.precision, self.device):
+                logits = self.model(xc)
+                loss = F.cross_entropy(logits.float(), yc, label_smoothing=cfg.label_smoothing)
+                if k > 1:
+                    loss = loss * (yc.shape[0] / n)  # exact mean over the whole batch
+            self.scaler.scale(loss).backward()
+            total = loss.detach() if total is None else total + loss.detach()
+        if cfg.grad_clip > 0:
+            self.scaler.unscale_(self.optimizer)
+            torch.nn.utils.clip_grad_norm_(self.params, cfg.grad_clip)
+        self.scaler.step(self.optimizer)
+        self.scaler.update()
+        return total
+
+
+class _null:
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        return False
+
+
+def make_optimizer(params: Sequence[nn.Parameter], config: FinetuneConfig, device: torch.device) -> torch.optim.AdamW:
+    """AdamW with the config's hyper-parameters and weight decay on every parameter (as the
+    official code); the fused kernel where this torch has one for ``device`` (CUDA, and CPU since
+    torch 2.4, where it is many times faster than the per-tensor loop), else the default."""
+    kw = dict(lr=config.lr, betas=tuple(config.betas), eps=config.eps, weight_decay=config.weight_decay)
+    if device.type in ("cuda", "cpu") and all(p.dtype in (torch.float32, torch.bfloat16, torch.float16)
+                                              for p in params):
+        try:
+            return torch.optim.AdamW(params, fused=True, **kw)
+        except (RuntimeError, TypeError, ValueError) as e:  # older torch or unsupported device
+            log.info("fused AdamW unavailable (%s); using the default implementation", e)
+    return torch.optim.AdamW(params, **kw)
+
+
+def _make_batches(work: ImageClassifier, train_set: Dataset, feature_set: Optional[Dataset],
+                  cfg: FinetuneConfig, per_rank: int, rank: int, world: int, device: torch.device, *,
+                  cache_dir, feature_key, progress: bool) -> tuple[Any, nn.Module]:
+    """The batch source and the module that trains: images + whole classifier (end-to-end), or
+    cached features + head only (linear)."""
+    if cfg.mode == "linear":
+        fset = feature_set if feature_set is not None else train_set
+        key = dict(feature_key) if feature_key else (dataset_fingerprint(fset) if cache_dir else None)
+        feats, labels = extract_features(work.image_encoder, fset, device=device, cache_dir=cache_dir,
+                                         cache_key_parts=key, precision=cfg.precision,
+                                         num_workers=cfg.num_workers, progress=progress and rank == 0)
+        return FeatureBatches(feats, labels, per_rank, cfg.seed, rank, world, device), work.classification_head
+    if cfg.grad_checkpointing:
+        if hasattr(work.image_encoder, "set_grad_checkpointing"):
+            work.image_encoder.set_grad_checkpointing(True)
+        else:
+            log.warning("the image encoder has no set_grad_checkpointing(); training without it")
+    return ImageBatches(train_set, per_rank, cfg.seed, rank, world, cfg.num_workers, device), work
+
+
+@dataclass
+class _Run:
+    """One fine-tuning run's fixed context (what :func:`finetune` sets up before the loop)."""
+
+    cfg: FinetuneConfig
+    rank: int
+    world: int
+    device: torch.device
+    precision: str
+    out: Optional[Path]
+    work: ImageClassifier
+    module: nn.Module
+    batches: Any
+    spe: int  # steps per epoch
+    total: int
+
+
+def _setup(classifier: ImageClassifier, train_set: Dataset, cfg: FinetuneConfig, output_dir, resume: bool,
+           device, feature_set, cache_dir, feature_key, progress: bool) -> _Run:
+    rank, world, device = setup_distributed(None if device is None else torch.device(device))
+    precision = resolve_precision(cfg.precision, device)
+    if cfg.batch_size % world:
+        raise ValueError(f"batch_size {cfg.batch_size} (global) must be divisible by the {world} processes")
+    per_rank = cfg.batch_size // world
+    if per_rank < cfg.grad_accum_steps:
+        raise ValueError(f"per-process batch {per_rank} is smaller than grad_accum_steps {cfg.grad_accum_steps}")
+    out = Path(output_dir) if output_dir is not None else None
+    if out is not None and not resume and latest_checkpoint(out) is not None:
+        raise RunExistsError(
+            f"{out} already holds checkpoints of an earlier run ({latest_checkpoint(out).name}); pass "
+            f"resume=True (--resume) to continue it, or choose another output directory"
+        )
+    torch.manual_seed(cfg.seed + rank)  # model-side randomness (dropout); data is seeded per example
+    random.seed(cfg.seed + rank)
+    np.random.seed((cfg.seed + rank) % 2**32)
+    work: ImageClassifier = copy.deepcopy(classifier).float().to(device)
+    work.meta = dict(work.meta)
+    batches, module = _make_batches(work, train_set, feature_set, cfg, per_rank, rank, world, device,
+                                    cache_dir=cache_dir, feature_key=feature_key, progress=progress)
+    spe = batches.steps_per_epoch()
+    total = cfg.epochs * spe
+    if cfg.warmup_steps >= total and rank == 0:
+        log.warning("warmup_steps %d >= total steps %d: the LR never reaches %g", cfg.warmup_steps, total, cfg.lr)
+    return _Run(cfg, rank, world, device, precision, out, work, module, batches, spe, total)
+
+
+def _optimizer_state(run: _Run, resume: bool) -> tuple[Trainer, WarmupCosineSchedule, int, Optional[Path]]:
+    """Optimizer, schedule and scaler, restored from the newest checkpoint when resuming."""
+    cfg = run.cfg
+    ckpt = latest_checkpoint(run.out) if (run.out is not None and resume) else None
+    loaded = load_resume_state(ckpt, run.work, cfg, run.spe, run.device) if ckpt is not None else None
+    step = int(loaded["step"]) if loaded is not None else 0
+    if run.rank == 0 and ckpt is not None:
+        log.info("resuming from %s (step %d of %d)", ckpt, step, run.total)
+    params = [p for p in run.module.parameters() if p.requires_grad]
+    optimizer = make_optimizer(params, cfg, run.device)
+    schedule = WarmupCosineSchedule(optimizer, cfg.lr, cfg.warmup_steps, run.total)
+    scaler = torch.amp.GradScaler(run.device.type, enabled=run.precision == "fp16")
+    if loaded is not None:
+        optimizer.load_state_dict(loaded["optimizer"])
+        schedule.load_state_dict(loaded["scheduler"])
+        scaler.load_state_dict(loaded["scaler"])
+        rngs = loaded["rng"]
+        if len(rngs) != run.world and run.rank == 0:
+            log.warning("checkpoint was written by %d processes, now %d: model-side RNG streams differ "
+                        "(data order and augmentation are unaffected)", len(rngs), run.world)
+        set_rng_state(rngs[run.rank] if run.rank < len(rngs) else rngs[0])
+    model: nn.Module = run.module
+    if run.world > 1:
+        model = nn.parallel.DistributedDataParallel(
+            run.module, device_ids=[run.device.index] if run.device.type == "cuda" else None)
+    if cfg.compile:
+        model = torch.compile(model)
+    trainer = Trainer(model, optimizer, scaler, params, cfg, run.precision, run.device, ddp=run.world > 1)
+    return trainer, schedule, step, ckpt
+
+
+def _train_state(run: _Run, trainer: Trainer, schedule: WarmupCosineSchedule, epoch: int, step: int) -> dict:
+    return {"format": STATE_FORMAT, "optimizer": trainer.optimizer.state_dict(),
+            "scheduler": schedule.state_dict(), "scaler": trainer.scaler.state_dict(),
+            "config": run.cfg.to_dict(), "step": step, "epoch": epoch, "batch_in_epoch": step - epoch * run.spe,
+            "steps_per_epoch": run.spe, "world_size": run.world}
+
+
+def _loop(run: _Run, trainer: Trainer, schedule: WarmupCosineSchedule, step: int, last_good: Optional[Path],
+          steplog: StepLog, pbar: Any) -> None:
+    """Train from ``step`` to the end, checkpointing at epoch ends and every ``checkpoint_every`` steps."""
+    cfg, spe = run.cfg, run.spe
+    run.module.train()
+    for epoch in range(step // spe, cfg.epochs):
+        for x, y in run.batches.epoch(epoch, step - epoch * spe):
+            lr = schedule.set_step(step)
+            loss = trainer.step(x, y)
+            step += 1
+            steplog.record(step, epoch, loss, lr, int(y.shape[0]))
+            pbar.update(1)
+            if step % cfg.log_every == 0:
+                steplog.flush(last_good)
+            end_of_epoch = step % spe == 0
+            if run.out is not None and (end_of_epoch or (cfg.checkpoint_every and step % cfg.checkpoint_every == 0)):
+                steplog.flush(last_good)  # never checkpoint past a NaN
+                state = _train_state(run, trainer, schedule, step // spe if end_of_epoch else epoch, step)
+                last_good = save_checkpoint(run.out, run.work, state, step, cfg.keep_checkpoints, run.rank, run.world)
+    steplog.flush(last_good)
+
+
+def _open_log(run: _Run, resume: bool, step: int) -> Optional[Path]:
+    if run.out is None or run.rank != 0:
+        return None
+    run.out.mkdir(parents=True, exist_ok=True)
+    path = run.out / "log.jsonl"
+    if resume:
+        truncate_log(path, step)
+    elif path.exists():
+        path.unlink()
+    return path
+
+
+def finetune(classifier: ImageClassifier, train_set: Dataset, config: FinetuneConfig, *,
+             output_dir: Union[str, Path, None] = None, resume: bool = False,
+             device: Union[str, torch.device, None] = None, feature_set: Optional[Dataset] = None,
+             cache_dir: Union[str, Path, None] = None, feature_key: Optional[Mapping[str, Any]] = None,
+             progress: bool = True) -> ImageClassifier:
+    """Fine-tune a copy of ``classifier`` (left untouched: it is the WiSE-FT zero-shot endpoint).
+
+    ``train_set`` yields ``(augmented image tensor, int label)``. In ``linear`` mode only the head
+    trains, on features of ``feature_set`` (same images, eval transform; default ``train_set``)
+    extracted once through :mod:`wiseft_lib.features` (cached in ``cache_dir`` under
+    ``feature_key``, default a fingerprint of the data). With ``output_dir`` the run writes
+    checkpoints, ``log.jsonl`` and ``finetuned.safetensors``; ``resume=True`` continues from the
+    newest checkpoint there (or starts fresh if there is none). Returns the fine-tuned model on
+    ``device`` in eval mode, with the config in ``meta["finetune"]``.
+    """
+    from tqdm.auto import tqdm
+
+    run = _setup(classifier, train_set, config, output_dir, resume, device, feature_set, cache_dir,
+                 feature_key, progress)
+    trainer, schedule, step, last_good = _optimizer_state(run, resume)
+    run.work.meta["finetune"] = {**config.to_dict(), "resolved_precision": run.precision,
+                                 "world_size": run.world, "total_steps": run.total}
+    log_path = _open_log(run, resume, step)
+    pbar = tqdm(total=run.total, initial=step, desc=f"finetune ({config.mode})", dynamic_ncols=True,
+                disable=not progress or run.rank != 0)
+    try:
+        _loop(run, trainer, schedule, step, last_good, StepLog(log_path, run.world, pbar), pbar)
+    finally:
+        pbar.close()
+    run.module.eval()
+    run.work.eval()
+    if config.grad_checkpointing and hasattr(run.work.image_encoder, "set_grad_checkpointing"):
+        run.work.image_encoder.set_grad_checkpointing(False)
+    if run.out is not None and run.rank == 0:
+        run.work.save(run.out / "finetuned.safetensors")
+    barrier(run.world)
+    return run.work
+
