@@ -83,3 +83,22 @@ def test_registry_bundles(fashion_mnist_root):
         get_dataset("mini-sketch", split="train")
     with pytest.raises(KeyError, match="mini-sketch"):
         get_dataset("mini-skech")
+
+
+def test_test_images_split_into_val_for_choices_and_test_for_reports():
+    import numpy as np
+
+    val, test = mini_test_subset(None, "val"), mini_test_subset(None, "test")
+    assert len(val) == len(test) == 5000 and not np.intersect1d(val, test).size
+    assert np.union1d(val, test).size == 10_000
+    # val is what n_test drew from before the split existed (every earlier choice looked at it)
+    perm = np.random.default_rng(2022).permutation(10_000)
+    assert np.array_equal(mini_test_subset(1000, "val"), np.sort(perm[:1000]))
+    assert set(mini_test_subset(300, "test")) <= set(test)
+    with pytest.raises(ValueError, match="n_test must be between 1 and 5000"):
+        mini_test_subset(6000, "test")
+    from wiseft_lib.data import eval_split
+
+    assert eval_split("mini-sketch", "val") == "val" and eval_split("mini-sketch") == "test"
+    with pytest.raises(ValueError, match="imagenet.*no validation split held out"):
+        eval_split("imagenet", "val")

@@ -19,8 +19,9 @@ from torch import nn
 from torchvision import transforms
 from tqdm.auto import tqdm
 
-from wiseft_lib.data import default_eval_split, get_dataset
+from wiseft_lib.data import eval_split as split_of, get_dataset
 from wiseft_lib.data.mini import MINI_ID, MINI_OOD
+from wiseft_lib.schedule import WarmupCosineSchedule
 
 __all__ = ["STANDARD_ZOO", "build_standard", "train_standard", "standard_points"]
 
@@ -62,27 +63,31 @@ def train_standard(model: nn.Module, images: torch.Tensor, labels: torch.Tensor,
     model.to(device).train()
     opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=weight_decay)
     steps = epochs * math.ceil(len(images) / batch_size)
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: 0.5 * (1 + math.cos(math.pi * s / steps)))
+    schedule = WarmupCosineSchedule(opt, lr, warmup_steps=0, total_steps=steps)
+    step = 0
     for _ in range(epochs):
         order = torch.randperm(len(images), generator=g)
         for start in range(0, len(images), batch_size):
             idx = order[start:start + batch_size]
+            schedule.set_step(step)
             loss = nn.functional.cross_entropy(model(images[idx].to(device)), labels[idx].to(device))
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
-            sched.step()
+            step += 1
     return model.eval()
 
 
 def standard_points(names: Optional[Sequence[str]] = None, *, id_dataset: str = MINI_ID,
                     ood_datasets: Sequence[str] = MINI_OOD, n_train: Optional[int] = None,
                     n_test: Optional[int] = 1000, seed: int = 0, data_root: Optional[str] = None,
-                    device: str | torch.device = "cpu", progress: bool = True) -> pd.DataFrame:
+                    device: str | torch.device = "cpu", progress: bool = True,
+                    eval_split: str = "test") -> pd.DataFrame:
     """Train each named zoo model on ``id_dataset``'s train split; one row per model.
 
     Columns: ``group`` ("standard"), ``model``, ``id_acc``, ``ood_avg`` and one per OOD set
-    (top-1, percent), ready for ``plot_id_vs_ood(..., extra=...)``.
+    (top-1, percent), ready for ``plot_id_vs_ood(..., extra=...)``. ``eval_split`` is "test"
+    (reported numbers) or "val" (held out from test, for choices).
     """
     from wiseft_lib.evaluate import evaluate, preprocess_once
 
@@ -96,7 +101,7 @@ def standard_points(names: Optional[Sequence[str]] = None, *, id_dataset: str = 
     x, y = preprocess_once(train, progress=False).dataset.tensors
     evals = {}
     for name in (id_dataset, *ood_datasets):
-        bundle = get_dataset(name, root=data_root, split=default_eval_split(name), transform=_NORMALIZE,
+        bundle = get_dataset(name, root=data_root, split=split_of(name, eval_split), transform=_NORMALIZE,
                              n_test=n_test)
         evals[name] = preprocess_once(bundle, progress=False)
     rows = []

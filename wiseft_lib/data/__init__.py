@@ -3,12 +3,14 @@ from wiseft_lib.data.registry import (
     DatasetBundle,
     default_eval_split,
     describe_dataset,
+    eval_split,
     get_dataset,
     list_datasets,
     register_dataset,
 )
 
-__all__ = ["DatasetBundle", "default_eval_split", "describe_dataset", "get_dataset", "list_datasets", "register_dataset"]
+__all__ = ["DatasetBundle", "default_eval_split", "describe_dataset", "eval_split", "get_dataset", "list_datasets",
+           "register_dataset"]
 
 from wiseft_lib.data import mini  # noqa: E402,F401  (registers the mini-* datasets)
 from wiseft_lib.data import imagenet, cifar, wilds, video, transfer  # noqa: E402,F401  (paper datasets)

@@ -16,7 +16,9 @@ mini-viewpoint  large rotation, flips, clutter         ObjectNet
 mini-corruption noise, blur, pixelation, low contrast  (ImageNet-C style)
 ==============  =====================================  ===========================
 
-Every rendering is deterministic from its seed.
+Every rendering is deterministic from its seed. The 10k test images are split once into ``val``
+(5,000: where recipes and hyperparameters are chosen) and ``test`` (the other 5,000: what the
+notebooks report); ``n_test`` takes the first images of a split in a fixed order.
 
     python -c "from wiseft_lib.data import get_dataset; print(len(get_dataset('mini-sketch', n_test=100)))"
 """
@@ -42,6 +44,8 @@ STYLES = (ID_STYLE,) + OOD_SHIFTS
 PRETRAIN_POOL = 40_000  # first part of a fixed permutation of FMNIST train; the rest fine-tunes
 SPLIT_SEED = 0  # fixed: the shipped weights were pretrained on this split
 TEST_RENDER_SEED = 2022
+EVAL_SPLITS = ("val", "test")  # halves of the 10k test images: choose recipes on val, report test
+EVAL_SPLIT_SIZE = 5000
 
 # Caption templates per style; the zero-shot templates (the mini analog of CLIP's 80) are their union.
 CAPTIONS: dict[str, tuple[str, ...]] = {
@@ -228,10 +232,21 @@ def finetune_subset(labels: np.ndarray, n: Optional[int], seed: int) -> np.ndarr
     return np.sort(np.concatenate(picks + [extra]))
 
 
-def test_subset(n_test: Optional[int]) -> np.ndarray:
-    """The first ``n_test`` of a fixed permutation of the 10k test images (same for every shift)."""
+def test_subset(n_test: Optional[int], split: str = "test") -> np.ndarray:
+    """The first ``n_test`` indices of a split's fixed order (the same images for every shift).
+
+    A fixed permutation of the 10k Fashion-MNIST test images: its first half is ``val``, its
+    second half ``test``. (Before the split existed, ``n_test`` drew from the first half: every
+    recipe of the embedded default was chosen there, so those images are ``val`` now.)
+    """
+    if split not in EVAL_SPLITS:
+        raise ValueError(f"mini evaluation split must be one of {EVAL_SPLITS}, got {split!r}")
     perm = np.random.default_rng(TEST_RENDER_SEED).permutation(10_000)
-    return np.sort(perm[: (n_test or 10_000)])
+    part = perm[:EVAL_SPLIT_SIZE] if split == "val" else perm[EVAL_SPLIT_SIZE:]
+    if n_test is not None and not 0 < n_test <= len(part):
+        raise ValueError(f"n_test must be between 1 and {len(part)} (the images of the mini {split} split) "
+                         f"or None for all of them; got {n_test}")
+    return np.sort(part[: (n_test or len(part))])
 
 
 # ----------------------------------------------------------------------------- datasets
@@ -252,9 +267,10 @@ class RenderedImages(Dataset):
 
 
 @functools.lru_cache(maxsize=16)
-def _rendered_test(style: str, n_test: Optional[int], root: Optional[str]) -> tuple[np.ndarray, np.ndarray]:
+def _rendered_test(style: str, n_test: Optional[int], root: Optional[str],
+                   split: str = "test") -> tuple[np.ndarray, np.ndarray]:
     images, labels = load_fashion_mnist("test", root)
-    idx = test_subset(n_test)
+    idx = test_subset(n_test, split)
     return render(images[idx], style, TEST_RENDER_SEED), labels[idx]
 
 
@@ -265,13 +281,13 @@ def _bundle(name: str, images: np.ndarray, labels: np.ndarray, transform, **meta
 
 def _make_loader(style: str):
     name = f"mini-{style}"
-    splits = ("train", "test") if style == ID_STYLE else ("test",)
+    splits = ("train", *EVAL_SPLITS) if style == ID_STYLE else EVAL_SPLITS
 
     def loader(root=None, split="test", transform=None, n_test: Optional[int] = None,
                n_train: Optional[int] = None, seed: int = 0) -> DatasetBundle:
-        if split == "test":
-            images, labels = _rendered_test(style, n_test, str(root) if root else None)
-            return _bundle(name, images, labels, transform, style=style, n_test=n_test)
+        if split in EVAL_SPLITS:
+            images, labels = _rendered_test(style, n_test, str(root) if root else None, split)
+            return _bundle(name, images, labels, transform, style=style, n_test=n_test, split=split)
         images, labels = load_fashion_mnist("train", root)
         pool = split_indices()["finetune"]
         idx = pool[finetune_subset(labels[pool], n_train, seed)]
@@ -280,7 +296,7 @@ def _make_loader(style: str):
 
     loader.__doc__ = f"{name}: Fashion-MNIST rendered in the {style!r} style."
     register_dataset(name, description=(render_photo if style == ID_STYLE else RENDERERS[style]).__doc__
-                     or f"Fashion-MNIST, {style} style", splits=splits)(loader)
+                     or f"Fashion-MNIST, {style} style", splits=splits, val_split="val")(loader)
 
 
 for _style in STYLES:

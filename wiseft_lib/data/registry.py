@@ -51,18 +51,26 @@ class _Entry:
     loader: Loader
     description: str
     splits: tuple[str, ...]
+    val_split: Optional[str] = None  # a split held out from the test split, for choosing recipes
 
 
 _REGISTRY: dict[str, _Entry] = {}
 
 
-def register_dataset(name: str, *, description: str, splits: Sequence[str] = ("test",)):
-    """Decorator registering ``loader(root, split, transform, **kwargs) -> DatasetBundle``."""
+def register_dataset(name: str, *, description: str, splits: Sequence[str] = ("test",),
+                     val_split: Optional[str] = None):
+    """Decorator registering ``loader(root, split, transform, **kwargs) -> DatasetBundle``.
+
+    ``val_split`` names a split disjoint from the evaluation (test) split, where recipes may be
+    chosen; datasets without one can only be evaluated on their test split.
+    """
 
     def wrap(loader: Loader) -> Loader:
         if name in _REGISTRY:
             raise ValueError(f"dataset {name!r} is registered twice")
-        _REGISTRY[name] = _Entry(name, loader, description, tuple(splits))
+        if val_split is not None and val_split not in splits:
+            raise ValueError(f"{name}: val_split {val_split!r} is not one of its splits {tuple(splits)}")
+        _REGISTRY[name] = _Entry(name, loader, description, tuple(splits), val_split)
         return loader
 
     return wrap
@@ -82,6 +90,26 @@ def default_eval_split(name: str) -> str:
     """The split a dataset is evaluated on: ``test`` where it has one, else ``val``."""
     splits = _lookup(name).splits
     return "test" if "test" in splits else ("val" if "val" in splits else splits[0])
+
+
+EVAL_SPLITS = ("test", "val")
+
+
+def eval_split(name: str, which: str = "test") -> str:
+    """The split of ``name`` to evaluate on: its test split (``which="test"``: what studies report)
+    or its held-out validation split (``which="val"``: where recipes and hyperparameters are chosen)."""
+    if which not in EVAL_SPLITS:
+        raise ValueError(f"eval_split must be 'test' (reported numbers) or 'val' (choosing recipes), got {which!r}")
+    if which == "test":
+        return default_eval_split(name)
+    entry = _lookup(name)
+    if entry.val_split is None:
+        raise ValueError(
+            f"dataset {name!r} has no validation split held out from its test split (splits: "
+            f"{', '.join(entry.splits)}), so eval_split='val' cannot be honest there; choose recipes on a "
+            f"dataset that has one (the mini sets: 5,000 val and 5,000 test images per shift)"
+        )
+    return entry.val_split
 
 
 def _lookup(name: str) -> _Entry:
