@@ -1,5 +1,7 @@
-# wiseft: `make demo` runs Figure 1 on the embedded default; `make test` runs the tests.
-# Both set up .venv (Python 3.10+; torch, open_clip, papermill, ...) and Fashion-MNIST first.
+# wiseft: `make demo` runs Figure 1 on the embedded default; `make test` runs the tests;
+# `make reproduce` runs every notebook of a preset (PRESET=mini by default, PRESET=paper on a GPU machine;
+# SMOKE=1 for smoke runs) and writes outputs/PRESET/index.md.
+# All set up .venv (Python 3.10+; torch, open_clip, papermill, ...) and Fashion-MNIST first.
 SHELL := /bin/bash
 .SHELLFLAGS := -eo pipefail -c
 PYTHON ?= python3
@@ -7,8 +9,9 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 PIP_FLAGS ?= -q --disable-pip-version-check
 OUT ?= outputs/mini/fig1_id_vs_ood
+PRESET ?= mini
 
-.PHONY: demo test test-fast setup data lab bench clean-outputs
+.PHONY: demo test test-fast setup data lab bench reproduce notebooks clean-outputs
 
 $(VENV)/.installed: pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -37,8 +40,15 @@ test: setup
 test-fast: setup
 	@$(PY) -m pytest -q -m "not slow"
 
+reproduce: setup
+	@echo "== every notebook of the $(PRESET) preset (shared runs computed once) -> outputs/$(PRESET)/index.md"
+	@$(PY) -m wiseft_lib.reproduce --preset $(PRESET) $(if $(SMOKE),--smoke,)
+
+notebooks: $(VENV)/.installed
+	@$(PY) -m wiseft_lib.studies --sync-notebooks
+
 lab: setup
-	@$(VENV)/bin/jupyter lab notebooks/
+	@$(VENV)/bin/jupyter lab $(if $(shell [ "$$(id -u)" = 0 ] && echo root),--allow-root,) notebooks/
 
 bench: setup
 	@$(PY) bench/finetune_step.py

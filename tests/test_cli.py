@@ -55,6 +55,32 @@ def test_any_open_clip_model_name_goes_through_the_same_path(tmp_path, fashion_m
     assert clf.meta["model_name"] == "ViT-B-32" and tuple(clf.classification_head.weight.shape) == (10, 512)
 
 
-def test_sweep_rejects_unknown_parameters(tmp_path, capsys):
-    assert main(["sweep", "--set", f"output_dir={tmp_path}", "--set", "n_tset=5"]) == 2
-    assert "unknown sweep parameter(s) ['n_tset']" in capsys.readouterr().err
+def test_run_checks_parameters_before_running(tmp_path, capsys):
+    out = f"output_dir={tmp_path}/fig1"
+    assert main(["run", "fig1_id_vs_ood", "--set", out, "--set", "n_tset=5"]) == 2
+    assert "unknown parameter(s) in --set: 'n_tset' (did you mean 'n_test'?)" in capsys.readouterr().err
+    assert main(["run", "fig1_id_vs_ood", "--set", out, "--set", "seeds=0,1"]) == 2
+    assert "'seeds' must be a list, got the string '0,1'" in capsys.readouterr().err
+    assert main(["sweep", "--params", "params/mini/fig1_id_vs_ood.yaml", "--set", out, "--set", "alphas=[2]"]) == 2
+    assert "alpha must lie in [0, 1]" in capsys.readouterr().err
+    assert main(["run", "fig1_id_vs_odd"]) == 2
+    assert "unknown study 'fig1_id_vs_odd'. Did you mean fig1_id_vs_ood?" in capsys.readouterr().err
+    assert not (tmp_path / "fig1").exists(), "nothing is written before the parameters are checked"
+    assert main(["run", "--list"]) == 0 and "pretrain_mini_clip" in capsys.readouterr().out
+
+
+@pytest.mark.slow
+def test_pretrain_mini_takes_its_flags_and_never_writes_into_the_package(tmp_path, fashion_mnist_root,
+                                                                          monkeypatch):
+    from wiseft_lib.models import WEIGHTS
+
+    shipped = {p: p.stat().st_mtime_ns for p in WEIGHTS.iterdir()}
+    monkeypatch.chdir(tmp_path)  # the default output folder is relative
+    assert main(["pretrain-mini", "--steps", "2", "--n-pool", "256", "--batch-size", "16", "--warmup-steps", "1",
+                 "--no-progress"]) == 0
+    weights = tmp_path / "outputs/mini/pretrain/wiseft-mini-fmnist-seed0.safetensors"
+    import json
+
+    assert json.loads(weights.with_suffix(".json").read_text())["pretrain_config"]["steps"] == 2
+    assert {p: p.stat().st_mtime_ns for p in WEIGHTS.iterdir()} == shipped
+    assert main(["pretrain-mini", "--steps", "2", "--install-as", "fmnist-typo"]) == 2

@@ -1,8 +1,9 @@
-"""The curve runner's tables and config checks (the runner itself runs in the notebook smoke test)."""
+"""The curve's tables, claims and config checks (the runner itself: test_studies.py and the notebook smoke tests)."""
 import pandas as pd
 import pytest
 
-from wiseft_lib.study import CurveConfig, curve_table, smoke_config, summary_table
+from wiseft_lib.curve import CurveConfig, curve_table, summary_table
+from wiseft_lib.params import ParamsError
 
 
 def tidy_rows():
@@ -29,7 +30,7 @@ def test_summary_picks_endpoints_midpoint_and_best_alpha():
     assert summary.loc["zero-shot", "id_acc"] == 70.5
     assert summary.loc["fine-tuned (end-to-end)", "id_acc"] == 90.5
     assert "WiSE-FT linear, alpha=0.5" in summary.index
-    assert any(m.startswith("WiSE-FT end-to-end, best OOD alpha=") for m in summary.index)
+    assert any(m.startswith("WiSE-FT end-to-end, oracle alpha=") for m in summary.index)
 
 
 def test_config_rejects_bad_values():
@@ -39,12 +40,20 @@ def test_config_rejects_bad_values():
         CurveConfig(modes=["e2e"])
     with pytest.raises(ValueError, match="n_test"):
         CurveConfig(n_test=0)
-    small = smoke_config(CurveConfig())
+    with pytest.raises(ParamsError, match="'e2e.lr' must be a number"):
+        CurveConfig(e2e={"lr": "fast"})
+    with pytest.raises(ParamsError, match="'linear'.*unexpected keyword argument 'lrr'"):
+        CurveConfig(linear={"lrr": 1e-3})
+    with pytest.raises(ParamsError, match="eval_split"):
+        CurveConfig(eval_split="train")
+    with pytest.raises(ParamsError, match="e2e_checkpoint.*does not exist"):
+        CurveConfig(e2e_checkpoint="/nonexistent/finetuned.safetensors")
+    small = CurveConfig().smoke_version()
     assert small.alphas == [0.0, 0.5, 1.0] and small.e2e["epochs"] == 1 and small.n_test == 200
 
 
 def test_check_claims_reads_the_papers_claims_off_a_curve():
-    from wiseft_lib.study import check_claims
+    from wiseft_lib.curve import check_claims
 
     rows = []
     for seed, shift in ((0, 0.0), (1, 2.0)):

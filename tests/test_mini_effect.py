@@ -15,7 +15,7 @@ import yaml
 
 from wiseft_lib.mini_clip import PretrainConfig
 from wiseft_lib.models import PACKAGE_MODELS, package_weights_path
-from wiseft_lib.study import CurveConfig, curve_table, wiseft_curve
+from wiseft_lib.curve import CurveConfig, curve_table, wiseft_curve
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -23,7 +23,7 @@ ROOT = Path(__file__).resolve().parents[1]
 def test_mini_params_file_is_the_library_recipe():
     params = yaml.safe_load((ROOT / "params/mini/fig1_id_vs_ood.yaml").read_text())
     default = CurveConfig()
-    for key in ("n_train", "e2e", "linear_method", "linear", "n_train_linear"):
+    for key in ("n_train", "e2e", "linear_method", "linear", "n_train_linear", "eval_split"):
         if key in params:
             assert params[key] == getattr(default, key), key
 
@@ -45,7 +45,7 @@ def test_shipped_weights_were_pretrained_with_the_library_recipe():
 
 @pytest.mark.slow
 def test_shipped_mini_shows_the_wiseft_effect(fashion_mnist_root):
-    curve = curve_table(wiseft_curve(CurveConfig(alphas=[0.0, 0.5, 1.0], n_test=1000, progress=False), seed=0))
+    curve = curve_table(wiseft_curve(CurveConfig(alphas=[0.0, 0.5, 1.0], n_test=1000), seed=0, progress=False))
     at = {(r["mode"], r["alpha"]): r for _, r in curve.iterrows()}
     for mode in ("end-to-end", "linear"):
         zs, mid, ft = at[(mode, 0.0)], at[(mode, 0.5)], at[(mode, 1.0)]

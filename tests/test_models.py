@@ -105,7 +105,7 @@ def test_systematic_caption_noise_renames_a_fixed_coherent_share_within_groups()
 
 def test_pretraining_budget_tags_load_and_more_pretraining_is_a_better_zero_shot_model(fashion_mnist_root):
     from wiseft_lib.models import list_pretrained
-    from wiseft_lib.study import zeroshot_scores, zeroshot_scores_many
+    from wiseft_lib.reference import zeroshot_scores, zeroshot_scores_many
 
     tags = [t for _, t in list_pretrained("wiseft-mini")]
     assert tags == ["fmnist", "fmnist-budget5", "fmnist-budget12", "fmnist-budget25"]

@@ -1,4 +1,5 @@
-"""Notebook smoke runs through papermill (the tier that runs every time)."""
+"""Notebook smoke runs through papermill (the tier that runs every time), and their parameter checks."""
+import json
 import sqlite3
 from pathlib import Path
 
@@ -8,24 +9,27 @@ import pytest
 papermill = pytest.importorskip("papermill")
 ROOT = Path(__file__).resolve().parents[1]
 FIG1 = ROOT / "notebooks" / "fig1_id_vs_ood.ipynb"
+SHIFTS = ["mini-near", "mini-sketch", "mini-rendition", "mini-viewpoint", "mini-corruption"]
+
+
+def execute(notebook: Path, out: Path, **parameters) -> None:
+    papermill.execute_notebook(str(notebook), str(out), kernel_name="python3", parameters=parameters,
+                               progress_bar=False, cwd=str(ROOT))
 
 
 @pytest.mark.slow
 def test_fig1_smoke_writes_figure_curve_and_results(tmp_path, fashion_mnist_root):
     out = tmp_path / "fig1"
-    papermill.execute_notebook(str(FIG1), str(tmp_path / "executed.ipynb"), kernel_name="python3",
-                               parameters={"smoke": True, "output_dir": str(out),
-                                           "standard_models": ["linear-e1", "cnn8-e1", "cnn16-e2"],
-                                           "zeroshot_pretrained": ["fmnist"]}, progress_bar=False)
+    execute(FIG1, tmp_path / "executed.ipynb", smoke=True, output_dir=str(out),
+            standard_models=["linear-e1", "cnn8-e1", "cnn16-e2"], zeroshot_pretrained=["fmnist"])
     for name in ("fig1_id_vs_ood.png", "fig1_id_vs_ood.pdf", "curve.csv", "summary.md", "results.sqlite",
-                 "baselines.csv", "claims.csv"):
+                 "baselines.csv", "claims.csv", "study.json"):
         assert (out / name).stat().st_size > 0, name
     curve = pd.read_csv(out / "curve.csv")
-    shifts = ["mini-near", "mini-sketch", "mini-rendition", "mini-viewpoint", "mini-corruption"]
-    assert list(curve.columns) == ["seed", "mode", "alpha", "id_acc", "ood_avg", *shifts]
+    assert list(curve.columns) == ["seed", "mode", "alpha", "id_acc", "ood_avg", *SHIFTS]
     assert len(curve) == 2 * 3 and set(curve["alpha"]) == {0.0, 0.5, 1.0}
-    assert curve[["id_acc", "ood_avg", *shifts]].stack().between(0, 100).all()
-    assert (curve["ood_avg"] - curve[shifts].mean(axis=1)).abs().max() < 1e-6
+    assert curve[["id_acc", "ood_avg", *SHIFTS]].stack().between(0, 100).all()
+    assert (curve["ood_avg"] - curve[SHIFTS].mean(axis=1)).abs().max() < 1e-6
     zs = curve[curve["alpha"] == 0.0].set_index("mode")
     # alpha=0 is the zero-shot model in both modes: once through the model, once on cached features
     assert abs(zs.loc["end-to-end", "id_acc"] - zs.loc["linear", "id_acc"]) < 0.6
@@ -40,23 +44,56 @@ def test_fig1_smoke_writes_figure_curve_and_results(tmp_path, fashion_mnist_root
     zs_row = baselines[baselines["group"] == "zero-shot"].iloc[0]
     assert abs(zs_row["id_acc"] - zs.loc["end-to-end", "id_acc"]) < 1e-6, "same zero-shot model, same test images"
     assert "effective_robustness" in pd.read_csv(out / "summary.csv").columns
+    record = json.loads((out / "study.json").read_text())
+    assert record["study"] == "fig1_id_vs_ood" and record["params"]["smoke"] is True
+    assert (tmp_path / "runs" / "finetune").is_dir(), "the run cache sits beside the output folder"
 
 
 @pytest.mark.slow
-def test_unknown_parameter_is_an_error(tmp_path):
-    with pytest.raises(papermill.PapermillExecutionError, match="unknown notebook parameter.*n_tset.*n_test"):
-        papermill.execute_notebook(str(FIG1), str(tmp_path / "x.ipynb"), kernel_name="python3",
-                                   parameters={"n_tset": 5, "output_dir": str(tmp_path)}, progress_bar=False)
+def test_cli_and_notebook_write_identical_curves(tmp_path, fashion_mnist_root):
+    """`wiseft run` and the notebook call the same runner: same params, same curve.csv (separate run caches)."""
+    from wiseft_lib.cli import main
+
+    params = ROOT / "params" / "mini" / "fig1_id_vs_ood.yaml"
+    assert main(["run", "fig1_id_vs_ood", "--params", str(params), "--set", "smoke=true", "--set", "seeds=[0]",
+                 "--set", f"output_dir={tmp_path}/cli/fig1", "--no-progress"]) == 0
+    import yaml
+
+    values = {**yaml.safe_load(params.read_text()), "smoke": True, "seeds": [0], "output_dir": f"{tmp_path}/nb/fig1"}
+    execute(FIG1, tmp_path / "executed.ipynb", **values)
+    cli, nb = (tmp_path / d / "fig1" / "curve.csv" for d in ("cli", "nb"))
+    assert cli.read_bytes() == nb.read_bytes()
+    assert (tmp_path / "cli/fig1/baselines.csv").read_bytes() == (tmp_path / "nb/fig1/baselines.csv").read_bytes()
 
 
-def test_notebooks_are_stripped_and_parameterized():
+@pytest.mark.slow
+@pytest.mark.parametrize("parameters, message", [
+    ({"n_tset": 5}, "unknown notebook parameter.*'n_tset' \\(did you mean 'n_test'\\?\\)"),
+    ({"seeds": "0,1"}, "parameter 'seeds' must be a list, got the string '0,1'.*-y 'seeds: \\[0, 1, 2\\]'"),
+    ({"n_test": "many"}, "parameter 'n_test' must be an integer or null/None, got 'many'"),
+])
+def test_bad_parameters_stop_the_notebook_before_it_runs(tmp_path, parameters, message):
+    with pytest.raises(papermill.PapermillExecutionError, match=message):
+        execute(FIG1, tmp_path / "x.ipynb", output_dir=str(tmp_path / "out"), **parameters)
+    assert not (tmp_path / "out").exists()
+
+
+def test_notebooks_are_stripped_and_their_parameters_cells_are_generated_from_the_dataclass():
     import nbformat
 
-    for path in sorted((ROOT / "notebooks").glob("*.ipynb")):
+    from wiseft_lib.studies import STUDIES
+
+    notebooks = sorted((ROOT / "notebooks").glob("*.ipynb"))
+    assert {p.stem for p in notebooks} == set(STUDIES), "one study per notebook"
+    for path in notebooks:
         nb = nbformat.read(path, as_version=4)
         code = [c for c in nb.cells if c.cell_type == "code"]
         assert not any(c.get("outputs") or c.get("execution_count") for c in code), f"{path.name} has outputs"
         assert "parameters" in code[0].metadata.get("tags", []), f"{path.name}: first code cell is not tagged"
+        expected = STUDIES[path.stem].params.parameters_cell()
+        assert code[0].source == expected, (f"{path.name}: the parameters cell differs from "
+                                            f"{STUDIES[path.stem].params.__name__}; run "
+                                            f"`python -m wiseft_lib.studies --sync-notebooks`")
         for name in ("output_dir", "smoke", "seeds"):
             assert f"\n{name} = " in "\n" + code[0].source, f"{path.name} lacks the {name} parameter"
         assert (ROOT / "params" / "mini" / f"{path.stem}.yaml").exists()
@@ -65,18 +102,16 @@ def test_notebooks_are_stripped_and_parameterized():
 @pytest.mark.slow
 def test_pretrain_smoke_writes_weights_that_create_model_loads(tmp_path, fashion_mnist_root):
     out = tmp_path / "pretrain"
-    papermill.execute_notebook(str(ROOT / "notebooks" / "pretrain_mini_clip.ipynb"), str(tmp_path / "x.ipynb"),
-                               kernel_name="python3", parameters={"smoke": True, "output_dir": str(out)},
-                               progress_bar=False)
+    execute(ROOT / "notebooks" / "pretrain_mini_clip.ipynb", tmp_path / "x.ipynb", smoke=True, output_dir=str(out))
     weights = out / "wiseft-mini-fmnist-seed0.safetensors"
     assert weights.exists() and (out / "pretrain_loss.png").stat().st_size > 0
     table = pd.read_csv(out / "zeroshot.csv").set_index("weights")
     assert table.loc["shipped", "mini-photo"] > 60, "the shipped weights are a real zero-shot model"
+    from safetensors.torch import load_file
+
     from wiseft_lib.models import create_model
 
     clip_model, _, _ = create_model("wiseft-mini", str(weights))
-    from safetensors.torch import load_file
-
     assert all(torch_equal(clip_model.state_dict()[k], v) for k, v in load_file(str(weights)).items())
 
 
@@ -86,9 +121,28 @@ def torch_equal(a, b):
     return torch.equal(a, b)
 
 
-def test_list_parameter_given_as_text_is_a_clear_error():
-    from wiseft_lib.notebook import check_list_parameters
+@pytest.mark.slow
+def test_tutorial_runs_and_its_exercise_solutions_work(tmp_path, fashion_mnist_root):
+    """The workshop notebook in smoke mode, then each folded-away solution run in the same namespace."""
+    import re
 
-    check_list_parameters({"seeds": [0, 1]}, ["seeds"])
-    with pytest.raises(ValueError, match="'seeds' must be a list.*-y 'seeds: \\[0, 1, 2\\]'"):
-        check_list_parameters({"seeds": "[0, 1, 2]"}, ["seeds"])
+    import nbformat
+
+    nb = nbformat.read(ROOT / "notebooks" / "00_wiseft_tutorial.ipynb", as_version=4)
+    namespace: dict = {}
+    for cell in nb.cells:
+        if cell.cell_type != "code":
+            continue
+        exec(compile(cell.source, "tutorial", "exec"), namespace)
+        if "parameters" in cell.metadata.get("tags", []):
+            namespace.update(smoke=True, output_dir=str(tmp_path / "tutorial"))
+    curve = pd.read_csv(tmp_path / "tutorial" / "curve.csv")
+    assert list(curve["alpha"]) == [0.0, 0.5, 1.0] and curve["id_acc"].between(20, 100).all()
+    for name in ("test_sets.png", "wiseft_curve.png", "alpha_step.png"):
+        assert (tmp_path / "tutorial" / name).stat().st_size > 0
+    solutions = [m for c in nb.cells if c.cell_type == "markdown"
+                 for m in re.findall(r"<details><summary>Solution</summary>\s*```python\n(.*?)```", c.source, re.S)]
+    assert len(solutions) == 3
+    for i, code in enumerate(solutions):
+        exec(compile(code, f"solution {i + 1}", "exec"), namespace)
+    assert set(namespace["both"]["mode"]) == {"end-to-end", "linear"}  # exercise 1 drew both curves

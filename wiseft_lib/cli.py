@@ -5,7 +5,8 @@
     wiseft interpolate --zeroshot runs/ft/zeroshot.safetensors --finetuned runs/ft/finetuned.safetensors \\
         --alpha 0.5 --output runs/wiseft-0.5
     wiseft evaluate --checkpoint runs/wiseft-0.5 --datasets mini-photo mini-sketch --n-test 1000
-    wiseft sweep --params params/mini/fig1_id_vs_ood.yaml
+    wiseft run fig1_id_vs_ood --params params/mini/fig1_id_vs_ood.yaml --set 'seeds=[0, 1, 2]'
+    wiseft run --list
 """
 from __future__ import annotations
 
@@ -91,38 +92,34 @@ def cmd_interpolate(a: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_sweep(a: argparse.Namespace) -> int:
-    import yaml
+def cmd_run(a: argparse.Namespace) -> int:
+    from wiseft_lib.studies import STUDIES, run_study
 
-    from wiseft_lib.notebook import output_path
-    from wiseft_lib.plots import plot_id_vs_ood, save_figure
-    from wiseft_lib.results import ResultsStore
-    from wiseft_lib.study import CurveConfig, curve_table, smoke_config, wiseft_curve, write_outputs
+    if a.list or not a.study:
+        for study in STUDIES.values():
+            print(f"{study.name:24s} {study.title}")
+        return 0 if a.list else 2
+    result = run_study(a.study, a.params, a.set or [], progress=not a.no_progress)
+    _print_result(result)
+    return 0
 
-    params = yaml.safe_load(Path(a.params).read_text()) if a.params else {}
-    for kv in a.set or []:
-        key, _, value = kv.partition("=")
-        params[key] = yaml.safe_load(value)
-    out = output_path(params.pop("output_dir", "outputs/sweep"))
-    seeds = params.pop("seeds", [0])
-    smoke = params.pop("smoke", False)
-    fields = set(CurveConfig.__dataclass_fields__)
-    unknown = sorted(set(params) - fields)
-    if unknown:
-        raise ValueError(f"unknown sweep parameter(s) {unknown}; known: output_dir, seeds, smoke, "
-                         f"{', '.join(sorted(fields))}")
-    cfg = CurveConfig(**{"cache_dir": str(out / "cache"), **params})
-    cfg = smoke_config(cfg) if smoke else cfg
-    store = ResultsStore(out / "results.sqlite")
+
+def _print_result(result) -> None:
     import pandas as pd
 
-    tidy = pd.concat([wiseft_curve(cfg, s, store=store, run=f"sweep/seed{s}") for s in seeds])
-    curve = curve_table(tidy, id_dataset=cfg.id_dataset)
-    write_outputs(curve, out)
-    save_figure(plot_id_vs_ood(curve), out / "id_vs_ood")
-    print(curve.round(2).to_string(index=False))
-    print(f"outputs in {out}")
-    return 0
+    with pd.option_context("display.width", 160, "display.max_columns", 20):
+        for name in ("summary", "zeroshot", "claims"):
+            table = getattr(result, name, None)
+            if isinstance(table, pd.DataFrame) and not table.empty:
+                print(f"\n{name}:\n{table.to_string(index=False)}")
+    out = result.params.output_path() if hasattr(result, "params") else Path(result).parent
+    print(f"\noutputs in {out}")
+
+
+def cmd_sweep(a: argparse.Namespace) -> int:
+    """``wiseft sweep``: the old name of ``wiseft run fig1_id_vs_ood``."""
+    a.study, a.list = "fig1_id_vs_ood", False
+    return cmd_run(a)
 
 
 def cmd_finetune(a: argparse.Namespace) -> int:
@@ -134,9 +131,9 @@ def cmd_finetune(a: argparse.Namespace) -> int:
 
 
 def cmd_pretrain_mini(a: argparse.Namespace) -> int:
-    from wiseft_lib.mini_clip import main as pretrain_main
+    from wiseft_lib.mini_clip import run_from_args
 
-    pretrain_main(a.rest)
+    run_from_args(a)
     return 0
 
 
@@ -203,13 +200,26 @@ def build_parser() -> argparse.ArgumentParser:
     common(q)
     q.set_defaults(fn=cmd_evaluate)
 
-    q = sub.add_parser("sweep", help="the whole WiSE-FT curve (a notebook's params file, no notebook)")
-    q.add_argument("--params", default=None, help="a params/*.yaml file")
-    q.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a parameter (YAML value)")
+    def study_flags(q: argparse.ArgumentParser) -> None:
+        q.add_argument("--params", default=None, metavar="FILE", help="a params file, e.g. params/mini/STUDY.yaml")
+        q.add_argument("--set", action="append", metavar="KEY=VALUE",
+                       help="override a parameter; the value is YAML: --set 'seeds=[0, 1]' --set n_test=500")
+        q.add_argument("--no-progress", action="store_true", help="no progress bars")
+
+    q = sub.add_parser("run", help="run a study (what its notebook runs, same outputs): wiseft run --list")
+    q.add_argument("study", nargs="?", help="study name (wiseft run --list)")
+    q.add_argument("--list", action="store_true", help="list the studies")
+    study_flags(q)
+    q.set_defaults(fn=cmd_run)
+
+    q = sub.add_parser("sweep", help="the WiSE-FT curve: another name for `wiseft run fig1_id_vs_ood`")
+    study_flags(q)
     q.set_defaults(fn=cmd_sweep)
 
-    q = sub.add_parser("pretrain-mini", help="pretrain the wiseft-mini CLIP (flags: see --help after --)")
-    q.add_argument("rest", nargs=argparse.REMAINDER)
+    from wiseft_lib.mini_clip import add_pretrain_arguments
+
+    q = sub.add_parser("pretrain-mini", help="pretrain the wiseft-mini CLIP (writes to an output folder)")
+    add_pretrain_arguments(q)
     q.set_defaults(fn=cmd_pretrain_mini)
 
     q = sub.add_parser("data", help="locate / install Fashion-MNIST, or list datasets")
@@ -227,7 +237,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return args.fn(args)
-    except (ValueError, FileNotFoundError, KeyError) as err:
+    except (ValueError, FileNotFoundError, KeyError) as err:  # ParamsError is a ValueError
         msg = err.args[0] if isinstance(err, KeyError) and err.args else err
         print(f"wiseft {args.command}: error: {msg}", file=sys.stderr)
         return 2

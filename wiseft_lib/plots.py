@@ -35,6 +35,8 @@ __all__ = [
     "draw_logit_line",
     "logit_axes",
     "plot_id_vs_ood",
+    "show_images",
+    "plot_alpha_step",
     "save_figure",
 ]
 
@@ -251,6 +253,62 @@ def plot_id_vs_ood(
         ax.set_title(title)
     ax.grid(True, which="major", linewidth=0.5, alpha=0.5)
     ax.legend(fontsize=8, loc="best", frameon=True)
+    return fig
+
+
+def _image_grid(axes: Sequence[Axes], images: Sequence[Any], titles: Sequence[str], fontsize: int = 7) -> None:
+    for ax in axes:
+        ax.axis("off")
+    for ax, image, title in zip(axes, images, titles):
+        arr = np.asarray(image)
+        ax.imshow(arr, cmap="gray" if arr.ndim == 2 else None, vmin=0, vmax=255)
+        ax.set_title(title, fontsize=fontsize)
+
+
+def show_images(images: Sequence[Any], titles: Sequence[str], ncols: int = 6, *, title: Optional[str] = None,
+                size: float = 1.4) -> Figure:
+    """A grid of images (PIL images or uint8 arrays, e.g. a dataset built without a transform)."""
+    if len(images) != len(titles):
+        raise ValueError(f"{len(images)} images but {len(titles)} titles")
+    if not len(images):
+        raise ValueError("show_images got no images")
+    nrows = -(-len(images) // ncols)
+    fig = Figure(figsize=(size * ncols, size * nrows + (0.4 if title else 0)), layout="constrained")
+    FigureCanvasAgg(fig)
+    _image_grid(fig.subplots(nrows, ncols, squeeze=False).ravel(), images, titles)
+    if title:
+        fig.suptitle(title, fontsize=10)
+    return fig
+
+
+def plot_alpha_step(curve: pd.DataFrame, alpha: float, images: Sequence[Any], labels: Sequence[int],
+                    predictions: dict[float, Sequence[int]], classnames: Sequence[str], *, max_images: int = 8,
+                    dataset: str = "") -> Figure:
+    """One step of an alpha slider: the curve with the point at ``alpha`` (left) and the images whose
+    prediction at ``alpha`` differs from the zero-shot model's (right), right ones first.
+
+    ``predictions`` maps each alpha of ``curve`` to the predicted labels of ``images``.
+    """
+    if alpha not in predictions or 0.0 not in predictions:
+        raise ValueError(f"predictions must hold alpha 0 and {alpha}; it has {sorted(predictions)}")
+    zero, now, labels = np.asarray(predictions[0.0]), np.asarray(predictions[alpha]), np.asarray(labels)
+    changed = np.flatnonzero(zero != now)
+    fixed, broken = changed[now[changed] == labels[changed]], changed[now[changed] != labels[changed]]
+    shown = np.concatenate([fixed, broken])[:max_images]
+    fig = Figure(figsize=(11.0, 4.2), layout="constrained")
+    FigureCanvasAgg(fig)
+    left, right = fig.subfigures(1, 2, width_ratios=[1.0, 1.15])
+    ax = left.subplots()
+    plot_id_vs_ood(curve, ax=ax, title=f"alpha = {alpha:g}")
+    point = curve[np.isclose(curve["alpha"], alpha)].mean(numeric_only=True)
+    ax.scatter([point["id_acc"] / 100.0], [point["ood_avg"] / 100.0], s=260, facecolors="none",
+               edgecolors="red", linewidths=2, zorder=6)
+    grid = right.subplots(2, max(1, -(-max_images // 2)), squeeze=False).ravel()
+    titles = [f"{'fixed' if i in fixed else 'broken'}: {classnames[zero[i]]}\n-> {classnames[now[i]]} "
+              f"(is {classnames[labels[i]]})" for i in shown]
+    _image_grid(grid, [images[i] for i in shown], titles, fontsize=6)
+    right.suptitle(f"{dataset}: {len(fixed)} predictions fixed, {len(broken)} broken vs. zero-shot",
+                   fontsize=9)
     return fig
 
 

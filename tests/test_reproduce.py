@@ -1,0 +1,50 @@
+"""`make reproduce`: every notebook of a preset, failures listed with their error, one index page."""
+from pathlib import Path
+
+import nbformat
+import pytest
+from nbformat.v4 import new_code_cell, new_notebook
+
+pytest.importorskip("papermill")
+
+GOOD = """
+from pathlib import Path
+import pandas as pd
+from matplotlib.figure import Figure
+out = Path(output_dir)
+fig = Figure(); fig.subplots().plot([0, 1], [scale, 2 * scale]); fig.savefig(out / "figure.png")
+pd.DataFrame({"claim": ["a", "b"], "holds": [True, smoke]}).to_csv(out / "claims.csv", index=False)
+(out / "summary.md").write_text("| a | b |\\n|---|---|\\n| 1 | 2 |\\n")
+"""
+
+
+def make_notebook(path: Path, body: str) -> None:
+    nb = new_notebook(cells=[new_code_cell('output_dir = "x"\nsmoke = False\nscale = 1', metadata={"tags": ["parameters"]}),
+                             new_code_cell(body)], metadata={"kernelspec": {"name": "python3", "display_name": "P", "language": "python"}, "language_info": {"name": "python"}})
+    nbformat.write(nb, path)
+
+
+@pytest.mark.slow
+def test_every_notebook_runs_a_failure_is_listed_and_the_others_still_run(tmp_path):
+    from wiseft_lib.reproduce import main, reproduce
+
+    (tmp_path / "notebooks").mkdir()
+    (tmp_path / "params" / "mini").mkdir(parents=True)
+    make_notebook(tmp_path / "notebooks" / "a_broken.ipynb", "raise RuntimeError('the GPU caught fire')")
+    make_notebook(tmp_path / "notebooks" / "b_good.ipynb", GOOD)
+    make_notebook(tmp_path / "notebooks" / "c_other_preset.ipynb", GOOD)
+    for name in ("a_broken", "b_good"):
+        (tmp_path / "params" / "mini" / f"{name}.yaml").write_text("scale: 3\n")
+    runs = reproduce("mini", root=tmp_path, smoke=True)
+    assert [(r.name, r.status) for r in runs] == [("a_broken", "failed"), ("b_good", "ok")]
+    assert "RuntimeError: the GPU caught fire" in runs[0].error
+    out = tmp_path / "outputs" / "mini"
+    assert (out / "b_good" / "b_good.ipynb").exists() and (out / "b_good" / "figure.png").exists()
+    index = (out / "index.md").read_text()
+    assert "| [a_broken](#a-broken) | failed |" in index and "the GPU caught fire" in index
+    assert "2 of 2 claims hold" in index  # smoke=True reached the notebook
+    assert "![figure](b_good/figure.png)" in index and "[b_good.ipynb](b_good/b_good.ipynb)" in index
+    assert not (out / "c_other_preset").exists(), "notebooks without a params file of the preset are skipped"
+    with pytest.raises(ValueError, match="no preset 'gpu'"):
+        reproduce("gpu", root=tmp_path)
+    assert main(["--preset", "nope"]) == 2

@@ -1,0 +1,140 @@
+"""Studies: params files, the run cache across runs and studies, checkpoints from elsewhere, killed sweeps.
+
+Integration on the mini data with smoke-sized runs (seconds each).
+"""
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from wiseft_lib.studies import STUDIES, get_study
+from wiseft_lib.studies.fig1_id_vs_ood import Fig1Params, run
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_every_params_file_loads_with_its_study_dataclass():
+    files = sorted((ROOT / "params").glob("*/*.yaml"))
+    assert {f.parent.name for f in files} == {"mini", "paper"}
+    for f in files:
+        params = get_study(f.stem).params.from_yaml(f)  # an unknown study or key, a wrong type: fails here
+        assert params.output_dir == f"outputs/{f.parent.name}/{f.stem}", f
+    for name in STUDIES:
+        assert (ROOT / "params" / "mini" / f"{name}.yaml").exists(), f"{name} has no mini preset"
+
+
+def results(path: Path) -> pd.DataFrame:
+    from wiseft_lib.results import ResultsStore
+
+    return ResultsStore(path).to_frame()
+
+
+def smoke(tmp_path, **kw) -> Fig1Params:
+    values = dict(smoke=True, output_dir=str(tmp_path / "fig1"), standard_models=["linear-e1"],
+                  zeroshot_pretrained=["fmnist-budget5"])
+    return Fig1Params(**{**values, **kw})
+
+
+def forbid(monkeypatch, *targets):
+    for target in targets:
+        module, name = target.rsplit(".", 1)
+        monkeypatch.setattr(f"{module}.{name}", lambda *a, **k: pytest.fail(f"{target} ran again"))
+
+
+@pytest.mark.slow
+def test_a_second_run_reuses_every_fine_tune_score_and_reference_model(tmp_path, fashion_mnist_root, monkeypatch):
+    first = run(smoke(tmp_path), progress=False)
+    curve_csv = (tmp_path / "fig1" / "curve.csv").read_bytes()
+    rows = len(results(tmp_path / "fig1" / "results.sqlite"))
+    forbid(monkeypatch, "wiseft_lib.finetune.finetune", "wiseft_lib.evaluate.evaluate",
+           "wiseft_lib.evaluate.evaluate_head", "wiseft_lib.evaluate.preprocess_once",
+           "wiseft_lib.standard.standard_points", "wiseft_lib.reference.zeroshot_scores_many",
+           "wiseft_lib.zeroshot.zeroshot_classifier")
+    second = run(smoke(tmp_path), progress=False)
+    assert (tmp_path / "fig1" / "curve.csv").read_bytes() == curve_csv
+    pd.testing.assert_frame_equal(first.baselines, second.baselines)
+    # same settings: the results store's rows are replaced, not duplicated
+    assert len(results(tmp_path / "fig1" / "results.sqlite")) == rows
+
+
+@pytest.mark.slow
+def test_other_settings_add_results_and_another_study_reuses_the_fine_tunes(tmp_path, fashion_mnist_root,
+                                                                            monkeypatch):
+    run(smoke(tmp_path, modes=["linear"], standard_models=[], zeroshot_pretrained=[]), progress=False)
+    store = tmp_path / "fig1" / "results.sqlite"
+    rows = len(results(store))
+    forbid(monkeypatch, "wiseft_lib.finetune.finetune")  # the LC head is reused; only new images are scored
+    run(smoke(tmp_path, modes=["linear"], standard_models=[], zeroshot_pretrained=[], n_test=150), progress=False)
+    table = results(store)
+    assert len(table) == 2 * rows and table["run"].nunique() == 2
+    # a second study with its own output folder, same preset: same run cache, nothing trained or scored
+    forbid(monkeypatch, "wiseft_lib.evaluate.evaluate_head")
+    run(smoke(tmp_path, modes=["linear"], standard_models=[], zeroshot_pretrained=[], n_test=150,
+              output_dir=str(tmp_path / "table1")), progress=False)
+    assert (tmp_path / "table1" / "curve.csv").read_bytes() == (tmp_path / "fig1" / "curve.csv").read_bytes()
+
+
+@pytest.mark.slow
+def test_val_and_test_splits_are_different_images(tmp_path, fashion_mnist_root):
+    common = dict(modes=["linear"], standard_models=[], zeroshot_pretrained=[], alphas=[0.0])
+    test = run(smoke(tmp_path, **common), progress=False).curve
+    val = run(smoke(tmp_path, eval_split="val", output_dir=str(tmp_path / "val"), **common), progress=False).curve
+    assert not test[["id_acc", "ood_avg"]].equals(val[["id_acc", "ood_avg"]])
+
+
+@pytest.mark.slow
+def test_checkpoints_from_elsewhere_replace_fine_tuning(tmp_path, fashion_mnist_root, monkeypatch, tiny_registered):
+    from wiseft_lib.cli import main
+    from wiseft_lib.data import get_dataset
+    from wiseft_lib.evaluate import evaluate
+    from wiseft_lib.models import ImageClassifier, create_model
+
+    for mode in ("end-to-end", "linear"):  # what `torchrun -m wiseft_lib.finetune` writes, on one process here
+        assert main(["finetune", "--model", "wiseft-mini", "--train-dataset", "mini-photo", "--k-shot", "5",
+                     "--mode", mode, "--output-dir", str(tmp_path / mode), "--epochs", "1", "--batch-size", "25",
+                     "--lr", "1e-4", "--warmup-steps", "1", "--no-progress"]) == 0
+    e2e, lc = (tmp_path / m / "finetuned.safetensors" for m in ("end-to-end", "linear"))
+    forbid(monkeypatch, "wiseft_lib.finetune.finetune")
+    result = run(smoke(tmp_path, standard_models=[], zeroshot_pretrained=[], e2e_checkpoint=str(e2e),
+                       linear_checkpoint=str(lc)), progress=False)
+    ft_row = result.curve.set_index(["mode", "alpha"]).loc[("end-to-end", 1.0)]
+    _, _, eval_tf = create_model("wiseft-mini")
+    direct = evaluate(ImageClassifier.load(e2e), get_dataset("mini-photo", transform=eval_tf, n_test=200),
+                      progress=False)["top1"]
+    assert ft_row["id_acc"] == pytest.approx(direct), "alpha=1 is the checkpoint itself"
+
+    with pytest.raises(ValueError, match="linear_checkpoint .* image encoder differs from the zero-shot"):
+        run(smoke(tmp_path, modes=["linear"], linear_checkpoint=str(e2e)), progress=False)
+    from conftest import tiny_classifier
+
+    tiny_classifier(n_classes=10).save(tmp_path / "tiny.safetensors")
+    with pytest.raises(ValueError, match="e2e_checkpoint .* is a 'wiseft-test-tiny' model, this study uses "
+                                         "'wiseft-mini'; its head is \\(10, 32\\)"):
+        run(smoke(tmp_path, modes=["end-to-end"], e2e_checkpoint=str(tmp_path / "tiny.safetensors")), progress=False)
+    (tmp_path / "tiny.json").write_text("{}")
+    with pytest.raises(ValueError, match="e2e_checkpoint .* cannot be loaded: .* not a wiseft ImageClassifier"):
+        run(smoke(tmp_path, modes=["end-to-end"], e2e_checkpoint=str(tmp_path / "tiny.safetensors")), progress=False)
+
+
+@pytest.mark.slow
+def test_a_killed_sweep_continues_where_it_stopped(tmp_path, fashion_mnist_root, monkeypatch):
+    import wiseft_lib.evaluate as ev
+
+    real, calls = ev.evaluate, {"n": 0}
+
+    class Killed(BaseException):
+        pass
+
+    def dying(*a, **k):
+        calls["n"] += 1
+        if calls["n"] == 8:
+            raise Killed
+        return real(*a, **k)
+
+    params = smoke(tmp_path, modes=["end-to-end"], standard_models=[], zeroshot_pretrained=[])
+    monkeypatch.setattr(ev, "evaluate", dying)
+    with pytest.raises(Killed):
+        run(params, progress=False)
+    calls["n"] = -10**6  # no more deaths; count what the rerun evaluates
+    run(params, progress=False)
+    assert calls["n"] + 10**6 == 3 * 6 - 7, "the 7 scores written before the kill are not recomputed"

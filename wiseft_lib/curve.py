@@ -1,0 +1,313 @@
+"""The WiSE-FT curve: zero-shot -> fine-tuned, interpolated over alpha, scored ID and OOD.
+
+One call per seed does the paper's core experiment for both fine-tuning modes: build the
+zero-shot classifier, fine-tune it end-to-end and/or as a linear classifier (or take checkpoints
+made elsewhere, e.g. by ``torchrun -m wiseft_lib.finetune``), sweep alpha with one working model
+(end-to-end) or on cached features (linear), and score every evaluation set. Every piece goes
+through the run cache (:mod:`wiseft_lib.runs`): a fine-tune, or an alpha already scored, is
+reused by any later study that asks for the same thing.
+
+    from wiseft_lib.curve import CurveConfig, wiseft_curve, curve_table
+    from wiseft_lib.runs import RunCache
+    tidy = wiseft_curve(CurveConfig(n_test=200, n_train=256, e2e={"epochs": 1}), seed=0,
+                        runs=RunCache("outputs/mini/runs"))
+    print(curve_table(tidy))
+"""
+from __future__ import annotations
+
+import copy
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Optional
+
+import pandas as pd
+import torch
+from torch import nn
+
+from wiseft_lib.data.mini import MINI_ID, MINI_OOD
+from wiseft_lib.endpoints import Endpoints, RunRef, finetuned_run
+from wiseft_lib.params import Params, ParamsError, param
+from wiseft_lib.runs import RunCache, alpha_key, run_key
+
+__all__ = ["MODES", "ALPHAS_11", "CurveConfig", "wiseft_curve", "curve_table", "summary_table", "write_outputs",
+           "CLAIMS", "claim_values", "check_claims"]
+
+MODES = ("end-to-end", "linear")
+ALPHAS_11 = [round(0.1 * i, 2) for i in range(11)]
+
+
+@dataclass
+class CurveConfig(Params):
+    """Everything one WiSE-FT curve depends on (checked when built; see :mod:`wiseft_lib.params`)."""
+
+    model: str = param("wiseft-mini", "any open_clip model name (e.g. ViT-B-16) or the package's wiseft-mini")
+    pretrained: Optional[str] = param(None, "open_clip tag (openai), a weights file, or None for the model's default")
+    data_root: Optional[str] = param(None, "data folder (default: $WISEFT_DATA, then the usual places)")
+    id_dataset: str = param(MINI_ID, "the fine-tuning (ID) dataset; its classes and templates make the zero-shot head")
+    ood_datasets: list[str] = param(list(MINI_OOD), "the distribution shifts, scored at every alpha")
+    templates: Optional[list[str]] = param(None, "prompt templates for the zero-shot head (None: the ID dataset's)")
+    modes: list[str] = param(list(MODES), "fine-tuning modes: end-to-end and/or linear (classifier)")
+    alphas: list[float] = param(list(ALPHAS_11), "mixing coefficients (0: the zero-shot model, 1: the fine-tuned one)")
+    eval_split: str = param("test", "'test' for reported numbers; 'val' while choosing recipes (held out from test)")
+    n_train: Optional[int] = param(2000, "end-to-end fine-tuning images (None: the whole train split)")
+    n_train_linear: Optional[int] = param(None, "linear-classifier training images (None: the whole train split)")
+    n_test: Optional[int] = param(1000, "images per evaluation set, mini sets only (None: the whole split, 5000)")
+    e2e: dict[str, Any] = param({"epochs": 10, "lr": 5e-4, "batch_size": 64, "weight_decay": 0.1, "warmup_steps": 30},
+                                "end-to-end recipe: FinetuneConfig fields (the rest keep the paper's defaults)")
+    linear_method: str = param("adamw", "'adamw': the paper's LC trainer (from the zero-shot head); 'probe': "
+                                        "logistic regression, C chosen on held-out training data")
+    linear: dict[str, Any] = param({"epochs": 30, "lr": 1e-2, "batch_size": 256, "weight_decay": 0.0,
+                                    "warmup_steps": 50}, "linear-classifier recipe: FinetuneConfig fields, or probe "
+                                                         "arguments")
+    e2e_checkpoint: Optional[str] = param(None, "a fine-tuned end-to-end model (finetuned.safetensors of wiseft "
+                                                "finetune / torchrun) used instead of fine-tuning here")
+    linear_checkpoint: Optional[str] = param(None, "a linear-classifier model (wiseft finetune --mode linear) used "
+                                                   "instead of training one here")
+    eval_batch_size: int = param(512, "images per evaluation batch")
+    num_workers: int = param(0, "data-loading processes for evaluation and feature extraction (8+ on a GPU machine)")
+    preprocess_eval: bool = param(True, "decode and transform evaluation sets once (False for ImageNet-size sets)")
+    device: str = param("auto", "auto (cuda if available), cpu, cuda, cuda:1, ...")
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        from wiseft_lib.interpolate import check_alpha
+
+        def bad(key: str, why: str) -> ParamsError:
+            return ParamsError(f"parameter {key!r}: {why}")
+
+        if not self.modes or any(m not in MODES for m in self.modes):
+            raise bad("modes", f"must be a non-empty subset of {list(MODES)}, got {self.modes}")
+        if not self.alphas:
+            raise bad("alphas", "give at least one alpha in [0, 1]")
+        try:
+            self.alphas = [check_alpha(a) for a in self.alphas]
+        except ValueError as err:
+            raise bad("alphas", str(err)) from None
+        if self.linear_method not in ("probe", "adamw"):
+            raise bad("linear_method", f"must be 'probe' or 'adamw', not {self.linear_method!r}")
+        if self.eval_split not in ("test", "val"):
+            raise bad("eval_split", f"must be 'test' (reported numbers) or 'val' (choosing recipes), "
+                                    f"not {self.eval_split!r}")
+        for key in ("n_train", "n_test", "n_train_linear"):
+            if getattr(self, key) is not None and getattr(self, key) <= 0:
+                raise bad(key, f"must be a positive integer or None, got {getattr(self, key)}")
+        for key in ("e2e_checkpoint", "linear_checkpoint"):
+            path = getattr(self, key)
+            if path is not None and not Path(path).with_suffix(".safetensors").is_file():
+                raise bad(key, f"{path} does not exist; give the .safetensors file written by wiseft finetune "
+                               f"(OUTPUT_DIR/finetuned.safetensors)")
+        for mode in self.modes:  # the recipes must build now, not after an hour of evaluation
+            if mode == "end-to-end" or self.linear_method == "adamw":
+                self.finetune_config(mode, seed=0)
+
+    def finetune_config(self, mode: str, seed: int):
+        """The :class:`FinetuneConfig` of one mode (``e2e`` or ``linear`` on top of the paper's defaults)."""
+        from wiseft_lib.finetune import FinetuneConfig
+
+        key = "e2e" if mode == "end-to-end" else "linear"
+        recipe = getattr(self, key)
+        try:
+            return FinetuneConfig(mode=mode, seed=seed, **recipe)
+        except TypeError as err:  # an unknown field
+            from dataclasses import fields
+
+            known = [f.name for f in fields(FinetuneConfig) if f.name not in ("mode", "seed")]
+            raise ParamsError(f"parameter {key!r}: {err}; its keys are FinetuneConfig fields: "
+                              f"{', '.join(known)}") from None
+        except ParamsError as err:  # a field of the wrong type: name it as KEY.FIELD
+            raise ParamsError(str(err).replace("FinetuneConfig: parameter '", f"parameter '{key}.", 1)) from None
+        except ValueError as err:
+            raise ParamsError(f"parameter {key!r}: {err}") from None
+
+    def eval_names(self) -> list[str]:
+        return [self.id_dataset, *self.ood_datasets]
+
+    def resolved_device(self) -> torch.device:
+        if self.device == "auto":
+            return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        return torch.device(self.device)
+
+    def smoke_version(self):
+        """A seconds-long version for tests: tiny data, one epoch, three alphas."""
+        import dataclasses
+
+        small = lambda n, k: k if n is None else min(n, k)  # noqa: E731
+        return dataclasses.replace(
+            self, n_train=small(self.n_train, 256), n_train_linear=small(self.n_train_linear, 1000),
+            n_test=small(self.n_test, 200), alphas=[0.0, 0.5, 1.0],
+            e2e={**self.e2e, "epochs": 1, "warmup_steps": 2},
+            linear={**self.linear, "epochs": 1, "warmup_steps": 2} if self.linear_method == "adamw" else self.linear)
+
+
+# ---------------------------------------------------------------- the sweeps
+def _missing(ep: Endpoints, run: RunRef, path: str) -> dict[float, list[str]]:
+    """``{alpha: [evaluation sets without a score]}`` for one run."""
+    out: dict[float, list[str]] = {}
+    for name in ep.cfg.eval_names():
+        done = ep.runs.scores(run.kind, run.key, ep.eval_key(name, path))
+        for alpha in ep.cfg.alphas:
+            if alpha_key(alpha) not in done:
+                out.setdefault(alpha, []).append(name)
+    return out
+
+
+def _sweep(ep: Endpoints, run: RunRef, path: str, endpoints: Callable[[], tuple[nn.Module, nn.Module]],
+           score: Callable[[nn.Module, str], dict[str, float]]) -> None:
+    """Interpolate one working copy of ``endpoints()`` in place over the missing alphas; score each set."""
+    from wiseft_lib.interpolate import iter_alphas
+
+    missing = _missing(ep, run, path)
+    if not missing:
+        return
+    zero, tuned = endpoints()
+    theta_0 = {k: v.detach().clone() for k, v in zero.state_dict().items()}
+    theta_1 = {k: v.detach().clone() for k, v in tuned.state_dict().items()}
+    alphas = [a for a in ep.cfg.alphas if a in missing]
+    for alpha, model in iter_alphas(tuned, theta_0, theta_1, alphas, progress=ep.progress):
+        for name in missing[alpha]:
+            ep.runs.add_scores(run.kind, run.key, ep.eval_key(name, path), alpha, score(model, name),
+                               ep.eval_record(name))
+
+
+def _sweep_end_to_end(ep: Endpoints, run: RunRef) -> None:
+    from wiseft_lib.evaluate import evaluate
+
+    def endpoints() -> tuple[nn.Module, nn.Module]:
+        return ep.zeroshot(), run.load_model(ep).to(ep.device)
+
+    def score(model: nn.Module, name: str) -> dict[str, float]:
+        return evaluate(model, ep.eval_bundle(name), batch_size=ep.cfg.eval_batch_size,
+                        num_workers=ep.cfg.num_workers, progress=False)
+
+    _sweep(ep, run, "model", endpoints, score)
+
+
+def _sweep_linear(ep: Endpoints, run: RunRef) -> None:
+    from wiseft_lib.evaluate import evaluate_head
+
+    def endpoints() -> tuple[nn.Module, nn.Module]:
+        return copy.deepcopy(ep.zeroshot().classification_head), run.load_head(ep).to(ep.device)
+
+    def score(head: nn.Module, name: str) -> dict[str, float]:
+        x, y = ep.features(name)
+        return evaluate_head(head, x, y, ep.eval_bundle(name))
+
+    _sweep(ep, run, "features", endpoints, score)
+
+
+def _tidy(ep: Endpoints, mode: str, run: RunRef, path: str) -> list[dict[str, Any]]:
+    rows = []
+    scores = {n: ep.runs.scores(run.kind, run.key, ep.eval_key(n, path)) for n in ep.cfg.eval_names()}
+    for alpha in ep.cfg.alphas:
+        for name in ep.cfg.eval_names():
+            rows.extend({"seed": ep.seed, "mode": mode, "alpha": alpha, "dataset": name, "metric": k, "value": v}
+                        for k, v in scores[name][alpha_key(alpha)].items())
+    return rows
+
+
+def wiseft_curve(cfg: CurveConfig, seed: int = 0, *, runs: Optional[RunCache] = None, store=None,
+                 study: str = "curve", progress: bool = True) -> pd.DataFrame:
+    """Tidy results ``(seed, mode, alpha, dataset, metric, value)`` of one seed.
+
+    Fine-tunes and scores come from ``runs`` when it holds them and are added to it otherwise
+    (``runs=None``: a throwaway cache). With ``store`` (a :class:`ResultsStore`) the rows are also
+    written there, under a run name ``STUDY/seedS/HASH`` whose hash covers the fine-tune and the
+    evaluation sets: a rerun with other settings adds rows, one with the same settings replaces them.
+    """
+    ep = Endpoints(cfg, seed, runs if runs is not None else RunCache(None), progress)
+    rows: list[dict[str, Any]] = []
+    for mode in cfg.modes:
+        run = finetuned_run(ep, mode)
+        path = "model" if mode == "end-to-end" else "features"
+        (_sweep_end_to_end if mode == "end-to-end" else _sweep_linear)(ep, run)
+        mode_rows = _tidy(ep, mode, run, path)
+        rows.extend(mode_rows)
+        if store is not None:
+            label = f"{study}/seed{seed}/" + run_key({"run": run.key, "eval": [ep.eval_key(n, path)
+                                                                                 for n in cfg.eval_names()]})[:10]
+            config = json.dumps({**cfg.to_dict(), "seed": seed, "run": f"{run.kind}/{run.key}"}, default=str)
+            store.add_many({"run": label, "model": cfg.model, "method": f"wiseft-{r['mode']}", "alpha": r["alpha"],
+                            "dataset": r["dataset"], "metric": r["metric"], "value": r["value"], "config": config}
+                           for r in mode_rows)
+    return pd.DataFrame(rows)
+
+
+# ---------------------------------------------------------------- tables
+def curve_table(tidy: pd.DataFrame, id_dataset: str = MINI_ID, metric: str = "top1") -> pd.DataFrame:
+    """One row per (seed, mode, alpha): ``id_acc``, ``ood_avg`` and one column per OOD set."""
+    sub = tidy[tidy["metric"] == metric]
+    wide = sub.pivot_table(index=["seed", "mode", "alpha"], columns="dataset", values="value").reset_index()
+    ood = [d for d in pd.unique(sub["dataset"]) if d != id_dataset]  # in the order they were evaluated
+    wide = wide.rename(columns={id_dataset: "id_acc"})
+    wide["ood_avg"] = wide[ood].mean(axis=1)
+    wide.columns.name = None
+    return wide[["seed", "mode", "alpha", "id_acc", "ood_avg", *ood]].sort_values(["seed", "mode", "alpha"])
+
+
+def summary_table(curve: pd.DataFrame) -> pd.DataFrame:
+    """Zero-shot, fine-tuned, alpha=0.5 and oracle-alpha rows per mode, averaged over seeds.
+
+    The oracle row's alpha is the one with the best mean OOD accuracy *on these evaluation sets*
+    (as the paper's "optimal alpha"): it is labelled as such, not a held-out choice.
+    """
+    mean = curve.groupby(["mode", "alpha"]).mean(numeric_only=True).drop(columns="seed").reset_index()
+    out = []
+    for mode, g in mean.groupby("mode"):
+        g = g.set_index("alpha")
+        if 0.0 in g.index:
+            out.append({"method": "zero-shot", **g.loc[0.0].to_dict()})
+        if 1.0 in g.index:
+            out.append({"method": f"fine-tuned ({mode})", **g.loc[1.0].to_dict()})
+        if 0.5 in g.index:
+            out.append({"method": f"WiSE-FT {mode}, alpha=0.5", **g.loc[0.5].to_dict()})
+        best = g["ood_avg"].idxmax()
+        out.append({"method": f"WiSE-FT {mode}, oracle alpha={best:g} (best mean OOD)", **g.loc[best].to_dict()})
+    table = pd.DataFrame(out).drop_duplicates(subset=["method"]).drop(columns="mode").reset_index(drop=True)
+    return table.round(2)
+
+
+def write_outputs(curve: pd.DataFrame, output_dir: str | Path) -> dict[str, Path]:
+    """curve.csv and summary tables in ``output_dir`` (atomic writes)."""
+    from wiseft_lib._io import atomic_write_text
+    from wiseft_lib.tables import write_table
+
+    out = Path(output_dir)
+    paths = {"curve": atomic_write_text(out / "curve.csv", curve.round(4).to_csv(index=False))}
+    write_table(summary_table(curve), out / "summary")
+    paths["summary"] = out / "summary.csv"
+    return paths
+
+
+# ---------------------------------------------------------------- claims
+# The paper's claims as checks on a curve (means over seeds), with the margins the embedded default aims for.
+CLAIMS = (
+    ("end-to-end", "fine-tuning gains ID accuracy: FT ID - ZS ID", "ft_id_gain", ">=", 8.0),
+    ("end-to-end", "WiSE-FT beats both endpoints OOD: a=0.5 OOD - max(ZS, FT) OOD", "mid_ood_gain", ">=", 2.0),
+    ("end-to-end", "WiSE-FT keeps the ID gain: a=0.5 ID - FT ID", "mid_id_vs_ft", ">=", -1.0),
+    ("linear", "WiSE-FT beats both endpoints OOD: a=0.5 OOD - max(ZS, FT) OOD", "mid_ood_gain", ">", 0.0),
+)
+
+
+def claim_values(curve: pd.DataFrame, mode: str) -> dict[str, float]:
+    """ID/OOD differences (pp) between alpha 0, 0.5 and 1 of one mode, averaged over seeds."""
+    g = curve[curve["mode"] == mode].groupby("alpha")[["id_acc", "ood_avg"]].mean()
+    missing = [a for a in (0.0, 0.5, 1.0) if a not in g.index]
+    if missing:
+        raise ValueError(f"the {mode} curve lacks alpha {missing}; the claims need alphas 0, 0.5 and 1")
+    zs, mid, ft = g.loc[0.0], g.loc[0.5], g.loc[1.0]
+    return {"ft_id_gain": ft["id_acc"] - zs["id_acc"],
+            "mid_ood_gain": mid["ood_avg"] - max(zs["ood_avg"], ft["ood_avg"]),
+            "mid_id_vs_ft": mid["id_acc"] - ft["id_acc"]}
+
+
+def check_claims(curve: pd.DataFrame) -> pd.DataFrame:
+    """One row per claim of :data:`CLAIMS` whose mode is in ``curve``: value (pp), bar, holds."""
+    rows = []
+    for mode, claim, key, op, bar in CLAIMS:
+        if mode in set(curve["mode"]):
+            value = claim_values(curve, mode)[key]
+            holds = value >= bar if op == ">=" else value > bar
+            rows.append({"mode": mode, "claim": claim, "value_pp": round(value, 2), "bar_pp": f"{op} {bar:g}",
+                         "holds": bool(holds)})
+    return pd.DataFrame(rows)

@@ -1,0 +1,301 @@
+"""The two ends of a WiSE-FT curve, made once and kept in the run cache.
+
+:class:`Endpoints` holds what one (config, seed) needs, each piece built only when first asked
+for: the model's transforms, the zero-shot classifier (cached: its key is the model, the weights,
+the class names and the templates), the evaluation sets and their features. :func:`finetuned_run`
+returns the fine-tuned end of one mode: a cached fine-tune (keyed by the zero-shot weights, the
+training data, the recipe and the seed, computed and committed when missing) or a checkpoint made
+elsewhere. Nothing here decides what to evaluate; :mod:`wiseft_lib.curve` does.
+"""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Optional
+
+import torch
+from safetensors.torch import load_file, save_file
+from torch import nn
+
+from wiseft_lib.data import DatasetBundle, eval_split, get_dataset
+from wiseft_lib.device import resolve_precision
+from wiseft_lib.models import PACKAGE_MODELS, RANDOM_INIT, ClassificationHead, ImageClassifier, package_weights_path
+from wiseft_lib.runs import RunCache, file_digest, run_key
+
+if TYPE_CHECKING:
+    from wiseft_lib.curve import CurveConfig
+
+__all__ = ["Endpoints", "RunRef", "finetuned_run", "weights_identity", "eval_bundle_kwargs"]
+
+
+def eval_bundle_kwargs(name: str, n_test: Optional[int]) -> dict[str, Any]:
+    """Loader arguments of an evaluation set: the mini sets take ``n_test``; real datasets are whole."""
+    return {"n_test": n_test} if name.startswith("mini-") else {}
+
+
+def weights_identity(model: str, pretrained: Optional[str], seed: int) -> dict[str, Any]:
+    """What the zero-shot weights are: a file's hash, an open_clip tag, or a seeded random init."""
+    if pretrained in (RANDOM_INIT, ""):
+        return {"random_init_seed": seed}
+    if model in PACKAGE_MODELS:
+        tag = pretrained or next(iter(PACKAGE_MODELS[model]))
+        if tag in PACKAGE_MODELS[model]:
+            path = package_weights_path(model, tag)
+            return {"tag": tag, "sha256": file_digest(path) if path.exists() else None}
+    if pretrained and Path(pretrained).is_file():
+        return {"file_sha256": file_digest(pretrained)}
+    if pretrained is None:  # open_clip models without a tag start from random weights
+        return {"random_init_seed": seed}
+    return {"tag": pretrained}
+
+
+class Endpoints:
+    """Lazily built pieces of one curve (config + seed), shared by both fine-tuning modes."""
+
+    def __init__(self, cfg: "CurveConfig", seed: int, runs: RunCache, progress: bool = True):
+        self.cfg, self.seed, self.runs, self.progress = cfg, seed, runs, progress
+        self.device = cfg.resolved_device()
+        self._transforms = None
+        self._zeroshot: Optional[ImageClassifier] = None
+        self._zs_key: Optional[str] = None
+        self._raw: dict[str, DatasetBundle] = {}
+        self._bundles: dict[str, DatasetBundle] = {}
+        self._features: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
+
+    # ------------------------------------------------------------ transforms and data
+    def transforms(self):
+        """``(train_transform, eval_transform)`` of the model (no weights are loaded for this)."""
+        if self._transforms is None:
+            from wiseft_lib.models import create_architecture
+
+            _, train_tf, eval_tf = create_architecture(self.cfg.model, self.cfg.pretrained)
+            self._transforms = (train_tf, eval_tf)
+        return self._transforms
+
+    def eval_record(self, name: str) -> dict[str, Any]:
+        """What identifies an evaluation set's images: name, split and (mini) size."""
+        return {"dataset": name, "split": eval_split(name, self.cfg.eval_split),
+                "n_test": self.cfg.n_test if name.startswith("mini-") else None}
+
+    def eval_key(self, name: str, path: str) -> str:
+        """Scores key of a set: its images, and how logits are computed (whole model or cached features)."""
+        precision = "bf16" if self.device.type == "cuda" else "fp32"  # what evaluate / extract_features use
+        if path == "features":
+            precision = resolve_precision("auto", self.device)
+        return run_key({"eval": self.eval_record(name), "path": path, "precision": precision})
+
+    def _raw_bundle(self, name: str) -> DatasetBundle:
+        if name not in self._raw:
+            self._raw[name] = get_dataset(name, root=self.cfg.data_root, split=eval_split(name, self.cfg.eval_split),
+                                          transform=self.transforms()[1], **eval_bundle_kwargs(name, self.cfg.n_test))
+        return self._raw[name]
+
+    def eval_bundle(self, name: str) -> DatasetBundle:
+        """An evaluation set with the eval transform, decoded once if ``preprocess_eval``."""
+        if name not in self._bundles:
+            from wiseft_lib.evaluate import preprocess_once
+
+            bundle = self._raw_bundle(name)
+            if self.cfg.preprocess_eval:
+                bundle = preprocess_once(bundle, num_workers=self.cfg.num_workers, progress=self.progress)
+            self._bundles[name] = bundle
+        return self._bundles[name]
+
+    def train_set(self, n_train: Optional[int], transform) -> DatasetBundle:
+        kwargs = {"n_train": n_train, "seed": self.seed} if self.cfg.id_dataset.startswith("mini-") else {}
+        return get_dataset(self.cfg.id_dataset, root=self.cfg.data_root, split="train", transform=transform,
+                           **kwargs)
+
+    def train_record(self, n_train: Optional[int], transform: str) -> dict[str, Any]:
+        return {"dataset": self.cfg.id_dataset, "split": "train", "n_train": n_train, "seed": self.seed,
+                "transform": transform}
+
+    # ------------------------------------------------------------ the zero-shot end
+    def zeroshot_key(self) -> str:
+        if self._zs_key is None:
+            id_bundle = self._raw_bundle(self.cfg.id_dataset)
+            self._zs_key = run_key({
+                "model": self.cfg.model, "weights": weights_identity(self.cfg.model, self.cfg.pretrained, self.seed),
+                "classnames": list(id_bundle.classnames), "templates": self.templates()})
+        return self._zs_key
+
+    def templates(self) -> list[str]:
+        return list(self.cfg.templates or self._raw_bundle(self.cfg.id_dataset).templates)
+
+    def zeroshot_hash(self) -> str:
+        """Content hash of the zero-shot classifier's weights (what fine-tune keys build on)."""
+        key = self.zeroshot_key()
+        if not self.runs.has("zeroshot", key):
+            self.zeroshot()
+        return self.runs.record("zeroshot", key)["state_hash"]
+
+    def zeroshot(self) -> ImageClassifier:
+        """The zero-shot classifier on ``self.device`` (from the cache, else built and cached)."""
+        if self._zeroshot is None:
+            key = self.zeroshot_key()
+            with self.runs.lock("zeroshot", key):
+                if not self.runs.has("zeroshot", key):
+                    self._build_zeroshot(key)
+            self._zeroshot = ImageClassifier.load(self.runs.entry("zeroshot", key) / "model.safetensors",
+                                                  device=self.device)
+        return self._zeroshot
+
+    def _build_zeroshot(self, key: str) -> None:
+        from wiseft_lib.models import create_model, state_dict_hash
+        from wiseft_lib.zeroshot import zeroshot_classifier
+
+        torch.manual_seed(self.seed)  # only matters for random-init models
+        clip_model, _, _ = create_model(self.cfg.model, self.cfg.pretrained, device=self.device)
+        classnames = self._raw_bundle(self.cfg.id_dataset).classnames
+        clf = zeroshot_classifier(clip_model, self.cfg.model, classnames, self.templates(), self.cfg.pretrained)
+        del clip_model  # the classifier keeps only the image tower
+        work = self.runs.work_dir("zeroshot", key)
+        clf.save(work / "model.safetensors")
+        self.runs.commit("zeroshot", key, work, {"state_hash": state_dict_hash(clf.state_dict()),
+                                                 "model": self.cfg.model, "pretrained": self.cfg.pretrained})
+
+    # ------------------------------------------------------------ features (linear mode)
+    def features(self, name: str) -> tuple[torch.Tensor, torch.Tensor]:
+        """Zero-shot image features of an evaluation set (cached on disk under the run cache)."""
+        if name not in self._features:
+            from wiseft_lib.features import extract_features
+
+            self._features[name] = extract_features(
+                self.zeroshot().image_encoder, self.eval_bundle(name).dataset, cache_dir=self.runs.root / "features",
+                cache_key_parts={**self.eval_record(name), "zeroshot": self.zeroshot_key()},
+                batch_size=self.cfg.eval_batch_size, device=self.device, num_workers=self.cfg.num_workers,
+                progress=self.progress)
+        return self._features[name]
+
+
+@dataclass(frozen=True)
+class RunRef:
+    """A fine-tuned end in the run cache: ``kind`` "finetune", "linear" (a head) or "external"."""
+
+    kind: str
+    key: str
+    mode: str
+
+    def load_model(self, ep: Endpoints) -> ImageClassifier:
+        """The fine-tuned classifier (end-to-end mode)."""
+        if self.kind == "external":
+            return ImageClassifier.load(ep.runs.record(self.kind, self.key)["path"], device=ep.device)
+        return ImageClassifier.load(ep.runs.entry(self.kind, self.key) / "finetuned.safetensors", device=ep.device)
+
+    def load_head(self, ep: Endpoints) -> ClassificationHead:
+        """The fine-tuned head (linear mode)."""
+        if self.kind == "external":
+            return self.load_model(ep).classification_head
+        entry = ep.runs.entry(self.kind, self.key)
+        t = load_file(str(entry / "head.safetensors"))
+        return ClassificationHead(t["weight"], t["bias"], normalize=ep.runs.record(self.kind, self.key)["normalize"])
+
+
+def finetuned_run(ep: Endpoints, mode: str) -> RunRef:
+    """The fine-tuned end of ``mode``: a checkpoint from elsewhere, or a cached (else new) fine-tune."""
+    checkpoint = ep.cfg.e2e_checkpoint if mode == "end-to-end" else ep.cfg.linear_checkpoint
+    if checkpoint is not None:
+        return _external_run(ep, mode, checkpoint)
+    return _finetune_end_to_end(ep) if mode == "end-to-end" else _finetune_linear(ep)
+
+
+def _finetune_end_to_end(ep: Endpoints) -> RunRef:
+    from wiseft_lib.finetune import finetune
+
+    ft_cfg = ep.cfg.finetune_config("end-to-end", ep.seed)
+    parts = {"mode": "end-to-end", "zeroshot": ep.zeroshot_hash(),
+             "train": ep.train_record(ep.cfg.n_train, "train"),
+             "recipe": {**ft_cfg.recipe(), "precision": resolve_precision(ft_cfg.precision, ep.device)}}
+    key = run_key(parts)
+    with ep.runs.lock("finetune", key):
+        if not ep.runs.has("finetune", key):
+            start = time.time()
+            work = ep.runs.work_dir("finetune", key)  # a killed fine-tune resumes from its checkpoints here
+            train = ep.train_set(ep.cfg.n_train, ep.transforms()[0])
+            finetune(ep.zeroshot(), train.dataset, ft_cfg, output_dir=work, resume=True, device=ep.device,
+                     progress=ep.progress)
+            ep.runs.commit("finetune", key, work, {"parts": parts, "seconds": round(time.time() - start, 1)},
+                           keep=["finetuned.safetensors", "finetuned.json", "log.jsonl"])
+    return RunRef("finetune", key, "end-to-end")
+
+
+def _linear_recipe(ep: Endpoints) -> dict[str, Any]:
+    if ep.cfg.linear_method == "probe":
+        return {"method": "probe", **ep.cfg.linear, "seed": ep.seed}
+    ft_cfg = ep.cfg.finetune_config("linear", ep.seed)
+    return {"method": "adamw", **ft_cfg.recipe(), "precision": resolve_precision(ft_cfg.precision, ep.device)}
+
+
+def _train_head(ep: Endpoints) -> ClassificationHead:
+    train = ep.train_set(ep.cfg.n_train_linear, ep.transforms()[1])
+    feature_key = {**ep.train_record(ep.cfg.n_train_linear, "eval"), "zeroshot": ep.zeroshot_key()}
+    cache = ep.runs.root / "features"
+    zs = ep.zeroshot()
+    if ep.cfg.linear_method == "probe":
+        from wiseft_lib.features import extract_features
+        from wiseft_lib.probe import fit_logistic_probe
+
+        x, y = extract_features(zs.image_encoder, train.dataset, cache_dir=cache, cache_key_parts=feature_key,
+                                batch_size=ep.cfg.eval_batch_size, device=ep.device,
+                                num_workers=ep.cfg.num_workers, progress=ep.progress)
+        return fit_logistic_probe(x, y, seed=ep.seed, **ep.cfg.linear).to_head()
+    from wiseft_lib.finetune import finetune
+
+    lc_cfg = ep.cfg.finetune_config("linear", ep.seed)
+    return finetune(zs, train.dataset, lc_cfg, device=ep.device, cache_dir=cache, feature_key=feature_key,
+                    progress=ep.progress).classification_head
+
+
+def _finetune_linear(ep: Endpoints) -> RunRef:
+    parts = {"mode": "linear", "zeroshot": ep.zeroshot_hash(),
+             "train": ep.train_record(ep.cfg.n_train_linear, "eval"), "recipe": _linear_recipe(ep)}
+    key = run_key(parts)
+    with ep.runs.lock("linear", key):
+        if not ep.runs.has("linear", key):
+            start = time.time()
+            head = _train_head(ep)
+            work = ep.runs.work_dir("linear", key)
+            save_file({"weight": head.weight.detach().cpu().contiguous(),
+                       "bias": head.bias.detach().cpu().contiguous()}, str(work / "head.safetensors"))
+            ep.runs.commit("linear", key, work, {"parts": parts, "normalize": bool(head.normalize),
+                                                 "seconds": round(time.time() - start, 1)})
+    return RunRef("linear", key, "linear")
+
+
+def _external_run(ep: Endpoints, mode: str, checkpoint: str) -> RunRef:
+    """A checkpoint made elsewhere, checked against this curve's zero-shot model."""
+    path = Path(checkpoint).with_suffix(".safetensors")
+    key = run_key({"mode": mode, "checkpoint_sha256": file_digest(path), "zeroshot": ep.zeroshot_hash()})
+    if not ep.runs.has("external", key):
+        param = "e2e_checkpoint" if mode == "end-to-end" else "linear_checkpoint"
+        try:
+            model = ImageClassifier.load(path)
+        except (ValueError, KeyError, OSError) as err:
+            raise ValueError(f"{param} {path} cannot be loaded: {err}") from None
+        _check_checkpoint(ep, mode, model, path)
+        ep.runs.commit("external", key, ep.runs.work_dir("external", key), {"path": str(path.resolve()),
+                                                                             "mode": mode})
+    return RunRef("external", key, mode)
+
+
+def _check_checkpoint(ep: Endpoints, mode: str, ft: ImageClassifier, path: Path) -> None:
+    from wiseft_lib.models import state_dict_hash
+
+    zs = ep.zeroshot()
+    param = "e2e_checkpoint" if mode == "end-to-end" else "linear_checkpoint"
+    problems = []
+    if ft.meta.get("model_name") != ep.cfg.model:
+        problems.append(f"it is a {ft.meta.get('model_name')!r} model, this study uses {ep.cfg.model!r}")
+    if "classnames" in ft.meta and list(ft.meta["classnames"]) != list(zs.meta.get("classnames", [])):
+        problems.append(f"its {len(ft.meta['classnames'])} class names differ from {ep.cfg.id_dataset}'s")
+    if tuple(ft.classification_head.weight.shape) != tuple(zs.classification_head.weight.shape):
+        problems.append(f"its head is {tuple(ft.classification_head.weight.shape)}, the zero-shot head "
+                        f"{tuple(zs.classification_head.weight.shape)}")
+    if mode == "linear" and not problems and (
+            state_dict_hash(ft.image_encoder.state_dict()) != state_dict_hash(zs.image_encoder.state_dict())):
+        problems.append("its image encoder differs from the zero-shot model's (a linear classifier keeps the "
+                        "encoder frozen; check `pretrained`, or pass it as e2e_checkpoint)")
+    if problems:
+        raise ValueError(f"{param} {path} does not fit this study: {'; '.join(problems)}. It must be fine-tuned "
+                         f"from model={ep.cfg.model!r}, pretrained={ep.cfg.pretrained!r} on {ep.cfg.id_dataset}.")

@@ -1,0 +1,109 @@
+"""Studies: one per paper table or figure (plus the mini pretraining and the workshop tutorial).
+
+Each study is a parameters dataclass and a ``run`` function. The notebook (``notebooks/NAME.ipynb``,
+whose ``parameters`` cell is generated from the dataclass), the params files (``params/PRESET/NAME.yaml``)
+and ``wiseft run NAME`` all build the same dataclass and call the same function.
+
+    from wiseft_lib.studies import get_study, run_study
+    result = run_study("fig1_id_vs_ood", "params/mini/fig1_id_vs_ood.yaml", ["seeds=[0]"])
+    python -m wiseft_lib.studies --sync-notebooks     # rewrite the notebooks' parameters cells
+"""
+from __future__ import annotations
+
+import difflib
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Optional, Sequence
+
+from wiseft_lib.studies.base import StudyParams, resolve_path
+from wiseft_lib.studies.fig1_id_vs_ood import Fig1Params
+from wiseft_lib.studies.fig1_id_vs_ood import run as run_fig1
+from wiseft_lib.studies.pretrain_mini_clip import PretrainParams
+from wiseft_lib.studies.pretrain_mini_clip import run as run_pretrain
+from wiseft_lib.studies.tutorial import TutorialParams
+
+__all__ = ["Study", "STUDIES", "get_study", "list_studies", "run_study", "sync_notebook", "StudyParams"]
+
+
+@dataclass(frozen=True)
+class Study:
+    name: str
+    title: str
+    params: type  # a StudyParams dataclass
+    run: Optional[Callable[..., Any]]  # None: the notebook is the study (run it with papermill)
+
+    @property
+    def notebook(self) -> Path:
+        return resolve_path(Path("notebooks") / f"{self.name}.ipynb")
+
+    def params_file(self, preset: str) -> Path:
+        return resolve_path(Path("params") / preset / f"{self.name}.yaml")
+
+
+STUDIES: dict[str, Study] = {s.name: s for s in (
+    Study("00_wiseft_tutorial", "WiSE-FT step by step (workshop tutorial)", TutorialParams, None),
+    Study("fig1_id_vs_ood", "Figure 1: ID vs. OOD accuracy, WiSE-FT curves", Fig1Params, run_fig1),
+    Study("pretrain_mini_clip", "The wiseft-mini CLIP's pretraining (the embedded default's zero-shot model)",
+          PretrainParams, run_pretrain),
+)}
+
+
+def list_studies() -> list[str]:
+    return list(STUDIES)
+
+
+def get_study(name: str) -> Study:
+    if name not in STUDIES:
+        close = difflib.get_close_matches(name, list(STUDIES), n=3, cutoff=0.4)
+        hint = f" Did you mean {', '.join(close)}?" if close else ""
+        raise KeyError(f"unknown study {name!r}.{hint} Studies: {', '.join(STUDIES)}")
+    return STUDIES[name]
+
+
+def run_study(name: str, params_file: Optional[str] = None, overrides: Sequence[str] = (), *,
+              progress: bool = True) -> Any:
+    """Build the study's parameters from a params file and ``KEY=VALUE`` overrides, then run it."""
+    study = get_study(name)
+    params = study.params.from_yaml(params_file, overrides)
+    if study.run is None:
+        return _run_notebook(study, params)
+    return study.run(params, progress=progress)
+
+
+def _run_notebook(study: Study, params: StudyParams) -> Path:
+    """Execute a notebook-only study with papermill into its output folder."""
+    import papermill
+
+    out = params.output_path()
+    executed = out / f"{study.name}.ipynb"
+    papermill.execute_notebook(str(study.notebook), str(executed), parameters=params.to_dict(),
+                               kernel_name="python3", progress_bar=False)
+    return executed
+
+
+def sync_notebook(study: Study) -> bool:
+    """Rewrite the notebook's ``parameters`` cell from the dataclass; True if it changed."""
+    import nbformat
+
+    nb = nbformat.read(study.notebook, as_version=4)
+    cell = next(c for c in nb.cells if "parameters" in c.metadata.get("tags", []))
+    text = study.params.parameters_cell()
+    if cell.source == text:
+        return False
+    cell.source = text
+    nbformat.write(nb, study.notebook)
+    return True
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    import argparse
+
+    p = argparse.ArgumentParser(prog="python -m wiseft_lib.studies", description=__doc__.splitlines()[0])
+    p.add_argument("--sync-notebooks", action="store_true", help="regenerate every notebook's parameters cell")
+    a = p.parse_args(argv)
+    for study in STUDIES.values():
+        if a.sync_notebooks and study.notebook.exists():
+            print(f"{study.notebook}: {'rewritten' if sync_notebook(study) else 'up to date'}")
+        elif not a.sync_notebooks:
+            print(f"{study.name:24s} {study.title}")
+    return 0

@@ -1,0 +1,3 @@
+from wiseft_lib.studies import main
+
+raise SystemExit(main())

@@ -1,0 +1,93 @@
+"""Figure 1: ID accuracy vs. accuracy under distribution shift, the WiSE-FT curves and their references.
+
+    wiseft run fig1_id_vs_ood --params params/mini/fig1_id_vs_ood.yaml --set 'seeds=[0, 1, 2]'
+    papermill notebooks/fig1_id_vs_ood.ipynb out.ipynb -f params/mini/fig1_id_vs_ood.yaml   # the same, with prose
+
+Both call :func:`run`, which writes ``curve.csv``, ``baselines.csv``, ``summary.*``, ``claims.*``,
+``fig1_id_vs_ood.png/.pdf``, ``results.sqlite`` and ``study.json`` to ``output_dir``. Fine-tunes,
+scores and reference models come from the run cache when an earlier run (of any study) made them.
+"""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Optional
+
+import pandas as pd
+
+from wiseft_lib.curve import CurveConfig, check_claims, curve_table, summary_table, wiseft_curve, write_outputs
+from wiseft_lib.params import param
+from wiseft_lib.studies.base import StudyParams, UsesRuns, write_study_record
+
+NAME = "fig1_id_vs_ood"
+__all__ = ["Fig1Params", "Fig1Result", "run"]
+
+
+@dataclass
+class Fig1Params(CurveConfig, UsesRuns, StudyParams):
+    """Figure 1's parameters: the curve's, plus its reference populations."""
+
+    output_dir: str = param("outputs/mini/fig1_id_vs_ood", "where results, tables and figures go")
+    standard_models: list[str] = param([], "wiseft_lib.standard.STANDARD_ZOO names, trained from scratch on the "
+                                           "ID photos only: the effective-robustness line ([] to skip)")
+    n_train_standard: Optional[int] = param(None, "their training images (None: the whole train split)")
+    zeroshot_pretrained: list[str] = param([], "other pretrained tags or weight files of `model`, scored zero-shot: "
+                                               "the zero-shot line ([] to skip)")
+
+    def smoke_version(self) -> "Fig1Params":
+        import dataclasses
+
+        return dataclasses.replace(super().smoke_version(), standard_models=self.standard_models[:2],
+                                   zeroshot_pretrained=self.zeroshot_pretrained[:1], n_train_standard=1000)
+
+
+@dataclass
+class Fig1Result:
+    """What :func:`run` computed and wrote (the notebook displays it)."""
+
+    params: Fig1Params
+    curve: pd.DataFrame  # one row per (seed, mode, alpha): id_acc, ood_avg, one column per shift (%)
+    baselines: pd.DataFrame  # the reference models (standard, zero-shot budgets)
+    summary: pd.DataFrame  # zero-shot, fine-tuned, alpha=0.5 and oracle-alpha rows, mean over seeds
+    claims: Optional[pd.DataFrame]  # the paper's claims checked on this run
+    figure: Any  # matplotlib Figure
+    paths: dict[str, Path] = field(default_factory=dict)
+    seconds: float = 0.0
+
+
+def run(params: Fig1Params, *, progress: bool = True) -> Fig1Result:
+    """Compute (or reuse) the curves and reference models; write tables, figure and results store."""
+    from wiseft_lib._io import atomic_write_text
+    from wiseft_lib.plots import plot_id_vs_ood, save_figure
+    from wiseft_lib.reference import baseline_points, effective_robustness
+    from wiseft_lib.results import ResultsStore
+    from wiseft_lib.runs import RunCache
+    from wiseft_lib.tables import write_table
+
+    started = time.time()
+    p = params.smoke_version() if params.smoke else params
+    out, runs = p.output_path(), RunCache(p.runs_path())
+    store = ResultsStore(out / "results.sqlite")
+    tidy = pd.concat([wiseft_curve(p, seed, runs=runs, store=store, study=NAME, progress=progress)
+                      for seed in p.seeds])
+    curve = curve_table(tidy, id_dataset=p.id_dataset)
+    paths = write_outputs(curve, out)
+    baselines = baseline_points(p, p.standard_models, p.zeroshot_pretrained, seed=p.seeds[0],
+                                n_train_standard=p.n_train_standard, runs=runs, progress=progress)
+    if not baselines.empty:
+        paths["baselines"] = atomic_write_text(out / "baselines.csv", baselines.round(4).to_csv(index=False))
+    summary = summary_table(curve)
+    if (baselines["group"] == "standard").sum() >= 2:  # OOD accuracy above the standard models' line (pp)
+        summary = effective_robustness(summary, baselines)
+    write_table(summary, out / "summary")
+    claims = None
+    if {0.0, 0.5, 1.0} <= set(curve["alpha"]):
+        claims = check_claims(curve)
+        write_table(claims, out / "claims")
+        paths["claims"] = out / "claims.csv"
+    title = f"WiSE-FT, {p.model}: {p.id_dataset} vs. {len(p.ood_datasets)} shifts ({p.eval_split} split)"
+    figure = plot_id_vs_ood(curve, extra=baselines if not baselines.empty else None, title=title)
+    paths.update({f"figure_{f.suffix[1:]}": f for f in save_figure(figure, out / NAME)})
+    paths["record"] = write_study_record(out, NAME, params, started)
+    return Fig1Result(p, curve, baselines, summary, claims, figure, paths, round(time.time() - started, 1))
