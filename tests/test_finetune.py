@@ -95,6 +95,15 @@ def test_lr_schedule_matches_formula(tmp_path):
     assert lrs[-1] == pytest.approx(end)
 
 
+def test_pretraining_schedule_form_is_the_one_the_shipped_weights_used():
+    """decay_during_warmup: the cosine runs from step 0 and the warm-up ramp multiplies it (mini pretraining)."""
+    base, warm, total = 5e-4, 200, 3600
+    for step in (0, 57, 199, 200, 1800, 3599):
+        old = base * (min(1.0, (step + 1) / warm) * 0.5 * (1 + math.cos(math.pi * min(step, total) / total)))
+        assert warmup_cosine_lr(step, base, warm, total, decay_during_warmup=True) == old  # bit for bit
+    assert warmup_cosine_lr(0, base, 0, total, decay_during_warmup=True) == base
+
+
 class _Killed(BaseException):
     pass
 

@@ -50,6 +50,9 @@ def test_params_files_and_overrides(tmp_path):
     assert (d.seeds, d.lr, d.n, d.recipe) == ([3], 1e-4, 7, {"epochs": 5})
     with pytest.raises(ParamsError, match=f"unknown parameter.*in {f} or --set: 'nn'"):
         Demo.from_yaml(f, ["nn=3"])
+    f.write_text("seeds: [3]\nn_tset: 3\n")
+    with pytest.raises(ParamsError, match=f"unknown parameter.*in {f}: 'n_tset'"):
+        Demo.from_yaml(f)
     with pytest.raises(FileNotFoundError, match="does not exist"):
         Demo.from_yaml(tmp_path / "missing.yaml")
     f.write_text("- a list\n")
@@ -74,3 +77,9 @@ def test_generated_parameters_cell_round_trips_through_a_notebook_namespace():
     assert Demo.from_notebook(injected, namespace["_declared"]).lr == 0.5
     with pytest.raises(ParamsError, match=r"unknown notebook parameter\(s\): 'n_ame' \(did you mean 'name'\?\)"):
         Demo.from_notebook({**namespace, "n_ame": "x"}, namespace["_declared"])
+
+
+def test_notebooks_show_parameters_as_a_table_with_changes_in_bold():
+    table = Demo(seeds=[0, 1])._repr_markdown_()
+    assert "| `seeds` | **[0, 1]** | one run per seed |" in table
+    assert "| `lr` | 0.001 | learning rate |" in table

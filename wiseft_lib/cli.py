@@ -58,10 +58,10 @@ def _print_scores(model, datasets: Sequence[str], a: argparse.Namespace, transfo
 
 
 def cmd_evaluate(a: argparse.Namespace) -> int:
-    from wiseft_lib.models import ImageClassifier, create_model
+    from wiseft_lib.models import ImageClassifier, create_architecture
 
     clf = ImageClassifier.load(a.checkpoint, device=a.device)
-    _, _, eval_tf = create_model(clf.meta["model_name"], "random")
+    _, _, eval_tf = create_architecture(clf.meta["model_name"], clf.meta.get("pretrained"))  # the tag's preprocessing
     store = None
     if a.results:
         from wiseft_lib.results import ResultsStore

@@ -259,6 +259,17 @@ class Params:
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)  # type: ignore[call-overload]
 
+    def _repr_markdown_(self) -> str:
+        """A notebook shows the parameters as a table: name, value (bold where not the default), meaning."""
+        default = type(self)()
+        rows = ["| parameter | value | meaning |", "|---|---|---|"]
+        for f in dataclasses.fields(self):  # type: ignore[arg-type]
+            value = _literal(getattr(self, f.name)).replace("|", "\\|")
+            if getattr(self, f.name) != getattr(default, f.name):
+                value = f"**{value}**"
+            rows.append(f"| `{f.name}` | {value} | {f.metadata.get('help', '')} |")
+        return "\n".join(rows)
+
     @classmethod
     def defaults(cls: type[P]) -> P:
         return cls()
