@@ -17,18 +17,15 @@ from pathlib import Path
 from typing import Optional, Sequence
 
 
-def _dataset_kwargs(name: str, n_test: Optional[int]) -> dict:
-    return {"n_test": n_test} if name.startswith("mini-") else {}
-
-
 def cmd_zeroshot(a: argparse.Namespace) -> int:
     from wiseft_lib.data import default_eval_split, get_dataset
+    from wiseft_lib.endpoints import eval_bundle_kwargs
     from wiseft_lib.models import create_model
     from wiseft_lib.zeroshot import zeroshot_classifier
 
     clip_model, _, eval_tf = create_model(a.model, a.pretrained, device=a.device)
     bundle = get_dataset(a.dataset, root=a.data_root, split=default_eval_split(a.dataset), transform=eval_tf,
-                         **_dataset_kwargs(a.dataset, a.n_test))
+                         **eval_bundle_kwargs(a.dataset, a.n_test))
     templates = bundle.templates
     if a.templates:
         from wiseft_lib.data.templates import get_templates
@@ -44,11 +41,12 @@ def cmd_zeroshot(a: argparse.Namespace) -> int:
 
 def _print_scores(model, datasets: Sequence[str], a: argparse.Namespace, transform, store=None, label=None):
     from wiseft_lib.data import default_eval_split, get_dataset
+    from wiseft_lib.endpoints import eval_bundle_kwargs
     from wiseft_lib.evaluate import evaluate
 
     for name in datasets:
         bundle = get_dataset(name, root=a.data_root, split=default_eval_split(name), transform=transform,
-                             **_dataset_kwargs(name, a.n_test))
+                             **eval_bundle_kwargs(name, a.n_test))
         scores = evaluate(model, bundle, batch_size=a.batch_size)
         print(f"{name:24s} " + "  ".join(f"{k} {v:6.2f}" for k, v in scores.items()))
         if store is not None:

@@ -16,7 +16,7 @@ from typing import Any, Optional
 
 import pandas as pd
 
-from wiseft_lib.curve import CurveConfig, check_claims, curve_table, summary_table, wiseft_curve, write_outputs
+from wiseft_lib.curve import CurveConfig, check_claims, curve_table, summary_table, wiseft_curve
 from wiseft_lib.params import param
 from wiseft_lib.studies.base import StudyParams, UsesRuns, write_study_record
 
@@ -72,7 +72,7 @@ def run(params: Fig1Params, *, progress: bool = True) -> Fig1Result:
     tidy = pd.concat([wiseft_curve(p, seed, runs=runs, store=store, study=NAME, progress=progress)
                       for seed in p.seeds])
     curve = curve_table(tidy, id_dataset=p.id_dataset)
-    paths = write_outputs(curve, out)
+    paths = {"curve": atomic_write_text(out / "curve.csv", curve.round(4).to_csv(index=False))}
     baselines = baseline_points(p, p.standard_models, p.zeroshot_pretrained, seed=p.seeds[0],
                                 n_train_standard=p.n_train_standard, runs=runs, progress=progress)
     if not baselines.empty:
@@ -81,6 +81,7 @@ def run(params: Fig1Params, *, progress: bool = True) -> Fig1Result:
     if (baselines["group"] == "standard").sum() >= 2:  # OOD accuracy above the standard models' line (pp)
         summary = effective_robustness(summary, baselines)
     write_table(summary, out / "summary")
+    paths["summary"] = out / "summary.csv"
     claims = None
     if {0.0, 0.5, 1.0} <= set(curve["alpha"]):
         claims = check_claims(curve)
