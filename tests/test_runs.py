@@ -47,7 +47,7 @@ def test_memo_computes_only_what_is_missing(tmp_path):
     assert runs.memo_many("reference", [{"m": 0}, {"m": 1}], compute) == [{"value": 0}, {"value": 10}]
     assert runs.memo_many("reference", [{"m": 1}, {"m": 2}], compute) == [{"value": 10}, {"value": 10}]
     assert calls == [[0, 1], [1]]  # {"m": 1} came from the cache; {"m": 2} was computed as index 1
-    assert runs.memo("reference", {"m": 0}, lambda: pytest.fail("cached")) == {"value": 0}
+    assert runs.memo_many("reference", [{"m": 0}], lambda missing: pytest.fail("cached")) == [{"value": 0}]
 
 
 def test_throwaway_cache_and_file_digest(tmp_path):

@@ -30,7 +30,7 @@ from wiseft_lib.endpoints import Endpoints, RunRef, finetuned_run
 from wiseft_lib.params import Params, ParamsError, param
 from wiseft_lib.runs import RunCache, alpha_key, run_key
 
-__all__ = ["MODES", "ALPHAS_11", "CurveConfig", "wiseft_curve", "curve_table", "summary_table", "write_outputs",
+__all__ = ["MODES", "ALPHAS_11", "CurveConfig", "wiseft_curve", "curve_table", "summary_table",
            "CLAIMS", "claim_values", "check_claims"]
 
 MODES = ("end-to-end", "linear")
@@ -265,18 +265,6 @@ def summary_table(curve: pd.DataFrame) -> pd.DataFrame:
         out.append({"method": f"WiSE-FT {mode}, oracle alpha={best:g} (best mean OOD)", **g.loc[best].to_dict()})
     table = pd.DataFrame(out).drop_duplicates(subset=["method"]).drop(columns="mode").reset_index(drop=True)
     return table.round(2)
-
-
-def write_outputs(curve: pd.DataFrame, output_dir: str | Path) -> dict[str, Path]:
-    """curve.csv and summary tables in ``output_dir`` (atomic writes)."""
-    from wiseft_lib._io import atomic_write_text
-    from wiseft_lib.tables import write_table
-
-    out = Path(output_dir)
-    paths = {"curve": atomic_write_text(out / "curve.csv", curve.round(4).to_csv(index=False))}
-    write_table(summary_table(curve), out / "summary")
-    paths["summary"] = out / "summary.csv"
-    return paths
 
 
 # ---------------------------------------------------------------- claims

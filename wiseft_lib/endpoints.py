@@ -16,7 +16,6 @@ from typing import TYPE_CHECKING, Any, Optional
 
 import torch
 from safetensors.torch import load_file, save_file
-from torch import nn
 
 from wiseft_lib.data import DatasetBundle, eval_split, get_dataset
 from wiseft_lib.device import resolve_precision

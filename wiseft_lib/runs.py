@@ -152,10 +152,6 @@ class RunCache:
             atomic_write_json(path, data)
 
     # ------------------------------------------------------------ small JSON results
-    def memo(self, kind: str, parts: Mapping[str, Any], compute: Callable[[], Any]) -> Any:
-        """A JSON-able value computed once per key (e.g. a reference model's scores)."""
-        return self.memo_many(kind, [parts], lambda missing: [compute()])[0]
-
     def memo_many(self, kind: str, parts: Sequence[Mapping[str, Any]],
                   compute_missing: Callable[[list[int]], list[Any]]) -> list[Any]:
         """Values for several keys; ``compute_missing(indices)`` computes only those not cached."""

@@ -5,6 +5,8 @@ import dataclasses
 from dataclasses import asdict, dataclass
 from typing import Any, Mapping, Optional
 
+from wiseft_lib.params import check_fields
+
 MODES = ("end-to-end", "linear")
 
 
@@ -33,8 +35,6 @@ class FinetuneConfig:
     keep_checkpoints: int = 2  # step checkpoints kept on disk (oldest deleted first)
 
     def __post_init__(self) -> None:
-        from wiseft_lib.params import check_fields
-
         check_fields(self, where="FinetuneConfig")  # types first: a string lr is named, not compared
         self.betas = tuple(float(b) for b in self.betas)  # JSON round trips give lists
         if self.mode not in MODES:
