@@ -11,6 +11,10 @@ join on them directly; ``avg_shifts`` is the mean over the five ImageNet shifts 
 E2E = end-to-end), ``alpha`` (a string: ``"0"``, ``"0.5"``, ``"1"`` or ``"optimal"``, the
 per-column best on the grid 0, 0.05, ..., 1). Only numbers read verbatim from two
 independent copies of the paper are included. Values are percentages (Table 3: points).
+
+:func:`testbed` reads the ImageNet robustness testbed's published accuracies (Taori et al. 2020,
+MIT licence, see ``paper_data/TESTBED_LICENSE.txt``): the background models of Figures 1, 7, 8
+and 21, whose logit-space fit is the effective-robustness baseline.
 """
 from __future__ import annotations
 
@@ -29,6 +33,18 @@ TABLES: dict[str, str] = {
     "table13": "Output-space ensembles of zero-shot CLIP with NoisyStudent EfficientNets",
 }
 
+TESTBED_FILE = "imagenet_testbed_top1.csv"
+# Testbed models trained with more than ImageNet-1k (the paper's "more data" group, left out of the
+# baseline fit): Instagram / semi- and weakly-supervised (swsl, ssl, IG-pretrained FixResNeXt 32x48d),
+# JFT, ImageNet-21k/11k (BiT-M, timm ViTs, bninception-imagenet21k), Tencent ML-Images, NoisyStudent, CLIP.
+EXTRA_DATA_PATTERNS = ("instagram", "32x48d", "swsl", "_ssl", "jft", "bit-m", "vit_", "noisystudent",
+                       "imagenet21k", "imagenet11k", "tencent", "clip")
+# The x axis of each per-shift plot: ImageNet restricted to the shift's classes (testbed column -> dataset).
+TESTBED_ID_ON_SHIFT = {"imagenet-r": "imagenet-on-r-classes", "imagenet-a": "imagenet-on-a-classes",
+                       "objectnet": "imagenet-on-objectnet-classes"}
+# Column headers of the paper's tables.
+SHORT_NAMES = {"imagenet": "IN", "imagenet-v2": "IN-V2", "imagenet-r": "IN-R", "imagenet-sketch": "IN-Sketch",
+               "objectnet": "ObjectNet", "imagenet-a": "IN-A", "avg_shifts": "Avg", "avg_id_shifts": "Avg(r,s)"}
 SHIFTS = ["imagenet-v2", "imagenet-r", "imagenet-sketch", "objectnet", "imagenet-a"]
 _TEXT_COLUMNS = ("row", "model", "method", "head", "source", "alpha", "dataset", "metric", "split")
 
@@ -54,6 +70,27 @@ def published(name: str) -> pd.DataFrame:
     return df
 
 
+def testbed_group(model: str) -> str:
+    """``"standard"`` (ImageNet-1k only: the baseline fit) or ``"more data"`` for a testbed model name."""
+    name = model.lower()
+    return "more data" if any(p in name for p in EXTRA_DATA_PATTERNS) else "standard"
+
+
+def testbed() -> pd.DataFrame:
+    """The testbed's top-1 accuracies (percent): ``model``, ``group``, one column per dataset.
+
+    Columns are this package's dataset names (``imagenet``, ``imagenet-v2``, ...); the
+    ``imagenet-on-*-classes`` columns are ImageNet restricted to a shift's classes (the x axis of
+    the per-shift plots); empty cells (no published number) are NaN.
+    """
+    path = resources.files("wiseft_lib").joinpath("paper_data", TESTBED_FILE)
+    with path.open("r", encoding="utf-8") as f:
+        df = pd.read_csv(f)
+    df.insert(1, "group", [testbed_group(m) for m in df["model"]])
+    df.attrs["description"] = "ImageNet robustness testbed (Taori et al. 2020), top-1 %, MIT licence"
+    return df
+
+
 def published_long(name: str) -> pd.DataFrame:
     """:func:`published` melted to one row per (table row, dataset column): ``dataset``, ``value``."""
     df = published(name)
@@ -63,4 +100,5 @@ def published_long(name: str) -> pd.DataFrame:
     return df.melt(id_vars=ids, var_name="dataset", value_name="value")
 
 
-__all__ = ["SHIFTS", "TABLES", "list_published", "published", "published_long"]
+__all__ = ["SHIFTS", "SHORT_NAMES", "TABLES", "TESTBED_ID_ON_SHIFT", "list_published", "published", "published_long",
+           "testbed", "testbed_group"]

@@ -34,6 +34,8 @@ class Fig1Params(CurveConfig, UsesRuns, StudyParams):
     n_train_standard: Optional[int] = param(None, "their training images (None: the whole train split)")
     zeroshot_pretrained: list[str] = param([], "other pretrained tags or weight files of `model`, scored zero-shot: "
                                                "the zero-shot line ([] to skip)")
+    testbed: bool = param(False, "the ImageNet testbed's published models as the standard models (paper setting: "
+                                 "ImageNet-only ones fitted, more-data ones shown apart)")
 
     def smoke_version(self) -> "Fig1Params":
         import dataclasses
@@ -56,6 +58,19 @@ class Fig1Result:
     seconds: float = 0.0
 
 
+def testbed_points(id_dataset: str, shifts: list[str]) -> pd.DataFrame:
+    """The testbed's models as Figure 1 points: ID accuracy and the mean over the shifts (models with all of them)."""
+    from wiseft_lib.paper import testbed
+
+    tb = testbed()
+    missing = [d for d in [id_dataset, *shifts] if d not in tb.columns]
+    if missing:
+        raise ValueError(f"testbed=True needs the paper's datasets; the testbed has no {missing}")
+    tb = tb.dropna(subset=[id_dataset, *shifts])
+    return pd.DataFrame({"group": tb["group"], "model": tb["model"], "seed": None, "id_acc": tb[id_dataset],
+                         "ood_avg": tb[shifts].mean(axis=1), **{s: tb[s] for s in shifts}})
+
+
 def run(params: Fig1Params, *, progress: bool = True) -> Fig1Result:
     """Compute (or reuse) the curves and reference models; write tables, figure and results store."""
     from wiseft_lib._io import atomic_write_text
@@ -71,10 +86,12 @@ def run(params: Fig1Params, *, progress: bool = True) -> Fig1Result:
     store = ResultsStore(out / "results.sqlite")
     tidy = pd.concat([wiseft_curve(p, seed, runs=runs, store=store, study=NAME, progress=progress)
                       for seed in p.seeds])
-    curve = curve_table(tidy, id_dataset=p.id_dataset)
+    curve = curve_table(tidy, id_dataset=p.id_dataset, ood_datasets=p.ood_datasets)
     paths = {"curve": atomic_write_text(out / "curve.csv", curve.round(4).to_csv(index=False))}
     baselines = baseline_points(p, p.standard_models, p.zeroshot_pretrained, seed=p.seeds[0],
                                 n_train_standard=p.n_train_standard, runs=runs, progress=progress)
+    if p.testbed:
+        baselines = pd.concat([baselines, testbed_points(p.id_dataset, p.ood_datasets)], ignore_index=True)
     if not baselines.empty:
         paths["baselines"] = atomic_write_text(out / "baselines.csv", baselines.round(4).to_csv(index=False))
     summary = summary_table(curve)
@@ -88,7 +105,8 @@ def run(params: Fig1Params, *, progress: bool = True) -> Fig1Result:
         write_table(claims, out / "claims")
         paths["claims"] = out / "claims.csv"
     title = f"WiSE-FT, {p.model}: {p.id_dataset} vs. {len(p.ood_datasets)} shifts ({p.eval_split} split)"
-    figure = plot_id_vs_ood(curve, extra=baselines if not baselines.empty else None, title=title)
+    fitted = [g for g in pd.unique(baselines["group"]) if g != "more data"]  # extra-data models: not a baseline
+    figure = plot_id_vs_ood(curve, extra=baselines if not baselines.empty else None, fit=fitted, title=title)
     paths.update({f"figure_{f.suffix[1:]}": f for f in save_figure(figure, out / NAME)})
     paths["record"] = write_study_record(out, NAME, params, started)
     return Fig1Result(p, curve, baselines, summary, claims, figure, paths, round(time.time() - started, 1))
