@@ -2,7 +2,6 @@
 import subprocess
 import sys
 
-import pandas as pd
 import pytest
 
 from wiseft_lib.cli import main

@@ -177,8 +177,9 @@ def _sweep_end_to_end(ep: Endpoints, run: RunRef) -> None:
         return ep.zeroshot(), run.load_model(ep).to(ep.device)
 
     def score(model: nn.Module, name: str) -> dict[str, float]:
-        return evaluate(model, ep.eval_bundle(name), batch_size=ep.cfg.eval_batch_size,
-                        num_workers=ep.cfg.num_workers, progress=False)
+        bundle = ep.eval_bundle(name)
+        return {**evaluate(model, bundle, batch_size=ep.cfg.eval_batch_size, num_workers=ep.cfg.num_workers,
+                           progress=False), "n_images": float(len(bundle))}
 
     _sweep(ep, run, "model", endpoints, score)
 
@@ -191,7 +192,7 @@ def _sweep_linear(ep: Endpoints, run: RunRef) -> None:
 
     def score(head: nn.Module, name: str) -> dict[str, float]:
         x, y = ep.features(name)
-        return evaluate_head(head, x, y, ep.eval_bundle(name))
+        return {**evaluate_head(head, x, y, ep.eval_bundle(name)), "n_images": float(len(y))}
 
     _sweep(ep, run, "features", endpoints, score)
 
@@ -201,8 +202,11 @@ def _tidy(ep: Endpoints, mode: str, run: RunRef, path: str) -> list[dict[str, An
     scores = {n: ep.runs.scores(run.kind, run.key, ep.eval_key(n, path)) for n in ep.cfg.eval_names()}
     for alpha in ep.cfg.alphas:
         for name in ep.cfg.eval_names():
+            values = scores[name][alpha_key(alpha)]
+            if "n_images" not in values:  # scored before the count was kept: the set's size
+                values = {**values, "n_images": float(ep.eval_set_size(name))}
             rows.extend({"seed": ep.seed, "mode": mode, "alpha": alpha, "dataset": name, "metric": k, "value": v}
-                        for k, v in scores[name][alpha_key(alpha)].items())
+                        for k, v in values.items())
     return rows
 
 
@@ -234,11 +238,16 @@ def wiseft_curve(cfg: CurveConfig, seed: int = 0, *, runs: Optional[RunCache] = 
 
 
 # ---------------------------------------------------------------- tables
-def curve_table(tidy: pd.DataFrame, id_dataset: str = MINI_ID, metric: str = "top1") -> pd.DataFrame:
-    """One row per (seed, mode, alpha): ``id_acc``, ``ood_avg`` and one column per OOD set."""
+def curve_table(tidy: pd.DataFrame, id_dataset: str = MINI_ID, metric: str = "top1",
+                ood_datasets: Optional[list[str]] = None) -> pd.DataFrame:
+    """One row per (seed, mode, alpha): ``id_acc``, ``ood_avg`` and one column per OOD set.
+
+    ``ood_datasets`` (default: every other dataset, in evaluation order) are the sets averaged
+    into ``ood_avg``; other evaluated sets (e.g. ImageNet on a shift's classes) are left out.
+    """
     sub = tidy[tidy["metric"] == metric]
     wide = sub.pivot_table(index=["seed", "mode", "alpha"], columns="dataset", values="value").reset_index()
-    ood = [d for d in pd.unique(sub["dataset"]) if d != id_dataset]  # in the order they were evaluated
+    ood = ood_datasets if ood_datasets is not None else [d for d in pd.unique(sub["dataset"]) if d != id_dataset]
     wide = wide.rename(columns={id_dataset: "id_acc"})
     wide["ood_avg"] = wide[ood].mean(axis=1)
     wide.columns.name = None

@@ -110,13 +110,16 @@ def to_latex(df: pd.DataFrame, *, floatfmt: str = ".1f", index: Optional[bool] =
 
 def write_table(df: pd.DataFrame, path_stem: Union[str, Path], *, floatfmt: str = ".1f",
                 index: Optional[bool] = None, caption: Optional[str] = None,
-                label: Optional[str] = None) -> dict[str, Path]:
-    """Write ``<stem>.csv`` (full precision), ``.md`` and ``.tex`` atomically; return the paths."""
+                label: Optional[str] = None, csv: Optional[pd.DataFrame] = None) -> dict[str, Path]:
+    """Write ``<stem>.csv`` (full precision), ``.md`` and ``.tex`` atomically; return the paths.
+
+    ``csv``: a fuller frame for the CSV (e.g. with the interval columns the Markdown leaves out).
+    """
     stem = Path(path_stem)
     paths = {ext: stem.with_name(f"{stem.name}.{ext}") for ext in ("csv", "md", "tex")}
     t = _prepare(df, index)
     with atomic_path(paths["csv"]) as tmp:
-        t.to_csv(tmp, index=False)
+        (t if csv is None else _prepare(csv, index)).to_csv(tmp, index=False)
     atomic_write_text(paths["md"], to_markdown(t, floatfmt=floatfmt, index=False))
     atomic_write_text(paths["tex"], to_latex(t, floatfmt=floatfmt, index=False, caption=caption,
                                              label=label))
