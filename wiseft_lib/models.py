@@ -59,11 +59,21 @@ RANDOM_INIT = "random"
 _registered = False
 
 
+MODEL_CONFIGS_ENV = "WISEFT_MODEL_CONFIGS"
+
+
 def _register_package_configs() -> None:
+    """Register the package's model configs, and every ``*.json`` open_clip config in the folders (or files)
+    listed in ``$WISEFT_MODEL_CONFIGS`` (os.pathsep-separated): your own architectures, by file name."""
     global _registered
     if not _registered:
         for name in PACKAGE_MODELS:
             open_clip.add_model_config(ASSETS / f"{name}.json")
+        for entry in filter(None, os.environ.get(MODEL_CONFIGS_ENV, "").split(os.pathsep)):
+            if not Path(entry).exists():
+                raise FileNotFoundError(f"${MODEL_CONFIGS_ENV} names {entry}, which does not exist; give folders "
+                                        f"or files of open_clip model configs (NAME.json)")
+            open_clip.add_model_config(entry)
         _registered = True
 
 

@@ -37,6 +37,8 @@ __all__ = [
     "plot_id_vs_ood",
     "show_images",
     "plot_alpha_step",
+    "plot_weight_path",
+    "plot_per_shift",
     "save_figure",
 ]
 
@@ -309,6 +311,82 @@ def plot_alpha_step(curve: pd.DataFrame, alpha: float, images: Sequence[Any], la
     _image_grid(grid, [images[i] for i in shown], titles, fontsize=6)
     right.suptitle(f"{dataset}: {len(fixed)} predictions fixed, {len(broken)} broken vs. zero-shot",
                    fontsize=9)
+    return fig
+
+
+def _grid(n: int, ncols: int, panel: tuple[float, float]) -> tuple[Figure, list[Axes]]:
+    ncols = max(1, min(ncols, n))
+    nrows = -(-n // ncols)
+    fig = Figure(figsize=(panel[0] * ncols, panel[1] * nrows), layout="constrained")
+    FigureCanvasAgg(fig)
+    axes = fig.subplots(nrows, ncols, squeeze=False).ravel()
+    for ax in axes[n:]:
+        ax.set_visible(False)
+    return fig, list(axes[:n])
+
+
+def plot_weight_path(path: pd.DataFrame, *, titles: Optional[dict[str, str]] = None, ncols: int = 4,
+                     title: Optional[str] = None) -> Figure:
+    """Figure 6: accuracy along the weight path vs alpha, one panel per dataset column.
+
+    ``path`` is :func:`wiseft_lib.shift_tables.weight_path_table`'s frame; each mode's path is a
+    solid line, the straight line between its endpoint accuracies dashed, the better endpoint dotted.
+    """
+    columns = list(dict.fromkeys(path["column"]))
+    fig, axes = _grid(len(columns), ncols, (3.2, 2.7))
+    titles = titles or {}
+    for ax, column in zip(axes, columns):
+        for i, (mode, g) in enumerate(path[path["column"] == column].groupby("mode", sort=False)):
+            g = g.sort_values("alpha")
+            color = f"C{i}"
+            ax.plot(g["alpha"], g["accuracy"], "-", marker=".", color=color, label=f"weight path ({mode})")
+            ax.plot(g["alpha"], g["endpoint_line"], "--", color=color, linewidth=1, label="endpoint line")
+            ax.plot(g["alpha"], g["best_endpoint"], ":", color=color, linewidth=1, label="better endpoint")
+        ax.set_title(titles.get(column, column), fontsize=9)
+        ax.set_xlabel("alpha")
+        ax.set_ylabel("accuracy (%)")
+        ax.grid(True, linewidth=0.5, alpha=0.5)
+    axes[0].legend(fontsize=6, loc="best")
+    if title:
+        fig.suptitle(title, fontsize=10)
+    return fig
+
+
+def plot_per_shift(points: pd.DataFrame, background: Optional[pd.DataFrame] = None, *,
+                   titles: Optional[dict[str, str]] = None, fit_group: str = "standard", ncols: int = 3,
+                   title: Optional[str] = None) -> Figure:
+    """Figures 7, 8, 21: per shift, ID accuracy on the shift's classes (x) vs accuracy on the shift (y).
+
+    ``points`` is :func:`wiseft_lib.shift_tables.per_shift_points`'s frame (the WiSE-FT curves; the
+    zero-shot, fine-tuned and alpha=0.5 points get their Clopper-Pearson intervals when the frame has
+    ``x_lo`` ... ``y_hi``); ``background`` has ``shift, group, model, x, y`` (e.g. standard models),
+    and the ``fit_group`` models get a logit-space linear fit.
+    """
+    shifts = list(dict.fromkeys(points["shift"]))
+    fig, axes = _grid(len(shifts), ncols, (4.2, 3.6))
+    titles = titles or {}
+    for ax, shift in zip(axes, shifts):
+        own = points[points["shift"] == shift]
+        extra = None
+        if background is not None and not background.empty:
+            extra = background[(background["shift"] == shift)].dropna(subset=["x", "y"])
+        plot_id_vs_ood(own, ax=ax, x="x", y="y", extra=extra, fit=[fit_group], show_range=False,
+                       xlabel=f"ID accuracy on {own['x_dataset'].iloc[0]} (%)", ylabel=f"{shift} accuracy (%)",
+                       title=titles.get(shift, shift))
+        if {"x_lo", "x_hi", "y_lo", "y_hi"} <= set(own.columns):
+            marked = own[np.isclose(own["alpha"], 0.0) | np.isclose(own["alpha"], 0.5) | np.isclose(own["alpha"], 1.0)]
+            ax.errorbar(marked["x"] / 100.0, marked["y"] / 100.0,
+                        xerr=[(marked["x"] - marked["x_lo"]) / 100.0, (marked["x_hi"] - marked["x"]) / 100.0],
+                        yerr=[(marked["y"] - marked["y_lo"]) / 100.0, (marked["y_hi"] - marked["y"]) / 100.0],
+                        fmt="none", ecolor="0.3", elinewidth=0.7, capsize=1.5, zorder=4)
+        if ax is not axes[0]:
+            legend = ax.get_legend()
+            if legend is not None:
+                legend.remove()
+        else:
+            ax.legend(fontsize=6, loc="best")
+    if title:
+        fig.suptitle(title, fontsize=10)
     return fig
 
 

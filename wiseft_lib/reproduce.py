@@ -90,8 +90,12 @@ def _claims_summary(out: Path) -> str:
     path = out / "claims.csv"
     if not path.exists():
         return ""
-    claims = pd.read_csv(path)
-    return f"{int(claims['holds'].sum())} of {len(claims)} claims hold"
+    holds = pd.read_csv(path)["holds"].dropna()  # rows without a bar (reported only) are not claims
+    return f"{int(holds.astype(str).str.lower().eq('true').sum())} of {len(holds)} claims hold"
+
+
+# The tables a study's section of index.md shows, when the study wrote them (its Markdown version).
+INDEX_TABLES = ("summary", "table1", "table8", "claims", "gains", "path_summary", "zeroshot")
 
 
 def write_index(runs: Sequence[StudyRun], base: Path, preset: str, smoke: bool = False) -> Path:
@@ -113,7 +117,7 @@ def write_index(runs: Sequence[StudyRun], base: Path, preset: str, smoke: bool =
         if r.error:
             lines += ["", "```", r.error, "```"]
         lines += [f"![{f.stem}]({rel(f)})" for f in r.figures]
-        for table in ("summary", "claims", "zeroshot"):
+        for table in INDEX_TABLES:
             md = r.output_dir / f"{table}.md"
             if md.exists():
                 lines += ["", f"**{table}** ([csv]({rel(md.with_suffix('.csv'))}))", "", md.read_text().strip()]

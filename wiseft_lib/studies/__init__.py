@@ -18,8 +18,16 @@ from typing import Any, Callable, Optional, Sequence
 from wiseft_lib.studies.base import StudyParams, resolve_path
 from wiseft_lib.studies.fig1_id_vs_ood import Fig1Params
 from wiseft_lib.studies.fig1_id_vs_ood import run as run_fig1
+from wiseft_lib.studies.fig6_weight_path import Fig6Params
+from wiseft_lib.studies.fig6_weight_path import run as run_fig6
+from wiseft_lib.studies.fig7_8_21_per_shift import PerShiftParams
+from wiseft_lib.studies.fig7_8_21_per_shift import run as run_per_shift
 from wiseft_lib.studies.pretrain_mini_clip import PretrainParams
 from wiseft_lib.studies.pretrain_mini_clip import run as run_pretrain
+from wiseft_lib.studies.table1_shifts import Table1Params
+from wiseft_lib.studies.table1_shifts import run as run_table1
+from wiseft_lib.studies.table8_other_models import Table8Params
+from wiseft_lib.studies.table8_other_models import run as run_table8
 from wiseft_lib.studies.tutorial import TutorialParams
 
 __all__ = ["Study", "STUDIES", "get_study", "list_studies", "run_study", "sync_notebook", "StudyParams"]
@@ -43,6 +51,14 @@ class Study:
 STUDIES: dict[str, Study] = {s.name: s for s in (
     Study("00_wiseft_tutorial", "WiSE-FT step by step (workshop tutorial)", TutorialParams, None),
     Study("fig1_id_vs_ood", "Figure 1: ID vs. OOD accuracy, WiSE-FT curves", Fig1Params, run_fig1),
+    Study("table1_shifts", "Tables 1, 3, 4, 5: zero-shot, fine-tuned and WiSE-FT per shift, optimal alpha",
+          Table1Params, run_table1),
+    Study("table8_other_models", "Table 8: the Table 1 rows (end-to-end) for other models", Table8Params,
+          run_table8),
+    Study("fig6_weight_path", "Figure 6: accuracy along the weight path vs. the endpoints' straight line",
+          Fig6Params, run_fig6),
+    Study("fig7_8_21_per_shift", "Figures 7, 8, 21: each shift vs. ID accuracy on its classes",
+          PerShiftParams, run_per_shift),
     Study("pretrain_mini_clip", "The wiseft-mini CLIP's pretraining (the embedded default's zero-shot model)",
           PretrainParams, run_pretrain),
 )}
