@@ -105,11 +105,12 @@ def cmd_run(a: argparse.Namespace) -> int:
 def _print_result(result) -> None:
     import pandas as pd
 
-    with pd.option_context("display.width", 160, "display.max_columns", 20):
-        for name in ("summary", "zeroshot", "claims"):
+    with pd.option_context("display.width", 200, "display.max_columns", 30):
+        for name in ("summary", "table1", "table8", "gains", "effective_robustness", "zeroshot", "claims"):
             table = getattr(result, name, None)
-            if isinstance(table, pd.DataFrame) and not table.empty:
-                print(f"\n{name}:\n{table.to_string(index=False)}")
+            if isinstance(table, pd.DataFrame) and not table.empty:  # intervals and alphas: in the CSV
+                shown = table[[c for c in table.columns if not c.endswith(("_lo", "_hi", "_alpha"))]]
+                print(f"\n{name}:\n{shown.round(2).to_string(index=False)}")
     out = result.params.output_path() if hasattr(result, "params") else Path(result).parent
     print(f"\noutputs in {out}")
 

@@ -70,7 +70,7 @@ def list_studies() -> list[str]:
 
 def get_study(name: str) -> Study:
     if name not in STUDIES:
-        close = difflib.get_close_matches(name, list(STUDIES), n=3, cutoff=0.4)
+        close = difflib.get_close_matches(name, list(STUDIES), n=3, cutoff=0.75)
         hint = f" Did you mean {', '.join(close)}?" if close else ""
         raise KeyError(f"unknown study {name!r}.{hint} Studies: {', '.join(STUDIES)}")
     return STUDIES[name]
