@@ -82,6 +82,13 @@ class DecodingDataset(Dataset):
         return torch.rand(3, 16, 16, generator=gen) * 2 - 1, i % self.n_classes
 
 
+def forbid(monkeypatch, *targets: str) -> None:
+    """Make each ``module.function`` fail the test if it is called (proves a cached path computes nothing)."""
+    for target in targets:
+        module, name = target.rsplit(".", 1)
+        monkeypatch.setattr(f"{module}.{name}", lambda *a, **k: pytest.fail(f"{target} ran again"))
+
+
 @pytest.fixture(autouse=True)
 def _seed():
     torch.manual_seed(0)

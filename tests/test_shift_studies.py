@@ -4,6 +4,7 @@ The studies share one sweep: Table 1 reuses Figure 1's fine-tunes, and Figures 6
 """
 import pandas as pd
 import pytest
+from conftest import forbid
 
 from wiseft_lib.results import ResultsStore
 from wiseft_lib.studies.fig1_id_vs_ood import Fig1Params
@@ -18,12 +19,6 @@ from wiseft_lib.studies.table8_other_models import Table8Params
 from wiseft_lib.studies.table8_other_models import run as run_table8
 
 SETS = ["mini-photo", "mini-near", "mini-sketch", "mini-rendition", "mini-viewpoint", "mini-corruption"]
-
-
-def forbid(monkeypatch, *targets):
-    for target in targets:
-        module, name = target.rsplit(".", 1)
-        monkeypatch.setattr(f"{module}.{name}", lambda *a, **k: pytest.fail(f"{target} ran again"))
 
 
 @pytest.mark.slow

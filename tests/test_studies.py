@@ -6,6 +6,7 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+from conftest import forbid
 
 from wiseft_lib.studies import STUDIES, get_study
 from wiseft_lib.studies.fig1_id_vs_ood import Fig1Params, run
@@ -33,12 +34,6 @@ def smoke(tmp_path, **kw) -> Fig1Params:
     values = dict(smoke=True, output_dir=str(tmp_path / "fig1"), standard_models=["linear-e1"],
                   zeroshot_pretrained=["fmnist-budget5"])
     return Fig1Params(**{**values, **kw})
-
-
-def forbid(monkeypatch, *targets):
-    for target in targets:
-        module, name = target.rsplit(".", 1)
-        monkeypatch.setattr(f"{module}.{name}", lambda *a, **k: pytest.fail(f"{target} ran again"))
 
 
 @pytest.mark.slow

@@ -65,9 +65,7 @@ def run(params: Fig6Params, *, progress: bool = True) -> Fig6Result:
     from wiseft_lib.tables import write_table
 
     started = time.time()
-    p = params.smoke_version() if params.smoke else params
-    out = p.output_path()
-    tidy, _, _ = run_sweep(p, NAME, progress=progress)
+    p, out, tidy, _, _ = run_sweep(params, NAME, progress=progress)
     cols = paper_columns(p.id_dataset, p.ood_datasets)
     path = weight_path_table(sweep_table(tidy, p.id_dataset, p.ood_datasets), cols)
     paths = {"weight_path": atomic_write_text(out / "weight_path.csv", path.round(4).to_csv(index=False))}

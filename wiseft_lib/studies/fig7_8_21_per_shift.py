@@ -109,9 +109,7 @@ def run(params: PerShiftParams, *, progress: bool = True) -> PerShiftResult:
     from wiseft_lib.tables import write_table
 
     started = time.time()
-    p = params.smoke_version() if params.smoke else params
-    out = p.output_path()
-    tidy, runs, _ = run_sweep(p, NAME, progress=progress)
+    p, out, tidy, runs, _ = run_sweep(params, NAME, progress=progress)
     points = per_shift_points(tidy, p.id_dataset, p.ood_datasets, p.id_on_shift_classes)
     parts = []
     if p.testbed:

@@ -8,15 +8,18 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
-from typing import Optional
+from pathlib import Path
+from typing import NamedTuple, Optional
 
 import pandas as pd
 
 from wiseft_lib.curve import CurveConfig, wiseft_curve
 from wiseft_lib.params import ParamsError, param
+from wiseft_lib.results import ResultsStore
+from wiseft_lib.runs import RunCache
 from wiseft_lib.studies.base import StudyParams, UsesRuns
 
-__all__ = ["ALPHAS_21", "ShiftSweepParams", "run_sweep", "paper_column_map", "column_labels", "add_table_rows"]
+__all__ = ["ALPHAS_21", "ShiftSweepParams", "Sweep", "run_sweep", "paper_column_map", "column_labels", "add_table_rows"]
 
 ALPHAS_21 = [round(0.05 * i, 2) for i in range(21)]
 
@@ -43,16 +46,22 @@ class ShiftSweepParams(CurveConfig, UsesRuns, StudyParams):
         return names + [d for d in dict.fromkeys(self.id_on_shift_classes.values()) if d not in names]
 
 
-def run_sweep(p: ShiftSweepParams, study: str, *, progress: bool = True):
-    """``(tidy, runs, store)``: every seed's sweep (cached), its rows in the study's results store."""
-    from wiseft_lib.results import ResultsStore
-    from wiseft_lib.runs import RunCache
+class Sweep(NamedTuple):
+    params: ShiftSweepParams  # the parameters in effect (the smoke version when smoke=True)
+    out: Path  # the output folder
+    tidy: pd.DataFrame  # wiseft_curve's rows, every seed
+    runs: RunCache
+    store: ResultsStore
 
+
+def run_sweep(params: ShiftSweepParams, study: str, *, progress: bool = True) -> Sweep:
+    """Every seed's sweep (cached), its rows in the study's results store."""
+    p = params.smoke_version() if params.smoke else params
     out, runs = p.output_path(), RunCache(p.runs_path())
     store = ResultsStore(out / "results.sqlite")
     tidy = pd.concat([wiseft_curve(p, seed, runs=runs, store=store, study=study, progress=progress)
                       for seed in p.seeds], ignore_index=True)
-    return tidy, runs, store
+    return Sweep(p, out, tidy, runs, store)
 
 
 def paper_column_map(id_dataset: str, shifts: list[str]) -> Optional[dict[str, str]]:

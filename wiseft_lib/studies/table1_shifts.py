@@ -84,9 +84,7 @@ def run(params: Table1Params, *, progress: bool = True) -> Table1Result:
     from wiseft_lib.tables import beside_published, write_table
 
     started = time.time()
-    p = params.smoke_version() if params.smoke else params
-    out = p.output_path()
-    tidy, _, store = run_sweep(p, NAME, progress=progress)
+    p, out, tidy, _, store = run_sweep(params, NAME, progress=progress)
     cols = paper_columns(p.id_dataset, p.ood_datasets)
     labels = column_labels(cols)
     sweep = sweep_table(tidy, p.id_dataset, p.ood_datasets)

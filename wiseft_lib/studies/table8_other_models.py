@@ -105,8 +105,8 @@ def run(params: Table8Params, *, progress: bool = True) -> Table8Result:
     cols = paper_columns(p.id_dataset, p.ood_datasets)
     parts = []
     for model, tag in p.model_entries():
-        mp = dataclasses.replace(p, model=model, pretrained=tag)
-        tidy, _, store = run_sweep(mp, NAME, progress=progress)
+        _, _, tidy, _, store = run_sweep(dataclasses.replace(p, model=model, pretrained=tag, smoke=False), NAME,
+                                         progress=progress)
         t = table1(tidy, p.id_dataset, p.ood_datasets)
         t = t[t["row"].isin(list(_METHOD))].copy()
         t.insert(0, "model", _label(model, tag))
