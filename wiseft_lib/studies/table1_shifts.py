@@ -59,8 +59,15 @@ class Table1Result:
     seconds: float = 0.0
 
     def display(self, frame: pd.DataFrame) -> pd.DataFrame:
-        """``frame`` with readable column headers (the paper's short names, mini analogs) and 1-decimal numbers."""
-        return frame.rename(columns=column_labels(list(frame.columns))).round(2)
+        """``frame`` with readable column headers (the paper's short names, mini analogs), alphas as text."""
+        return alphas_as_text(frame).rename(columns=column_labels(list(frame.columns))).round(2)
+
+
+def alphas_as_text(frame: pd.DataFrame) -> pd.DataFrame:
+    """A numeric ``alpha`` column as text (0.05 stays 0.05 in a table formatted to one decimal)."""
+    if "alpha" in frame.columns and pd.api.types.is_numeric_dtype(frame["alpha"]):
+        frame = frame.assign(alpha=[f"{a:g}" for a in frame["alpha"]])
+    return frame
 
 
 def shape_claims(shape: pd.DataFrame) -> pd.DataFrame:
@@ -102,7 +109,7 @@ def run(params: Table1Params, *, progress: bool = True) -> Table1Result:
     for mode, head in (("end-to-end", "e2e"), ("linear", "lc")):
         part = sweep[sweep["mode"] == mode]
         if not part.empty:
-            write(part[["alpha", *cols]], f"table4_5_sweep_{head}", csv=part)
+            write(alphas_as_text(part[["alpha", *cols]]), f"table4_5_sweep_{head}", csv=part)
     paper = published("table1")
     write(paper.drop(columns=["model", "method", "head", "source"]), "published_table1")
     add_table_rows(store, NAME, "table1", t1, "row", cols, p.model, p.to_dict())
