@@ -43,6 +43,13 @@ def add_finetune_arguments(parser: argparse.ArgumentParser) -> argparse.Argument
     r.add_argument("--beta2", type=float, default=d.betas[1])
     r.add_argument("--eps", type=float, default=d.eps)
     r.add_argument("--seed", type=int, default=d.seed)
+    b = parser.add_argument_group("the paper's baselines (Figures 3, 13)")
+    b.add_argument("--optimizer", choices=("adamw", "adam", "sgd"), default=d.optimizer,
+                   help="adam: the paper's Adam without weight decay (set --weight-decay 0)")
+    b.add_argument("--momentum", type=float, default=d.momentum, help="sgd only")
+    b.add_argument("--l2-to-init", type=float, default=d.l2_to_init, help="lambda of lambda*||theta - theta_0||^2")
+    b.add_argument("--distill", type=float, default=d.distill,
+                   help="a of (1-a)*CE(labels) + a*CE(zero-shot predictions)")
     e = parser.add_argument_group("engineering")
     e.add_argument("--precision", choices=("auto", "fp32", "bf16", "fp16"), default=d.precision)
     e.add_argument("--num-workers", type=int, default=d.num_workers)
@@ -70,6 +77,7 @@ def config_from_args(args: argparse.Namespace) -> FinetuneConfig:
         precision=args.precision, num_workers=args.num_workers, checkpoint_every=args.checkpoint_every,
         compile=args.compile, grad_checkpointing=args.grad_checkpointing, log_every=args.log_every,
         grad_accum_steps=args.grad_accum_steps, keep_checkpoints=args.keep_checkpoints,
+        optimizer=args.optimizer, momentum=args.momentum, l2_to_init=args.l2_to_init, distill=args.distill,
     )
 
 

@@ -33,6 +33,11 @@ class FinetuneConfig:
     log_every: int = 10
     grad_accum_steps: int = 1  # micro-batches per optimizer step (same maths, less memory)
     keep_checkpoints: int = 2  # step checkpoints kept on disk (oldest deleted first)
+    # The paper's baselines (Figures 3 and 13): other optimizers, regularizers toward the zero-shot model.
+    optimizer: str = "adamw"  # adamw | adam (the paper's "Adam without weight decay") | sgd (with momentum)
+    momentum: float = 0.9  # sgd only
+    l2_to_init: float = 0.0  # lambda of lambda * ||theta - theta_0||^2 over every trained weight (theta_0: start)
+    distill: float = 0.0  # a of (1 - a) * CE(labels) + a * CE(softmax(zero-shot logits)): distillation toward theta_0
 
     def __post_init__(self) -> None:
         check_fields(self, where="FinetuneConfig")  # types first: a string lr is named, not compared
@@ -48,6 +53,14 @@ class FinetuneConfig:
             raise ValueError(f"label_smoothing must be in [0, 1); got {self.label_smoothing}")
         if self.checkpoint_every is not None and self.checkpoint_every < 1:
             raise ValueError("checkpoint_every must be >= 1 or None")
+        if self.optimizer not in OPTIMIZERS:
+            raise ValueError(f"optimizer must be one of {OPTIMIZERS}; got {self.optimizer!r}")
+        if self.optimizer == "adam" and self.weight_decay > 0:
+            raise ValueError(f"optimizer 'adam' is the paper's Adam without weight decay: set weight_decay 0 (got "
+                             f"{self.weight_decay}), or use 'adamw'")
+        if self.l2_to_init < 0 or not 0 <= self.distill <= 1 or not 0 <= self.momentum < 1:
+            raise ValueError(f"l2_to_init must be >= 0, distill in [0, 1], momentum in [0, 1); got "
+                             f"{self.l2_to_init}, {self.distill}, {self.momentum}")
         if self.precision not in ("auto", "fp32", "bf16", "fp16"):
             raise ValueError(f"precision must be one of auto, fp32, bf16, fp16; got {self.precision!r}")
 
@@ -63,9 +76,18 @@ class FinetuneConfig:
         return cls(**{k: v for k, v in d.items() if k in names})
 
     def recipe(self) -> dict[str, Any]:
-        """The fields that change the trained weights (what a run cache keys on)."""
-        return {k: v for k, v in self.to_dict().items() if k not in RESUMABLE_CHANGES}
+        """The fields that change the trained weights (what a run cache keys on).
 
+        Fields added after runs were cached (:data:`LATER_FIELDS`) count only when set away from their
+        default, so a run made before they existed keeps its key.
+        """
+        return {k: v for k, v in self.to_dict().items()
+                if k not in RESUMABLE_CHANGES and not (k in LATER_FIELDS and v == LATER_FIELDS[k])}
+
+
+OPTIMIZERS = ("adamw", "adam", "sgd")
+# Recipe fields added after the run cache existed, with their defaults (see FinetuneConfig.recipe).
+LATER_FIELDS = {"optimizer": "adamw", "momentum": 0.9, "l2_to_init": 0.0, "distill": 0.0}
 
 # Fields that may change between a run and its resumption (they do not change the maths).
 RESUMABLE_CHANGES = {"num_workers", "checkpoint_every", "compile", "grad_checkpointing", "log_every",

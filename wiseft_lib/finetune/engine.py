@@ -32,7 +32,7 @@ from wiseft_lib.finetune.data import FeatureBatches, ImageBatches, dataset_finge
 from wiseft_lib.models import ImageClassifier
 from wiseft_lib.schedule import WarmupCosineSchedule
 
-__all__ = ["finetune", "make_optimizer", "Trainer"]
+__all__ = ["finetune", "make_optimizer", "Trainer", "l2_to_init_penalty", "distillation_loss"]
 
 log = logging.getLogger("wiseft_lib.finetune")
 
@@ -81,6 +81,22 @@ class StepLog:
             )
 
 
+def l2_to_init_penalty(params: Sequence[torch.Tensor], theta_0: Sequence[torch.Tensor]) -> torch.Tensor:
+    """``||theta - theta_0||^2`` summed over every tensor (the L2-toward-zero-shot regularizer, before lambda)."""
+    return sum(((p.float() - p0.float()) ** 2).sum() for p, p0 in zip(params, theta_0))
+
+
+def distillation_loss(logits: torch.Tensor, teacher_logits: torch.Tensor, labels: torch.Tensor, weight: float,
+                      label_smoothing: float = 0.0) -> torch.Tensor:
+    """``(1 - weight) * CE(logits, labels) + weight * CE(logits, softmax(teacher_logits))`` (batch means)."""
+    ce = F.cross_entropy(logits.float(), labels, label_smoothing=label_smoothing)
+    if weight == 0:
+        return ce
+    soft = torch.softmax(teacher_logits.float(), dim=-1)
+    kd = -(soft * torch.log_softmax(logits.float(), dim=-1)).sum(dim=-1).mean()
+    return (1.0 - weight) * ce + weight * kd
+
+
 @dataclass
 class Trainer:
     """What one optimizer step needs; :meth:`step` is the whole hot loop body."""
@@ -93,6 +109,8 @@ class Trainer:
     precision: str
     device: torch.device
     ddp: bool = False
+    teacher: Optional[nn.Module] = None  # frozen copy of the starting model (distillation)
+    theta_0: Optional[list[torch.Tensor]] = None  # the starting weights of ``params`` (L2 toward them)
 
     def step(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         cfg, n = self.config, y.shape[0]
@@ -104,7 +122,14 @@ class Trainer:
             sync_off = self.ddp and j < k - 1
             with (self.model.no_sync() if sync_off else _null()), autocast_context(self.precision, self.device):
                 logits = self.model(xc)
-                loss = F.cross_entropy(logits.float(), yc, label_smoothing=cfg.label_smoothing)
+                if cfg.distill > 0:
+                    with torch.no_grad():
+                        teacher_logits = self.teacher(xc)
+                    loss = distillation_loss(logits, teacher_logits, yc, cfg.distill, cfg.label_smoothing)
+                else:
+                    loss = F.cross_entropy(logits.float(), yc, label_smoothing=cfg.label_smoothing)
+                if cfg.l2_to_init > 0:  # once per step in total: each chunk adds its share
+                    loss = loss + cfg.l2_to_init * l2_to_init_penalty(self.params, self.theta_0)
                 if k > 1:
                     loss = loss * (yc.shape[0] / n)  # exact mean over the whole batch
             self.scaler.scale(loss).backward()
@@ -125,18 +150,22 @@ class _null:
         return False
 
 
-def make_optimizer(params: Sequence[nn.Parameter], config: FinetuneConfig, device: torch.device) -> torch.optim.AdamW:
-    """AdamW with the config's hyper-parameters and weight decay on every parameter (as the
-    official code); the fused kernel where this torch has one for ``device`` (CUDA, and CPU since
-    torch 2.4, where it is many times faster than the per-tensor loop), else the default."""
-    kw = dict(lr=config.lr, betas=tuple(config.betas), eps=config.eps, weight_decay=config.weight_decay)
+def make_optimizer(params: Sequence[nn.Parameter], config: FinetuneConfig, device: torch.device) -> torch.optim.Optimizer:
+    """The config's optimizer with weight decay on every parameter (as the official code): AdamW (default),
+    Adam without weight decay, or SGD with momentum; the fused kernel where this torch has one for
+    ``device`` (CUDA, and CPU since torch 2.4, where it is many times faster than the per-tensor loop)."""
+    if config.optimizer == "sgd":
+        cls, kw = torch.optim.SGD, dict(lr=config.lr, momentum=config.momentum, weight_decay=config.weight_decay)
+    else:
+        cls = torch.optim.AdamW if config.optimizer == "adamw" else torch.optim.Adam
+        kw = dict(lr=config.lr, betas=tuple(config.betas), eps=config.eps, weight_decay=config.weight_decay)
     if device.type in ("cuda", "cpu") and all(p.dtype in (torch.float32, torch.bfloat16, torch.float16)
                                               for p in params):
         try:
-            return torch.optim.AdamW(params, fused=True, **kw)
+            return cls(params, fused=True, **kw)
         except (RuntimeError, TypeError, ValueError) as e:  # older torch or unsupported device
-            log.info("fused AdamW unavailable (%s); using the default implementation", e)
-    return torch.optim.AdamW(params, **kw)
+            log.info("fused %s unavailable (%s); using the default implementation", cls.__name__, e)
+    return cls(params, **kw)
 
 
 def _make_batches(work: ImageClassifier, train_set: Dataset, feature_set: Optional[Dataset],
@@ -174,6 +203,8 @@ class _Run:
     batches: Any
     spe: int  # steps per epoch
     total: int
+    teacher: Optional[nn.Module] = None  # the starting model, frozen (distill > 0)
+    theta_0: Optional[list[torch.Tensor]] = None  # the starting trained weights (l2_to_init > 0)
 
 
 def _setup(classifier: ImageClassifier, train_set: Dataset, cfg: FinetuneConfig, output_dir, resume: bool,
@@ -198,11 +229,13 @@ def _setup(classifier: ImageClassifier, train_set: Dataset, cfg: FinetuneConfig,
     work.meta = dict(work.meta)
     batches, module = _make_batches(work, train_set, feature_set, cfg, per_rank, rank, world, device,
                                     cache_dir=cache_dir, feature_key=feature_key, progress=progress)
+    teacher = copy.deepcopy(module).eval().requires_grad_(False) if cfg.distill > 0 else None
+    theta_0 = [p.detach().clone() for p in module.parameters() if p.requires_grad] if cfg.l2_to_init > 0 else None
     spe = batches.steps_per_epoch()
     total = cfg.epochs * spe
     if cfg.warmup_steps >= total and rank == 0:
         log.warning("warmup_steps %d >= total steps %d: the LR never reaches %g", cfg.warmup_steps, total, cfg.lr)
-    return _Run(cfg, rank, world, device, precision, out, work, module, batches, spe, total)
+    return _Run(cfg, rank, world, device, precision, out, work, module, batches, spe, total, teacher, theta_0)
 
 
 def _optimizer_state(run: _Run, resume: bool) -> tuple[Trainer, WarmupCosineSchedule, int, Optional[Path]]:
@@ -232,7 +265,8 @@ def _optimizer_state(run: _Run, resume: bool) -> tuple[Trainer, WarmupCosineSche
             run.module, device_ids=[run.device.index] if run.device.type == "cuda" else None)
     if cfg.compile:
         model = torch.compile(model)
-    trainer = Trainer(model, optimizer, scaler, params, cfg, run.precision, run.device, ddp=run.world > 1)
+    trainer = Trainer(model, optimizer, scaler, params, cfg, run.precision, run.device, ddp=run.world > 1,
+                      teacher=run.teacher, theta_0=run.theta_0)
     return trainer, schedule, step, ckpt
 
 

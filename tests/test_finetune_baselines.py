@@ -1,0 +1,85 @@
+"""The paper's fine-tuning baselines as engine options (Figures 3, 13): optimizers, L2 toward the zero-shot
+weights, distillation toward the zero-shot model. Definitions on known values, behaviour on the tiny CLIP."""
+import pytest
+import torch
+import torch.nn.functional as F
+from conftest import AugmentedSet, tiny_classifier
+
+from wiseft_lib.finetune import FinetuneConfig, build_finetune_parser, config_from_args, finetune
+from wiseft_lib.finetune.engine import distillation_loss, l2_to_init_penalty, make_optimizer
+
+
+def cfg(**kw) -> FinetuneConfig:
+    return FinetuneConfig(**{**dict(epochs=2, batch_size=8, lr=1e-3, warmup_steps=2, precision="fp32"), **kw})
+
+
+def distance(a, b) -> float:
+    return sum(((x - y) ** 2).sum().item() for x, y in zip(a.parameters(), b.parameters()))
+
+
+def test_l2_penalty_is_the_squared_distance_to_the_start():
+    theta = [torch.tensor([1.0, 2.0]), torch.tensor([[3.0]])]
+    theta_0 = [torch.tensor([0.0, 0.0]), torch.tensor([[1.0]])]
+    assert l2_to_init_penalty(theta, theta_0).item() == pytest.approx(1 + 4 + 4)
+
+
+def test_distillation_loss_mixes_label_and_teacher_cross_entropy():
+    logits, teacher = torch.tensor([[2.0, 0.0, -1.0]]), torch.tensor([[0.0, 1.0, 0.0]])
+    labels = torch.tensor([0])
+    ce = F.cross_entropy(logits, labels)
+    soft = teacher.softmax(-1)
+    kd = -(soft * logits.log_softmax(-1)).sum()
+    assert distillation_loss(logits, teacher, labels, 0.0).item() == pytest.approx(ce.item())
+    assert distillation_loss(logits, teacher, labels, 1.0).item() == pytest.approx(kd.item())
+    assert distillation_loss(logits, teacher, labels, 0.25).item() == pytest.approx((0.75 * ce + 0.25 * kd).item())
+
+
+def test_optimizers_and_their_checks():
+    params = [torch.nn.Parameter(torch.zeros(2))]
+    dev = torch.device("cpu")
+    assert type(make_optimizer(params, cfg(), dev)) is torch.optim.AdamW
+    adam = make_optimizer(params, cfg(optimizer="adam", weight_decay=0.0), dev)
+    assert type(adam) is torch.optim.Adam and adam.defaults["weight_decay"] == 0
+    sgd = make_optimizer(params, cfg(optimizer="sgd", momentum=0.8), dev)
+    assert type(sgd) is torch.optim.SGD and sgd.defaults["momentum"] == 0.8
+    with pytest.raises(ValueError, match="Adam without weight decay: set weight_decay 0"):
+        cfg(optimizer="adam")
+    with pytest.raises(ValueError, match="optimizer must be one of"):
+        cfg(optimizer="lion")
+    with pytest.raises(ValueError, match="distill in \\[0, 1\\]"):
+        cfg(distill=1.5)
+
+
+def test_new_fields_enter_the_run_cache_key_only_when_set():
+    assert FinetuneConfig().recipe().keys().isdisjoint({"optimizer", "momentum", "l2_to_init", "distill"})
+    assert FinetuneConfig(optimizer="sgd").recipe()["optimizer"] == "sgd"
+    assert FinetuneConfig(l2_to_init=0.1).recipe() != FinetuneConfig().recipe()
+
+
+def test_l2_toward_the_start_and_distillation_keep_the_model_near_it():
+    start = tiny_classifier()
+    plain = finetune(start, AugmentedSet(), cfg(), progress=False)
+    l2 = finetune(start, AugmentedSet(), cfg(l2_to_init=10.0), progress=False)
+    assert distance(l2, start) < 0.5 * distance(plain, start)
+    distilled = finetune(start, AugmentedSet(), cfg(distill=1.0), progress=False)  # only the zero-shot targets
+    assert distance(distilled, start) < 0.5 * distance(plain, start)
+    x = torch.randn(6, 3, 16, 16, generator=torch.Generator().manual_seed(3))
+    with torch.no_grad():
+        agree = (distilled(x).argmax(1) == start(x).argmax(1)).float().mean().item()
+    assert agree >= 0.8  # it learns the teacher's predictions, not the labels
+
+
+def test_sgd_and_adam_train_and_the_linear_mode_distils_its_head():
+    start = tiny_classifier()
+    for c in (cfg(optimizer="sgd", lr=0.05), cfg(optimizer="adam", weight_decay=0.0)):
+        assert distance(finetune(start, AugmentedSet(), c, progress=False), start) > 0
+    lin = finetune(start, AugmentedSet(), cfg(mode="linear", distill=0.5, l2_to_init=1.0), progress=False)
+    assert all(torch.equal(a, b) for a, b in zip(lin.image_encoder.parameters(), start.image_encoder.parameters()))
+
+
+def test_cli_flags_for_the_baselines():
+    args = build_finetune_parser().parse_args(["--model", "m", "--train-dataset", "d", "--output-dir", "o",
+                                               "--optimizer", "sgd", "--momentum", "0.5", "--l2-to-init", "0.01",
+                                               "--distill", "0.3"])
+    c = config_from_args(args)
+    assert (c.optimizer, c.momentum, c.l2_to_init, c.distill) == ("sgd", 0.5, 0.01, 0.3)
