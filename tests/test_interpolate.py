@@ -211,3 +211,20 @@ def test_in_place_fp32_and_bf16_and_validation(endpoints):
     other = nn.Linear(3, 2)
     with pytest.raises(ValueError, match="missing from the model|the endpoints lack"):
         interpolate_in_place(other, t0, t1, 0.5)
+
+
+def test_bernoulli_interpolation_takes_whole_tensors_and_returns_the_endpoints_at_0_and_1():
+    from wiseft_lib.interpolate import bernoulli_interpolate
+
+    theta_0 = {f"w{i}": torch.zeros(3) for i in range(200)}
+    theta_1 = {f"w{i}": torch.ones(3) for i in range(200)}
+    for alpha, expected in ((0.0, 0.0), (1.0, 1.0)):
+        out = bernoulli_interpolate(theta_0, theta_1, alpha)
+        assert all(torch.equal(t, torch.full((3,), expected)) for t in out.values())
+    mixed = bernoulli_interpolate(theta_0, theta_1, 0.3, seed=1)
+    taken = [t[0].item() for t in mixed.values()]
+    assert all(t.unique().numel() == 1 for t in mixed.values()), "each tensor comes whole from one endpoint"
+    assert 0.2 < sum(taken) / len(taken) < 0.4  # about alpha of the tensors from theta_1
+    assert mixed.keys() == theta_0.keys() and bernoulli_interpolate(theta_0, theta_1, 0.3, seed=1).keys() == mixed.keys()
+    assert [t[0].item() for t in bernoulli_interpolate(theta_0, theta_1, 0.3, seed=1).values()] == taken  # seeded
+    assert mixed["w0"].data_ptr() != theta_0["w0"].data_ptr()  # new tensors

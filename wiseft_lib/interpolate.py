@@ -35,6 +35,7 @@ __all__ = [
     "check_alpha",
     "check_compatible",
     "interpolate_weights",
+    "bernoulli_interpolate",
     "fisher_interpolate",
     "compute_fisher",
     "interpolate_in_place",
@@ -135,6 +136,21 @@ def interpolate_weights(theta_0: StateDict, theta_1: StateDict, alpha: float) ->
         else:
             out[key] = _lerp(t0.detach(), t1.detach(), a)
     return out
+
+
+def bernoulli_interpolate(theta_0: StateDict, theta_1: StateDict, alpha: float, seed: int = 0) -> dict[str, torch.Tensor]:
+    """The paper's "random interpolation" baseline: each tensor whole from ``theta_1`` with probability
+    ``alpha``, else from ``theta_0`` (one seeded draw per key, in key order; new tensors).
+
+    Its expected weights equal WiSE-FT's ``(1 - alpha) * theta_0 + alpha * theta_1``; any one draw is a
+    patchwork of the two models. ``alpha`` 0 and 1 return exact copies of the endpoints.
+    """
+    a = check_alpha(alpha)
+    check_compatible(theta_0, theta_1)
+    gen = torch.Generator().manual_seed(seed)
+    draws = torch.rand(len(theta_0), generator=gen)
+    return {key: (theta_1[key].detach().to(t0.device) if draws[i] < a else t0.detach()).clone()
+            for i, (key, t0) in enumerate(theta_0.items())}
 
 
 def fisher_interpolate(
