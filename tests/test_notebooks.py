@@ -57,7 +57,8 @@ def test_table_and_figure_notebooks_smoke_on_their_mini_presets(tmp_path, fashio
     expected = {"table1_shifts": ["table1.csv", "table1.tex", "shape.md", "claims.csv", "table3.md"],
                 "fig6_weight_path": ["fig6_weight_path.png", "path_summary.md"],
                 "fig7_8_21_per_shift": ["fig7_8_21_per_shift.png", "points.csv", "effective_robustness.md"],
-                "table8_other_models": ["table8.md", "gains.csv", "published_table8.md"]}
+                "table8_other_models": ["table8.md", "gains.csv", "published_table8.md"],
+                "fig10_weight_vs_output_ensembles": ["fig10_weight_vs_output_ensembles.png", "matched.md"]}
     for name, files in expected.items():
         params = yaml.safe_load((ROOT / "params" / "mini" / f"{name}.yaml").read_text())
         out = tmp_path / name

@@ -51,7 +51,7 @@ def run_paper_notebook(name: str, setting: dict, out: Path, **extra) -> Path:
 
 @pytest.mark.slow
 @pytest.mark.filterwarnings("ignore:.*unreadable image")
-def test_table1_and_figures_1_6_7_8_21_paper_presets(paper_setting, tmp_path):
+def test_table1_and_figures_1_6_7_8_10_21_paper_presets(paper_setting, tmp_path):
     t1 = run_paper_notebook("table1_shifts", paper_setting, tmp_path / "t1")
     beside = pd.read_csv(t1 / "beside_published.csv")
     assert {"imagenet_ours", "imagenet_paper", "imagenet_diff", "objectnet_diff"} <= set(beside.columns)
@@ -71,6 +71,9 @@ def test_table1_and_figures_1_6_7_8_21_paper_presets(paper_setting, tmp_path):
 
     f6 = run_paper_notebook("fig6_weight_path", paper_setting, tmp_path / "f6")
     assert set(pd.read_csv(f6 / "weight_path.csv")["column"]) >= {"imagenet", "objectnet", "avg_id_shifts"}
+
+    f10 = run_paper_notebook("fig10_weight_vs_output_ensembles", paper_setting, tmp_path / "f10")
+    assert set(pd.read_csv(f10 / "matched.csv")["method"]) == {"output ensemble (logit)", "output ensemble (prob)"}
 
     f1 = run_paper_notebook("fig1_id_vs_ood", paper_setting, tmp_path / "f1")
     baselines = pd.read_csv(f1 / "baselines.csv")

@@ -93,3 +93,15 @@ def test_beside_published():
     assert by_index.loc["ft", "IN_paper"] == 81.3
     with pytest.raises(ValueError, match="join column"):
         beside_published(ours, paper, on="row")
+
+
+def test_seed_ranges_of_identical_values_do_not_break_the_error_bars():
+    import pandas as pd
+
+    from wiseft_lib.plots import plot_id_vs_ood
+
+    v = 62.40967502235823  # the mean of three of these exceeds their max by a rounding error
+    assert pd.Series([v] * 3).mean() > v
+    curve = pd.DataFrame({"seed": [0, 1, 2] * 2, "mode": ["end-to-end"] * 6, "alpha": [0.0] * 3 + [1.0] * 3,
+                          "id_acc": [v] * 3 + [80.0, 81.0, 82.0], "ood_avg": [v] * 3 + [58.0, 59.0, 57.0]})
+    plot_id_vs_ood(curve)  # raised "'xerr' must not contain negative values" before

@@ -141,8 +141,8 @@ class CurveConfig(Params):
 
 
 # ---------------------------------------------------------------- the sweeps
-def _missing(ep: Endpoints, run: RunRef, path: str) -> dict[float, list[str]]:
-    """``{alpha: [evaluation sets without a score]}`` for one run."""
+def missing_scores(ep: Endpoints, run: RunRef, path: str) -> dict[float, list[str]]:
+    """``{alpha: [evaluation sets without a score]}`` of one run under ``path`` (how its logits are made)."""
     out: dict[float, list[str]] = {}
     for name in ep.cfg.eval_names():
         done = ep.runs.scores(run.kind, run.key, ep.eval_key(name, path))
@@ -157,7 +157,7 @@ def _sweep(ep: Endpoints, run: RunRef, path: str, endpoints: Callable[[], tuple[
     """Interpolate one working copy of ``endpoints()`` in place over the missing alphas; score each set."""
     from wiseft_lib.interpolate import iter_alphas
 
-    missing = _missing(ep, run, path)
+    missing = missing_scores(ep, run, path)
     if not missing:
         return
     zero, tuned = endpoints()
@@ -197,7 +197,8 @@ def _sweep_linear(ep: Endpoints, run: RunRef) -> None:
     _sweep(ep, run, "features", endpoints, score)
 
 
-def _tidy(ep: Endpoints, mode: str, run: RunRef, path: str) -> list[dict[str, Any]]:
+def tidy_scores(ep: Endpoints, mode: str, run: RunRef, path: str) -> list[dict[str, Any]]:
+    """The cached scores of ``run`` under ``path`` as tidy rows labelled ``mode``, one per alpha, set and metric."""
     rows = []
     scores = {n: ep.runs.scores(run.kind, run.key, ep.eval_key(n, path)) for n in ep.cfg.eval_names()}
     for alpha in ep.cfg.alphas:
@@ -225,7 +226,7 @@ def wiseft_curve(cfg: CurveConfig, seed: int = 0, *, runs: Optional[RunCache] = 
         run = finetuned_run(ep, mode)
         path = "model" if mode == "end-to-end" else "features"
         (_sweep_end_to_end if mode == "end-to-end" else _sweep_linear)(ep, run)
-        mode_rows = _tidy(ep, mode, run, path)
+        mode_rows = tidy_scores(ep, mode, run, path)
         rows.extend(mode_rows)
         if store is not None:
             label = f"{study}/seed{seed}/" + run_key({"run": run.key, "eval": [ep.eval_key(n, path)

@@ -159,8 +159,9 @@ def _aggregate(df: pd.DataFrame, keys: list[str], x: str, y: str) -> pd.DataFram
 def _point(ax: Axes, row: pd.Series, x: str, y: str, show_range: bool, **kwargs: Any) -> None:
     px, py = row[x] / 100.0, row[y] / 100.0
     if show_range and row["n"] > 1:
-        xerr = [[px - row[f"{x}_min"] / 100.0], [row[f"{x}_max"] / 100.0 - px]]
-        yerr = [[py - row[f"{y}_min"] / 100.0], [row[f"{y}_max"] / 100.0 - py]]
+        # clipped at 0: the mean of equal values can exceed their max by a rounding error
+        xerr = [[max(px - row[f"{x}_min"] / 100.0, 0.0)], [max(row[f"{x}_max"] / 100.0 - px, 0.0)]]
+        yerr = [[max(py - row[f"{y}_min"] / 100.0, 0.0)], [max(row[f"{y}_max"] / 100.0 - py, 0.0)]]
         ax.errorbar(px, py, xerr=xerr, yerr=yerr, fmt="none", ecolor=kwargs.get("color", "k"),
                     elinewidth=0.8, capsize=2, zorder=kwargs.get("zorder", 3) - 0.5)
     ax.scatter([px], [py], **kwargs)
@@ -184,6 +185,8 @@ def plot_id_vs_ood(
     title: Optional[str] = None,
     palette: Optional[Sequence[Any]] = None,
     figsize: tuple[float, float] = (6.0, 5.0),
+    curve_label: str = "WiSE-FT ({mode})",
+    finetuned_label: str = "fine-tuned ({mode})",
 ) -> Figure:
     """Figure 1: the WiSE-FT curve of each fine-tuning mode on logit-scaled ID/OOD axes.
 
@@ -193,7 +196,9 @@ def plot_id_vs_ood(
     when ``show_range``. The ``label_alpha`` point of each curve is marked and labelled.
     ``extra`` adds scatter groups (columns ``group_col``, ``x``, ``y``; e.g. other zero-shot
     models, standard ImageNet models), each with a fitted logit-space line when ``fit`` is
-    True or names the group. Returns the Figure (drawn on ``ax`` if given).
+    True or names the group. ``curve_label`` and ``finetuned_label`` format the legend entries
+    (an entry that repeats, e.g. one fine-tuned model shared by several curves, is shown once). Returns the Figure
+    (drawn on ``ax`` if given).
     """
     missing = [c for c in (mode_col, alpha_col, x, y) if c not in df.columns]
     if missing:
@@ -226,12 +231,12 @@ def plot_id_vs_ood(
                 line = fit_logit_line(sub[x], sub[y])
                 draw_logit_line(ax, line, color=color, label=f"linear fit ({group})")
 
-    zero_shot_drawn = False
+    zero_shot_drawn, finetuned_drawn = False, set()
     for i, mode in enumerate(modes):
         color = colors[i % len(colors)]
         curve = agg[agg[mode_col] == mode].sort_values(alpha_col)
         ax.plot(curve[x] / 100.0, curve[y] / 100.0, "-", color=color, marker=".", markersize=5,
-                linewidth=1.5, label=f"WiSE-FT ({mode})", zorder=3)
+                linewidth=1.5, label=curve_label.format(mode=mode), zorder=3)
         for _, row in curve.iterrows():
             a = row[alpha_col]
             if a == 0:
@@ -239,8 +244,10 @@ def plot_id_vs_ood(
                        zorder=5, label=None if zero_shot_drawn else "zero-shot")
                 zero_shot_drawn = True
             elif a == 1:
-                _point(ax, row, x, y, show_range, marker=_MARKERS[i % len(_MARKERS)], s=70,
-                       color=color, edgecolor="k", zorder=5, label=f"fine-tuned ({mode})")
+                label = finetuned_label.format(mode=mode)
+                _point(ax, row, x, y, show_range, marker=_MARKERS[i % len(_MARKERS)], s=70, color=color,
+                       edgecolor="k", zorder=5, label=None if label in finetuned_drawn else label)
+                finetuned_drawn.add(label)
             elif label_alpha is not None and np.isclose(a, label_alpha):
                 _point(ax, row, x, y, show_range, marker="D", s=45, color=color, edgecolor="k",
                        zorder=5)

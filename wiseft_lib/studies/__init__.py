@@ -19,6 +19,8 @@ from wiseft_lib.studies.base import StudyParams, resolve_path
 from wiseft_lib.studies.fig1_id_vs_ood import Fig1Params
 from wiseft_lib.studies.fig1_id_vs_ood import run as run_fig1
 from wiseft_lib.studies.fig6_weight_path import Fig6Params
+from wiseft_lib.studies.fig10_weight_vs_output_ensembles import Fig10Params
+from wiseft_lib.studies.fig10_weight_vs_output_ensembles import run as run_fig10
 from wiseft_lib.studies.fig6_weight_path import run as run_fig6
 from wiseft_lib.studies.fig7_8_21_per_shift import PerShiftParams
 from wiseft_lib.studies.fig7_8_21_per_shift import run as run_per_shift
@@ -59,6 +61,8 @@ STUDIES: dict[str, Study] = {s.name: s for s in (
           Fig6Params, run_fig6),
     Study("fig7_8_21_per_shift", "Figures 7, 8, 21: each shift vs. ID accuracy on its classes",
           PerShiftParams, run_per_shift),
+    Study("fig10_weight_vs_output_ensembles", "Figure 10: WiSE-FT vs. output-space (logit, probability) ensembles",
+          Fig10Params, run_fig10),
     Study("pretrain_mini_clip", "The wiseft-mini CLIP's pretraining (the embedded default's zero-shot model)",
           PretrainParams, run_pretrain),
 )}

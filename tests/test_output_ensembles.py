@@ -1,0 +1,53 @@
+"""Output-space ensembles of a curve's two ends (Figure 10): definitions, cached logits, the matched comparison."""
+import pandas as pd
+import pytest
+import torch
+from conftest import forbid
+
+from wiseft_lib.curve import CurveConfig, curve_table, wiseft_curve
+from wiseft_lib.output_ensembles import ood_at_matched_id, output_ensemble_curve
+from wiseft_lib.runs import RunCache
+
+
+def test_ood_at_matched_id_interpolates_and_takes_the_best_crossing():
+    curve = pd.DataFrame({"id_acc": [60.0, 70.0, 80.0, 75.0], "ood_avg": [50.0, 60.0, 55.0, 40.0]})
+    assert ood_at_matched_id(curve, 65.0) == pytest.approx(55.0)
+    assert ood_at_matched_id(curve, 70.0) == 60.0
+    assert ood_at_matched_id(curve, 77.5) == pytest.approx(56.25)  # crossed twice: 56.25 and 47.5
+    assert pd.isna(ood_at_matched_id(curve, 90.0))
+
+
+@pytest.mark.slow
+def test_ensembles_join_the_same_endpoints_as_wiseft_and_reuse_cached_logits(tmp_path, fashion_mnist_root,
+                                                                             monkeypatch):
+    cfg = CurveConfig(modes=["end-to-end"], n_train=256, n_test=200, alphas=[0.0, 0.5, 1.0],
+                      e2e={"epochs": 1, "warmup_steps": 2, "batch_size": 64})
+    runs = RunCache(tmp_path / "runs")
+    weights = curve_table(wiseft_curve(cfg, 0, runs=runs, progress=False))
+    forbid(monkeypatch, "wiseft_lib.finetune.finetune")  # the ensembles use WiSE-FT's fine-tune
+    ens = curve_table(output_ensemble_curve(cfg, 0, runs=runs, progress=False))
+    assert set(ens["mode"]) == {"output ensemble (logit)", "output ensemble (prob)"}
+    for mode, g in ens.groupby("mode"):
+        g = g.set_index("alpha")
+        w = weights.set_index("alpha")
+        for alpha in (0.0, 1.0):  # the ends of every curve are the same two models
+            assert g.loc[alpha, "id_acc"] == pytest.approx(w.loc[alpha, "id_acc"], abs=0.51), (mode, alpha)
+    logits = list((runs.root / "finetune").glob("*/logits/*.safetensors"))
+    assert len(logits) == 2 * 6  # two endpoints x six evaluation sets, each run once
+    forbid(monkeypatch, "wiseft_lib.evaluate.predict_logits")  # new alphas: an argmax over cached logits
+    more = output_ensemble_curve(CurveConfig(**{**cfg.to_dict(), "alphas": [0.25]}), 0, runs=runs,
+                                 spaces=["logit"], progress=False)
+    assert set(more["alpha"]) == {0.25} and set(more["mode"]) == {"output ensemble (logit)"}
+
+
+def test_an_unknown_space_is_named():
+    with pytest.raises(ValueError, match="unknown ensemble space.*'softmax'"):
+        output_ensemble_curve(CurveConfig(), spaces=["softmax"])
+
+
+def test_logit_ensemble_at_the_ends_is_each_model():
+    from wiseft_lib.ensemble import ensemble_logits, ensemble_probs
+
+    zs, ft = torch.randn(4, 3), torch.randn(4, 3)
+    assert torch.equal(ensemble_logits(zs, ft, 0.0), zs) and torch.equal(ensemble_logits(zs, ft, 1.0), ft)
+    assert torch.allclose(ensemble_probs(zs, ft, 1.0).exp(), ft.softmax(-1))
