@@ -92,3 +92,17 @@ def test_table8_paper_preset_sets_named_models_beside_the_published_rows(paper_s
     beside = pd.read_csv(out / "beside_published.csv")
     named = beside[beside["model"] == "CLIP ViT-B/16"]
     assert len(named) == 4 and named["imagenet_diff"].notna().sum() == 4
+
+
+def test_paper_presets_name_weights_open_clip_knows():
+    """Every model:tag a paper preset downloads is one open_clip lists (a typo would fail only on the GPU)."""
+    import open_clip
+
+    known = set(map(tuple, open_clip.list_pretrained()))
+    for path in sorted((ROOT / "params" / "paper").glob("*.yaml")):
+        p = yaml.safe_load(path.read_text())
+        entries = [(p["model"], p.get("pretrained"))]
+        entries += [tuple(e.split(":", 1)) for e in p.get("other_models", [])]
+        entries += [(p["model"], tag) for tag in p.get("zeroshot_pretrained", [])]
+        for entry in entries:
+            assert entry in known, f"{path.name}: {entry} is not in open_clip.list_pretrained()"
