@@ -4,6 +4,7 @@ Test modules import the helpers directly (``from conftest import tiny_classifier
 pytest puts this folder on ``sys.path``, and the subprocess scripts of the DDP and SIGKILL tests
 add it themselves.
 """
+import contextlib
 import json
 import os
 import random
@@ -87,6 +88,31 @@ def forbid(monkeypatch, *targets: str) -> None:
     for target in targets:
         module, name = target.rsplit(".", 1)
         monkeypatch.setattr(f"{module}.{name}", lambda *a, **k: pytest.fail(f"{target} ran again"))
+
+
+class Killed(BaseException):
+    """Raised by :func:`die_at_step`: a run interrupted mid-training."""
+
+
+@contextlib.contextmanager
+def die_at_step(n: int):
+    """Inside the block, the ``n``-th ``Trainer.step`` raises :class:`Killed` (and the block expects it)."""
+    from wiseft_lib.finetune import Trainer
+
+    real, calls = Trainer.step, {"n": 0}
+
+    def dying(self, x, y):
+        calls["n"] += 1
+        if calls["n"] == n:
+            raise Killed
+        return real(self, x, y)
+
+    Trainer.step = dying
+    try:
+        with pytest.raises(Killed):
+            yield
+    finally:
+        Trainer.step = real
 
 
 @pytest.fixture(autouse=True)

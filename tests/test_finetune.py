@@ -15,14 +15,13 @@ from pathlib import Path
 import open_clip
 import pytest
 import torch
-from conftest import AugmentedSet, tiny_classifier
+from conftest import AugmentedSet, die_at_step, tiny_classifier
 from safetensors.torch import load_file
 from torch.utils.data import Dataset
 
 from wiseft_lib.finetune import (
     FinetuneConfig,
     NonFiniteLossError,
-    Trainer,
     build_finetune_parser,
     config_from_args,
     finetune,
@@ -103,26 +102,12 @@ def test_pretraining_schedule_form_is_the_one_the_shipped_weights_used():
     assert warmup_cosine_lr(0, base, 0, total, decay_during_warmup=True) == base
 
 
-class _Killed(BaseException):
-    pass
-
-
-def test_resume_mid_epoch_is_bitwise_identical(tmp_path, monkeypatch):
+def test_resume_mid_epoch_is_bitwise_identical(tmp_path):
     data, config = AugmentedSet(), cfg(epochs=2, checkpoint_every=3)  # 5 steps/epoch, 10 total
     full = finetune(tiny_classifier(), data, config, output_dir=tmp_path / "full", progress=False)
 
-    real_step, calls = Trainer.step, {"n": 0}
-
-    def dying_step(self, x, y):  # "kill" during step 8: mid-epoch 2, after the checkpoint at 6
-        calls["n"] += 1
-        if calls["n"] == 8:
-            raise _Killed
-        return real_step(self, x, y)
-
-    monkeypatch.setattr(Trainer, "step", dying_step)
-    with pytest.raises(_Killed):
+    with die_at_step(8):  # "killed" during step 8: mid-epoch 2, after the checkpoint at 6
         finetune(tiny_classifier(), data, config, output_dir=tmp_path / "cut", progress=False)
-    monkeypatch.setattr(Trainer, "step", real_step)
     assert latest_checkpoint(tmp_path / "cut").name == "step_00000006"
     resumed = finetune(tiny_classifier(), data, config, output_dir=tmp_path / "cut", resume=True, progress=False)
     assert_same_weights(full, resumed)  # bitwise

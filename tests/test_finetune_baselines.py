@@ -3,10 +3,11 @@ weights, distillation toward the zero-shot model. Definitions on known values, b
 import pytest
 import torch
 import torch.nn.functional as F
-from conftest import AugmentedSet, tiny_classifier
+from conftest import AugmentedSet, die_at_step, tiny_classifier
 
 from wiseft_lib.finetune import FinetuneConfig, build_finetune_parser, config_from_args, finetune
 from wiseft_lib.finetune.engine import distillation_loss, l2_to_init_penalty, make_optimizer
+from wiseft_lib.models import ImageClassifier
 
 
 def cfg(**kw) -> FinetuneConfig:
@@ -51,7 +52,8 @@ def test_optimizers_and_their_checks():
 
 
 def test_new_fields_enter_the_run_cache_key_only_when_set():
-    assert FinetuneConfig().recipe().keys().isdisjoint({"optimizer", "momentum", "l2_to_init", "distill"})
+    assert FinetuneConfig().recipe().keys().isdisjoint({"optimizer", "momentum", "l2_to_init", "distill",
+                                                        "ema_decay", "ema_start"})
     assert FinetuneConfig(optimizer="sgd").recipe()["optimizer"] == "sgd"
     assert FinetuneConfig(l2_to_init=0.1).recipe() != FinetuneConfig().recipe()
 
@@ -80,6 +82,40 @@ def test_sgd_and_adam_train_and_the_linear_mode_distils_its_head():
 def test_cli_flags_for_the_baselines():
     args = build_finetune_parser().parse_args(["--model", "m", "--train-dataset", "d", "--output-dir", "o",
                                                "--optimizer", "sgd", "--momentum", "0.5", "--l2-to-init", "0.01",
-                                               "--distill", "0.3"])
+                                               "--distill", "0.3", "--ema-decay", "0.99", "--ema-start", "zero-shot"])
     c = config_from_args(args)
     assert (c.optimizer, c.momentum, c.l2_to_init, c.distill) == ("sgd", 0.5, 0.01, 0.3)
+    assert (c.ema_decay, c.ema_start) == (0.99, "zero-shot")
+
+
+def test_weight_ema_equals_its_closed_form():
+    from wiseft_lib.finetune.engine import WeightEMA
+
+    d, iterates = 0.9, [torch.tensor([float(t)]) for t in (1, 2, 3, 4)]
+    start = torch.tensor([10.0])
+    debiased, biased = WeightEMA([start], d, "debiased"), WeightEMA([start], d, "zero-shot")
+    for x in iterates:
+        debiased.update([x])
+        biased.update([x])
+    n = len(iterates)
+    weights = [(1 - d) * d ** (n - 1 - t) for t in range(n)]  # iterate t's weight after n updates
+    mean = sum(w * x.item() for w, x in zip(weights, iterates))
+    assert debiased.weights()[0].item() == pytest.approx(mean / (1 - d ** n))
+    assert biased.weights()[0].item() == pytest.approx(mean + d ** n * 10.0)
+    assert sum(weights) == pytest.approx(1 - d ** n)
+
+
+def test_ema_runs_resume_bitwise_and_return_the_average(tmp_path, tiny_registered):
+    from wiseft_lib.finetune import latest_checkpoint
+
+    config = cfg(epochs=2, checkpoint_every=3, ema_decay=0.8, ema_start="zero-shot")
+    full = finetune(tiny_classifier(), AugmentedSet(), config, output_dir=tmp_path / "full", progress=False)
+    last = ImageClassifier.load(tmp_path / "full" / "finetuned_last.safetensors")
+    assert distance(full, tiny_classifier()) < distance(last, tiny_classifier())  # pulled toward the start
+    with die_at_step(8):
+        finetune(tiny_classifier(), AugmentedSet(), config, output_dir=tmp_path / "cut", progress=False)
+    assert latest_checkpoint(tmp_path / "cut").name == "step_00000006"
+    resumed = finetune(tiny_classifier(), AugmentedSet(), config, output_dir=tmp_path / "cut", resume=True,
+                       progress=False)
+    for (k, a), b in zip(full.state_dict().items(), resumed.state_dict().values()):
+        assert torch.equal(a, b), k

@@ -50,6 +50,8 @@ def add_finetune_arguments(parser: argparse.ArgumentParser) -> argparse.Argument
     b.add_argument("--l2-to-init", type=float, default=d.l2_to_init, help="lambda of lambda*||theta - theta_0||^2")
     b.add_argument("--distill", type=float, default=d.distill,
                    help="a of (1-a)*CE(labels) + a*CE(zero-shot predictions)")
+    b.add_argument("--ema-decay", type=float, default=d.ema_decay, help="> 0: the result is the weights' EMA")
+    b.add_argument("--ema-start", choices=("debiased", "zero-shot"), default=d.ema_start)
     e = parser.add_argument_group("engineering")
     e.add_argument("--precision", choices=("auto", "fp32", "bf16", "fp16"), default=d.precision)
     e.add_argument("--num-workers", type=int, default=d.num_workers)
@@ -78,6 +80,7 @@ def config_from_args(args: argparse.Namespace) -> FinetuneConfig:
         compile=args.compile, grad_checkpointing=args.grad_checkpointing, log_every=args.log_every,
         grad_accum_steps=args.grad_accum_steps, keep_checkpoints=args.keep_checkpoints,
         optimizer=args.optimizer, momentum=args.momentum, l2_to_init=args.l2_to_init, distill=args.distill,
+        ema_decay=args.ema_decay, ema_start=args.ema_start,
     )
 
 

@@ -38,6 +38,8 @@ class FinetuneConfig:
     momentum: float = 0.9  # sgd only
     l2_to_init: float = 0.0  # lambda of lambda * ||theta - theta_0||^2 over every trained weight (theta_0: start)
     distill: float = 0.0  # a of (1 - a) * CE(labels) + a * CE(softmax(zero-shot logits)): distillation toward theta_0
+    ema_decay: float = 0.0  # > 0: the result is the EMA of the weights over the steps (Figures 11, 12)
+    ema_start: str = "debiased"  # debiased (from zero, divided by 1 - decay^t) | zero-shot (from theta_0: biased to it)
 
     def __post_init__(self) -> None:
         check_fields(self, where="FinetuneConfig")  # types first: a string lr is named, not compared
@@ -58,6 +60,9 @@ class FinetuneConfig:
         if self.optimizer == "adam" and self.weight_decay > 0:
             raise ValueError(f"optimizer 'adam' is the paper's Adam without weight decay: set weight_decay 0 (got "
                              f"{self.weight_decay}), or use 'adamw'")
+        if not 0 <= self.ema_decay < 1 or self.ema_start not in ("debiased", "zero-shot"):
+            raise ValueError(f"ema_decay must be in [0, 1) and ema_start 'debiased' or 'zero-shot'; got "
+                             f"{self.ema_decay}, {self.ema_start!r}")
         if self.l2_to_init < 0 or not 0 <= self.distill <= 1 or not 0 <= self.momentum < 1:
             raise ValueError(f"l2_to_init must be >= 0, distill in [0, 1], momentum in [0, 1); got "
                              f"{self.l2_to_init}, {self.distill}, {self.momentum}")
@@ -87,7 +92,8 @@ class FinetuneConfig:
 
 OPTIMIZERS = ("adamw", "adam", "sgd")
 # Recipe fields added after the run cache existed, with their defaults (see FinetuneConfig.recipe).
-LATER_FIELDS = {"optimizer": "adamw", "momentum": 0.9, "l2_to_init": 0.0, "distill": 0.0}
+LATER_FIELDS = {"optimizer": "adamw", "momentum": 0.9, "l2_to_init": 0.0, "distill": 0.0, "ema_decay": 0.0,
+                "ema_start": "debiased"}
 
 # Fields that may change between a run and its resumption (they do not change the maths).
 RESUMABLE_CHANGES = {"num_workers", "checkpoint_every", "compile", "grad_checkpointing", "log_every",

@@ -32,7 +32,7 @@ from wiseft_lib.finetune.data import FeatureBatches, ImageBatches, dataset_finge
 from wiseft_lib.models import ImageClassifier
 from wiseft_lib.schedule import WarmupCosineSchedule
 
-__all__ = ["finetune", "make_optimizer", "Trainer", "l2_to_init_penalty", "distillation_loss"]
+__all__ = ["finetune", "make_optimizer", "Trainer", "WeightEMA", "l2_to_init_penalty", "distillation_loss"]
 
 log = logging.getLogger("wiseft_lib.finetune")
 
@@ -95,6 +95,40 @@ def distillation_loss(logits: torch.Tensor, teacher_logits: torch.Tensor, labels
     soft = torch.softmax(teacher_logits.float(), dim=-1)
     kd = -(soft * torch.log_softmax(logits.float(), dim=-1)).sum(dim=-1).mean()
     return (1.0 - weight) * ce + weight * kd
+
+
+class WeightEMA:
+    """Exponential moving average of weights over the optimizer steps (the paper's EMA baselines).
+
+    ``start="debiased"``: the average starts at zero and is read out divided by ``1 - decay**t``
+    (Adam's bias correction), so it is a weighted mean of the iterates alone. ``start="zero-shot"``:
+    it starts at the initial (zero-shot) weights, which keep weight ``decay**t``: biased toward them.
+    """
+
+    def __init__(self, params: Sequence[torch.Tensor], decay: float, start: str = "debiased"):
+        self.decay, self.start, self.steps = float(decay), start, 0
+        self.shadow = [torch.zeros_like(p, dtype=torch.float32) if start == "debiased" else p.detach().float().clone()
+                       for p in params]
+
+    @torch.no_grad()
+    def update(self, params: Sequence[torch.Tensor]) -> None:
+        self.steps += 1
+        for s, p in zip(self.shadow, params):
+            s.mul_(self.decay).add_(p.detach().float(), alpha=1.0 - self.decay)
+
+    def weights(self) -> list[torch.Tensor]:
+        """The averaged weights (fp32)."""
+        if self.start == "debiased" and self.steps > 0:
+            return [s / (1.0 - self.decay ** self.steps) for s in self.shadow]
+        return [s.clone() for s in self.shadow]
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"steps": self.steps, "shadow": {str(i): s for i, s in enumerate(self.shadow)}}
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        self.steps = int(state["steps"])
+        for i, s in enumerate(self.shadow):
+            s.copy_(state["shadow"][str(i)])
 
 
 @dataclass
@@ -205,6 +239,7 @@ class _Run:
     total: int
     teacher: Optional[nn.Module] = None  # the starting model, frozen (distill > 0)
     theta_0: Optional[list[torch.Tensor]] = None  # the starting trained weights (l2_to_init > 0)
+    ema: Optional[WeightEMA] = None  # the weights' moving average (ema_decay > 0)
 
 
 def _setup(classifier: ImageClassifier, train_set: Dataset, cfg: FinetuneConfig, output_dir, resume: bool,
@@ -231,11 +266,13 @@ def _setup(classifier: ImageClassifier, train_set: Dataset, cfg: FinetuneConfig,
                                     cache_dir=cache_dir, feature_key=feature_key, progress=progress)
     teacher = copy.deepcopy(module).eval().requires_grad_(False) if cfg.distill > 0 else None
     theta_0 = [p.detach().clone() for p in module.parameters() if p.requires_grad] if cfg.l2_to_init > 0 else None
+    ema = (WeightEMA([p for p in module.parameters() if p.requires_grad], cfg.ema_decay, cfg.ema_start)
+           if cfg.ema_decay > 0 else None)
     spe = batches.steps_per_epoch()
     total = cfg.epochs * spe
     if cfg.warmup_steps >= total and rank == 0:
         log.warning("warmup_steps %d >= total steps %d: the LR never reaches %g", cfg.warmup_steps, total, cfg.lr)
-    return _Run(cfg, rank, world, device, precision, out, work, module, batches, spe, total, teacher, theta_0)
+    return _Run(cfg, rank, world, device, precision, out, work, module, batches, spe, total, teacher, theta_0, ema)
 
 
 def _optimizer_state(run: _Run, resume: bool) -> tuple[Trainer, WarmupCosineSchedule, int, Optional[Path]]:
@@ -259,6 +296,10 @@ def _optimizer_state(run: _Run, resume: bool) -> tuple[Trainer, WarmupCosineSche
             log.warning("checkpoint was written by %d processes, now %d: model-side RNG streams differ "
                         "(data order and augmentation are unaffected)", len(rngs), run.world)
         set_rng_state(rngs[run.rank] if run.rank < len(rngs) else rngs[0])
+        if run.ema is not None:
+            if "ema" not in loaded:
+                raise ValueError(f"cannot resume from {ckpt}: it has no weight average (ema_decay > 0 here)")
+            run.ema.load_state_dict(loaded["ema"])
     model: nn.Module = run.module
     if run.world > 1:
         model = nn.parallel.DistributedDataParallel(
@@ -274,7 +315,8 @@ def _train_state(run: _Run, trainer: Trainer, schedule: WarmupCosineSchedule, ep
     return {"format": STATE_FORMAT, "optimizer": trainer.optimizer.state_dict(),
             "scheduler": schedule.state_dict(), "scaler": trainer.scaler.state_dict(),
             "config": run.cfg.to_dict(), "step": step, "epoch": epoch, "batch_in_epoch": step - epoch * run.spe,
-            "steps_per_epoch": run.spe, "world_size": run.world}
+            "steps_per_epoch": run.spe, "world_size": run.world,
+            **({"ema": run.ema.state_dict()} if run.ema is not None else {})}
 
 
 def _loop(run: _Run, trainer: Trainer, schedule: WarmupCosineSchedule, step: int, last_good: Optional[Path],
@@ -286,6 +328,8 @@ def _loop(run: _Run, trainer: Trainer, schedule: WarmupCosineSchedule, step: int
         for x, y in run.batches.epoch(epoch, step - epoch * spe):
             lr = schedule.set_step(step)
             loss = trainer.step(x, y)
+            if run.ema is not None:
+                run.ema.update(trainer.params)
             step += 1
             steplog.record(step, epoch, loss, lr, int(y.shape[0]))
             pbar.update(1)
@@ -342,6 +386,12 @@ def finetune(classifier: ImageClassifier, train_set: Dataset, config: FinetuneCo
         pbar.close()
     run.module.eval()
     run.work.eval()
+    if run.ema is not None:  # the result is the average; the last iterate is kept beside it
+        if run.out is not None and run.rank == 0:
+            run.work.save(run.out / "finetuned_last.safetensors")
+        with torch.no_grad():
+            for p, w in zip(trainer.params, run.ema.weights()):
+                p.copy_(w.to(p.dtype))
     if config.grad_checkpointing and hasattr(run.work.image_encoder, "set_grad_checkpointing"):
         run.work.image_encoder.set_grad_checkpointing(False)
     if run.out is not None and run.rank == 0:
