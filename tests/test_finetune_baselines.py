@@ -119,3 +119,19 @@ def test_ema_runs_resume_bitwise_and_return_the_average(tmp_path, tiny_registere
                        progress=False)
     for (k, a), b in zip(full.state_dict().items(), resumed.state_dict().values()):
         assert torch.equal(a, b), k
+
+
+def test_the_trajectory_lists_every_kept_checkpoint_and_each_loads_and_interpolates(tmp_path, tiny_registered):
+    from wiseft_lib.finetune import trajectory
+    from wiseft_lib.interpolate import interpolate_weights
+
+    start = tiny_classifier()
+    final = finetune(start, AugmentedSet(), cfg(checkpoint_every=2, keep_checkpoints=100), output_dir=tmp_path,
+                     progress=False)  # 5 steps per epoch, 10 in all
+    steps = [s for s, _ in trajectory(tmp_path)]
+    assert steps == [2, 4, 5, 6, 8, 10]  # every 2 steps and each epoch end
+    models = [ImageClassifier.load(path) for _, path in trajectory(tmp_path)]
+    assert all(torch.equal(a, b) for a, b in zip(models[-1].state_dict().values(), final.state_dict().values()))
+    assert distance(models[0], start) < distance(models[-1], start)
+    mid = interpolate_weights(start.state_dict(), models[1].state_dict(), 0.5)
+    start.load_state_dict(mid)  # an early checkpoint is a WiSE-FT endpoint like the last one

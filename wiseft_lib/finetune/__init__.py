@@ -27,7 +27,7 @@ Per-step loss / LR / images-per-second go to ``log.jsonl``; a NaN or inf loss st
 naming the step. The final model is ``finetuned.safetensors`` (+ ``.json``).
 """
 from wiseft_lib.device import cleanup_distributed
-from wiseft_lib.finetune.checkpoint import latest_checkpoint
+from wiseft_lib.finetune.checkpoint import latest_checkpoint, trajectory
 from wiseft_lib.finetune.cli import (
     add_finetune_arguments,
     build_finetune_parser,
@@ -50,6 +50,7 @@ __all__ = [
     "warmup_cosine_lr",
     "WarmupCosineSchedule",
     "latest_checkpoint",
+    "trajectory",
     "cleanup_distributed",
     "add_finetune_arguments",
     "run_finetune_from_args",

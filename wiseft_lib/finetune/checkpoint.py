@@ -23,7 +23,7 @@ from wiseft_lib.device import barrier, gather_objects
 from wiseft_lib.finetune.config import RESUMABLE_CHANGES, FinetuneConfig
 from wiseft_lib.models import ImageClassifier
 
-__all__ = ["STATE_FORMAT", "latest_checkpoint", "save_checkpoint", "load_resume_state", "set_rng_state",
+__all__ = ["STATE_FORMAT", "latest_checkpoint", "trajectory", "save_checkpoint", "load_resume_state", "set_rng_state",
            "truncate_log", "checkpoint_root"]
 
 STATE_FORMAT = "wiseft.finetune-state/1"
@@ -59,6 +59,19 @@ def _tuplify(x: Any) -> Any:
 
 def checkpoint_root(output_dir: Path) -> Path:
     return Path(output_dir) / "checkpoints"
+
+
+def trajectory(output_dir: Union[str, Path]) -> list[tuple[int, Path]]:
+    """``(step, model file)`` of every kept checkpoint, oldest first: the fine-tuning trajectory.
+
+    Each ``model.safetensors`` loads with :meth:`ImageClassifier.load` and interpolates with the
+    zero-shot model like the final one (the paper's early-stopping baseline, Figure 3). Keep them all
+    with ``keep_checkpoints`` >= the number written and ``checkpoint_every`` = the spacing wanted.
+    """
+    root = checkpoint_root(Path(output_dir))
+    done = sorted(p for p in root.glob("step_*") if p.is_dir() and (p / "model.safetensors").exists()
+                  and (p / "train_state.pt").exists())
+    return [(int(p.name.removeprefix("step_")), p / "model.safetensors") for p in done]
 
 
 def latest_checkpoint(output_dir: Union[str, Path]) -> Optional[Path]:
