@@ -68,3 +68,21 @@ def test_check_claims_reads_the_papers_claims_off_a_curve():
     assert table.loc[("linear", "> 0"), "value_pp"] == -1 and not table.loc[("linear", "> 0"), "holds"]
     with pytest.raises(ValueError, match="lacks alpha \\[0.5\\]"):
         check_claims(pd.DataFrame(rows).query("alpha != 0.5"))
+
+
+def test_randaugment_is_torchvisions_before_open_clips_transform_and_keys_its_own_fine_tune(fashion_mnist_root):
+    from torchvision import transforms as T
+
+    from wiseft_lib.endpoints import Endpoints
+    from wiseft_lib.runs import RunCache
+
+    plain = Endpoints(CurveConfig(n_train=64), 0, RunCache(None), progress=False)
+    strong = Endpoints(CurveConfig(n_train=64, augment="randaugment"), 0, RunCache(None), progress=False)
+    tf = strong.train_transform()
+    assert isinstance(tf.transforms[0], T.RandAugment) and tf.transforms[1] is strong.transforms()[0]
+    assert plain.train_transform() is plain.transforms()[0]
+    x, _ = strong.train_set(64, tf).dataset[0]  # the mini's PIL images go through it
+    assert x.shape == plain.train_set(64, plain.train_transform()).dataset[0][0].shape
+    assert plain.train_record(64, "train") != strong.train_record(64, "train+randaugment")
+    with pytest.raises(ParamsError, match="augment"):
+        CurveConfig(augment="autoaugment")

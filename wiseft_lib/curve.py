@@ -34,6 +34,7 @@ __all__ = ["MODES", "ALPHAS_11", "CurveConfig", "wiseft_curve", "curve_table", "
            "CLAIMS", "claim_values", "check_claims"]
 
 MODES = ("end-to-end", "linear")
+AUGMENTS = ("clip", "randaugment")
 ALPHAS_11 = [round(0.1 * i, 2) for i in range(11)]
 
 
@@ -64,6 +65,8 @@ class CurveConfig(Params):
                                                 "finetune / torchrun) used instead of fine-tuning here")
     linear_checkpoint: Optional[str] = param(None, "a linear-classifier model (wiseft finetune --mode linear) used "
                                                    "instead of training one here")
+    augment: str = param("clip", "end-to-end training augmentation: 'clip' (open_clip's random resized crop) or "
+                                 "'randaugment' (torchvision's RandAugment, 2 ops at magnitude 9, before it)")
     eval_batch_size: int = param(512, "images per evaluation batch")
     num_workers: int = param(0, "data-loading processes for evaluation and feature extraction (8+ on a GPU machine)")
     preprocess_eval: bool = param(True, "decode and transform evaluation sets once (False for ImageNet-size sets)")
@@ -86,6 +89,8 @@ class CurveConfig(Params):
             raise bad("alphas", str(err)) from None
         if self.linear_method not in ("probe", "adamw"):
             raise bad("linear_method", f"must be 'probe' or 'adamw', not {self.linear_method!r}")
+        if self.augment not in AUGMENTS:
+            raise bad("augment", f"must be one of {list(AUGMENTS)}, not {self.augment!r}")
         if self.eval_split not in ("test", "val"):
             raise bad("eval_split", f"must be 'test' (reported numbers) or 'val' (choosing recipes), "
                                     f"not {self.eval_split!r}")

@@ -110,6 +110,15 @@ class Endpoints:
         return get_dataset(self.cfg.id_dataset, root=self.cfg.data_root, split="train", transform=transform,
                            **kwargs)
 
+    def train_transform(self):
+        """The end-to-end training transform: open_clip's, after RandAugment when ``augment="randaugment"``."""
+        train_tf = self.transforms()[0]
+        if self.cfg.augment == "randaugment":
+            from torchvision import transforms as T
+
+            return T.Compose([T.RandAugment(num_ops=2, magnitude=9), train_tf])
+        return train_tf
+
     def train_record(self, n_train: Optional[int], transform: str) -> dict[str, Any]:
         return {"dataset": self.cfg.id_dataset, "split": "train", "n_train": n_train, "seed": self.seed,
                 "transform": transform}
@@ -208,14 +217,15 @@ def _finetune_end_to_end(ep: Endpoints) -> RunRef:
 
     ft_cfg = ep.cfg.finetune_config("end-to-end", ep.seed)
     parts = {"mode": "end-to-end", "zeroshot": ep.zeroshot_hash(),
-             "train": ep.train_record(ep.cfg.n_train, "train"),
+             "train": ep.train_record(ep.cfg.n_train, "train" if ep.cfg.augment == "clip" else
+                                      f"train+{ep.cfg.augment}"),  # the default keeps the keys made before
              "recipe": {**ft_cfg.recipe(), "precision": resolve_precision(ft_cfg.precision, ep.device)}}
     key = run_key(parts)
     with ep.runs.lock("finetune", key):
         if not ep.runs.has("finetune", key):
             start = time.time()
             work = ep.runs.work_dir("finetune", key)  # a killed fine-tune resumes from its checkpoints here
-            train = ep.train_set(ep.cfg.n_train, ep.transforms()[0])
+            train = ep.train_set(ep.cfg.n_train, ep.train_transform())
             finetune(ep.zeroshot(), train.dataset, ft_cfg, output_dir=work, resume=True, device=ep.device,
                      progress=ep.progress)
             ep.runs.commit("finetune", key, work, {"parts": parts, "seconds": round(time.time() - start, 1)},
