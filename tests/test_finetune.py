@@ -222,6 +222,13 @@ def test_grad_accumulation_matches_full_batch():
     assert_same_training(a, b, atol=1e-6)
 
 
+def test_grad_accumulation_matches_full_batch_with_the_l2_penalty_and_distillation():
+    recipe = dict(epochs=1, l2_to_init=1.0, distill=0.5)
+    a = finetune(tiny_classifier(), AugmentedSet(), cfg(**recipe), progress=False)
+    b = finetune(tiny_classifier(), AugmentedSet(), cfg(grad_accum_steps=2, **recipe), progress=False)
+    assert_same_training(a, b, atol=1e-6)
+
+
 def test_grad_checkpointing_gives_the_same_model():
     a = finetune(tiny_classifier(), AugmentedSet(), cfg(epochs=1), progress=False)
     b = finetune(tiny_classifier(), AugmentedSet(), cfg(epochs=1, grad_checkpointing=True), progress=False)

@@ -38,6 +38,13 @@ def test_ensembles_join_the_same_endpoints_as_wiseft_and_reuse_cached_logits(tmp
     more = output_ensemble_curve(CurveConfig(**{**cfg.to_dict(), "alphas": [0.25]}), 0, runs=runs,
                                  spaces=["logit"], progress=False)
     assert set(more["alpha"]) == {0.25} and set(more["mode"]) == {"output ensemble (logit)"}
+    import wiseft_lib.output_ensembles as oe
+
+    reads, real_load = [], oe.load_file
+    monkeypatch.setattr(oe, "load_file", lambda path: reads.append(path) or real_load(path))
+    forbid(monkeypatch, "wiseft_lib.evaluate.preprocess_once")  # scoring cached logits decodes no image
+    output_ensemble_curve(CurveConfig(**{**cfg.to_dict(), "alphas": [0.1, 0.2]}), 0, runs=runs, progress=False)
+    assert len(reads) == 2 * 6, "each endpoint's logits are read once per set, for every alpha and space"
 
 
 def test_an_unknown_space_is_named():

@@ -197,7 +197,7 @@ def _sweep_linear(ep: Endpoints, run: RunRef) -> None:
 
     def score(head: nn.Module, name: str) -> dict[str, float]:
         x, y = ep.features(name)
-        return {**evaluate_head(head, x, y, ep.eval_bundle(name)), "n_images": float(len(y))}
+        return {**evaluate_head(head, x, y, ep.scoring_bundle(name)), "n_images": float(len(y))}
 
     _sweep(ep, run, "features", endpoints, score)
 

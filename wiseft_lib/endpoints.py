@@ -90,6 +90,10 @@ class Endpoints:
                                           transform=self.transforms()[1], **eval_bundle_kwargs(name, self.cfg.n_test))
         return self._raw[name]
 
+    def scoring_bundle(self, name: str) -> DatasetBundle:
+        """An evaluation set for scoring logits already computed (label space, metrics; nothing decoded)."""
+        return self._raw_bundle(name)
+
     def eval_set_size(self, name: str) -> int:
         """Images an evaluation set scores (its files are indexed; nothing is decoded)."""
         return len(self._raw_bundle(name))

@@ -12,12 +12,13 @@ forward passes at inference.
 """
 from __future__ import annotations
 
-from typing import Optional, Sequence
+from typing import Callable, Optional, Sequence
 
 import numpy as np
 import pandas as pd
 import torch
 from safetensors.torch import load_file, save_file
+from torch import nn
 
 from wiseft_lib.curve import CurveConfig, missing_scores, tidy_scores
 from wiseft_lib.endpoints import Endpoints, RunRef, finetuned_run
@@ -33,8 +34,13 @@ def _mode(space: str) -> str:
     return f"output ensemble ({space})"
 
 
-def endpoint_logits(ep: Endpoints, run: RunRef, which: str, name: str) -> tuple[torch.Tensor, torch.Tensor]:
-    """``(logits, labels)`` of the zero-shot (``which="zeroshot"``) or fine-tuned end on one set, cached."""
+def endpoint_logits(ep: Endpoints, run: RunRef, which: str, name: str,
+                    model: Optional[Callable[[], nn.Module]] = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(logits, labels)`` of the zero-shot (``which="zeroshot"``) or fine-tuned end on one set, cached.
+
+    ``model`` returns the endpoint when the logits must be computed (default: load it), so a caller
+    scoring several sets can load it once.
+    """
     from wiseft_lib._io import atomic_path
     from wiseft_lib.evaluate import predict_logits
 
@@ -44,8 +50,9 @@ def endpoint_logits(ep: Endpoints, run: RunRef, which: str, name: str) -> tuple[
     if path.is_file():
         t = load_file(str(path))
         return t["logits"], t["labels"]
-    model = ep.zeroshot() if which == "zeroshot" else run.load_model(ep).to(ep.device)
-    logits, labels = predict_logits(model, ep.eval_bundle(name), batch_size=ep.cfg.eval_batch_size,
+    if model is None:
+        model = ep.zeroshot if which == "zeroshot" else (lambda: run.load_model(ep).to(ep.device))
+    logits, labels = predict_logits(model(), ep.eval_bundle(name), batch_size=ep.cfg.eval_batch_size,
                                     num_workers=ep.cfg.num_workers, progress=False)
     path.parent.mkdir(parents=True, exist_ok=True)
     with atomic_path(path) as tmp:
@@ -65,16 +72,29 @@ def output_ensemble_curve(cfg: CurveConfig, seed: int = 0, *, runs: Optional[Run
         raise ValueError(f"unknown ensemble space(s) {unknown}; known: {', '.join(SPACES)}")
     ep = Endpoints(cfg, seed, runs if runs is not None else RunCache(None), progress)
     run = finetuned_run(ep, "end-to-end")
-    rows = []
-    for space in spaces:
-        path = f"ensemble-{space}"
+    paths = {space: f"ensemble-{space}" for space in spaces}
+    todo: dict[str, list[tuple[str, float]]] = {}  # set -> (space, alpha) pairs without a score
+    for space, path in paths.items():
         for alpha, names in missing_scores(ep, run, path).items():
             for name in names:
-                zs, labels = endpoint_logits(ep, run, "zeroshot", name)
-                ft, _ = endpoint_logits(ep, run, "finetuned", name)
-                mixed = SPACES[space](zs, ft, alpha)
-                metrics = {**score(mixed, labels, ep.eval_bundle(name)), "n_images": float(len(labels))}
-                ep.runs.add_scores(run.kind, run.key, ep.eval_key(name, path), alpha, metrics, ep.eval_record(name))
+                todo.setdefault(name, []).append((space, alpha))
+    tuned: list[nn.Module] = []  # the fine-tuned model, loaded at most once
+
+    def finetuned() -> nn.Module:
+        if not tuned:
+            tuned.append(run.load_model(ep).to(ep.device))
+        return tuned[0]
+
+    for name, pairs in todo.items():  # each set's logits are read (or computed) once for all its scores
+        zs, labels = endpoint_logits(ep, run, "zeroshot", name)
+        ft, _ = endpoint_logits(ep, run, "finetuned", name, model=finetuned)
+        for space, alpha in pairs:
+            metrics = {**score(SPACES[space](zs, ft, alpha), labels, ep.scoring_bundle(name)),
+                       "n_images": float(len(labels))}
+            ep.runs.add_scores(run.kind, run.key, ep.eval_key(name, paths[space]), alpha, metrics,
+                               ep.eval_record(name))
+    rows = []
+    for space, path in paths.items():
         rows += tidy_scores(ep, _mode(space), run, path)
     return pd.DataFrame(rows)
 

@@ -46,6 +46,14 @@ def clopper_pearson(correct: Sequence[float] | float, n: Sequence[float] | float
     return 100.0 * low, 100.0 * high
 
 
+def _interval(accuracy: float, n: Optional[float], level: float) -> Optional[tuple[float, float]]:
+    """The Clopper-Pearson interval of an accuracy (percent) on ``n`` images; None without a count."""
+    if n is None or pd.isna(n):
+        return None
+    lo, hi = clopper_pearson(round(accuracy / 100.0 * n), n, level)
+    return float(lo), float(hi)
+
+
 def _metric(tidy: pd.DataFrame, metric: str) -> pd.DataFrame:
     sub = tidy[tidy["metric"] == metric]
     if sub.empty:
@@ -124,10 +132,9 @@ def table1(tidy: pd.DataFrame, id_dataset: str, shifts: Sequence[str], *, level:
         row = {"row": label, "paper_row": paper_row, "head": head, "alpha": alpha}
         row.update({c: float(values[c]) for c in cols})
         for s in sets:
-            n = sizes.get(s)
-            if n is not None and not pd.isna(n):
-                lo, hi = clopper_pearson(round(values[s] / 100.0 * n), n, level)
-                row[f"{s}_lo"], row[f"{s}_hi"] = float(lo), float(hi)
+            interval = _interval(values[s], sizes.get(s), level)
+            if interval is not None:
+                row[f"{s}_lo"], row[f"{s}_hi"] = interval
         if chosen is not None:
             row.update({f"{c}_alpha": chosen[c] for c in cols})
         rows.append(row)
@@ -233,10 +240,9 @@ def per_shift_points(tidy: pd.DataFrame, id_dataset: str, shifts: Sequence[str],
             row = {"shift": shift, "x_dataset": x_set, "mode": r["mode"], "alpha": float(r["alpha"]),
                    "x": float(r[x_set]), "y": float(r[shift])}
             for axis, name in (("x", x_set), ("y", shift)):
-                n = r.get(f"n_{name}")
-                if n is not None and not pd.isna(n):
-                    lo, hi = clopper_pearson(round(r[name] / 100.0 * n), n, level)
-                    row[f"{axis}_lo"], row[f"{axis}_hi"] = float(lo), float(hi)
+                interval = _interval(r[name], r.get(f"n_{name}"), level)
+                if interval is not None:
+                    row[f"{axis}_lo"], row[f"{axis}_hi"] = interval
             rows.append(row)
     return pd.DataFrame(rows)
 

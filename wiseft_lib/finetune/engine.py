@@ -162,10 +162,10 @@ class Trainer:
                     loss = distillation_loss(logits, teacher_logits, yc, cfg.distill, cfg.label_smoothing)
                 else:
                     loss = F.cross_entropy(logits.float(), yc, label_smoothing=cfg.label_smoothing)
-                if cfg.l2_to_init > 0:  # once per step in total: each chunk adds its share
-                    loss = loss + cfg.l2_to_init * l2_to_init_penalty(self.params, self.theta_0)
                 if k > 1:
                     loss = loss * (yc.shape[0] / n)  # exact mean over the whole batch
+                if cfg.l2_to_init > 0 and j == 0:  # once per optimizer step, whatever the accumulation
+                    loss = loss + cfg.l2_to_init * l2_to_init_penalty(self.params, self.theta_0)
             self.scaler.scale(loss).backward()
             total = loss.detach() if total is None else total + loss.detach()
         if cfg.grad_clip > 0:

@@ -11,6 +11,7 @@ probabilities. Each ensemble point is set beside the WiSE-FT curve at the same I
 """
 from __future__ import annotations
 
+import json
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -98,9 +99,10 @@ def run(params: Fig10Params, *, progress: bool = True) -> Fig10Result:
     p, out, tidy, runs, store = run_sweep(params, NAME, progress=progress)
     ens = pd.concat([output_ensemble_curve(p, seed, runs=runs, spaces=p.spaces, progress=progress)
                      for seed in p.seeds], ignore_index=True)
+    config = json.dumps(p.to_dict(), default=str)  # serialised once, not per row
     store.add_many({"run": f"{NAME}/seed{r['seed']}/{r['mode']}", "model": p.model, "method": r["mode"],
                     "alpha": r["alpha"], "dataset": r["dataset"], "metric": r["metric"], "value": r["value"],
-                    "config": p.to_dict()} for r in ens.to_dict("records"))
+                    "config": config} for r in ens.to_dict("records"))
     both = pd.concat([tidy.assign(mode=WEIGHTS), ens], ignore_index=True)
     curve = curve_table(both, id_dataset=p.id_dataset, ood_datasets=p.ood_datasets)
     paths = {"curve": atomic_write_text(out / "curve.csv", curve.round(4).to_csv(index=False))}
