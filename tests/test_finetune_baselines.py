@@ -135,3 +135,45 @@ def test_the_trajectory_lists_every_kept_checkpoint_and_each_loads_and_interpola
     assert distance(models[0], start) < distance(models[-1], start)
     mid = interpolate_weights(start.state_dict(), models[1].state_dict(), 0.5)
     start.load_state_dict(mid)  # an early checkpoint is a WiSE-FT endpoint like the last one
+
+
+def test_early_stopping_equals_the_full_runs_checkpoint_at_that_epoch(tmp_path, tiny_registered):
+    """stop_after_epochs keeps the full schedule (LR, data order) and ends early: bit for bit the checkpoint the
+    full run wrote at that epoch, so each early-stopped point is a cached run of its own (Figure 3)."""
+    from wiseft_lib.finetune import trajectory
+
+    full = cfg(epochs=3, keep_checkpoints=10)
+    finetune(tiny_classifier(), AugmentedSet(), full, output_dir=tmp_path / "full", progress=False)
+    at_epoch_1 = ImageClassifier.load(dict(trajectory(tmp_path / "full"))[5])  # 5 steps per epoch
+    stopped = finetune(tiny_classifier(), AugmentedSet(), cfg(epochs=3, stop_after_epochs=1), progress=False)
+    for (k, a), b in zip(at_epoch_1.state_dict().items(), stopped.state_dict().values()):
+        assert torch.equal(a, b), k
+    assert cfg(epochs=3, stop_after_epochs=1).recipe()["stop_after_epochs"] == 1
+    assert "stop_after_epochs" not in cfg(epochs=3).recipe()
+    with pytest.raises(ValueError, match="stop_after_epochs must be in \\[1, epochs=3\\]"):
+        cfg(epochs=3, stop_after_epochs=4)
+
+
+def test_l1_shrinks_the_head_and_random_init_redraws_it_seeded():
+    from wiseft_lib.finetune.engine import l1_penalty
+
+    assert l1_penalty([torch.tensor([1.0, -2.0]), torch.tensor([[-3.0]])]).item() == 6.0
+    start = tiny_classifier()
+    linear = dict(mode="linear", epochs=3, lr=0.2, grad_clip=0.0)
+    plain = finetune(start, AugmentedSet(), cfg(**linear), progress=False)
+    sparse = finetune(start, AugmentedSet(), cfg(**linear, l1=1.0), progress=False)
+    norm = lambda m: m.classification_head.weight.abs().sum().item()  # noqa: E731
+    assert norm(sparse) < 0.7 * norm(plain)
+    a = finetune(start, AugmentedSet(), cfg(**{**linear, "epochs": 1, "lr": 1e-9}, head_init="random"), progress=False)
+    b = finetune(start, AugmentedSet(), cfg(**{**linear, "epochs": 1, "lr": 1e-9}, head_init="random"), progress=False)
+    w = a.classification_head.weight
+    assert torch.equal(w, b.classification_head.weight)  # seeded
+    assert w.abs().max().item() <= 1 / w.shape[1] ** 0.5 + 1e-6  # nn.Linear's scale, not the zero-shot head's
+    assert not torch.allclose(w, start.classification_head.weight)
+    assert a.classification_head.bias.abs().max().item() < 1e-6  # drawn at zero, then 3 steps of lr 1e-9
+    with pytest.raises(ValueError, match="head_init 'zero-shot' or 'random'"):
+        cfg(head_init="xavier")
+    c = config_from_args(build_finetune_parser().parse_args(
+        ["--model", "m", "--train-dataset", "d", "--output-dir", "o", "--stop-after-epochs", "2", "--l1", "1e-5",
+         "--head-init", "random"]))
+    assert (c.stop_after_epochs, c.l1, c.head_init) == (2, 1e-5, "random")

@@ -52,6 +52,10 @@ def add_finetune_arguments(parser: argparse.ArgumentParser) -> argparse.Argument
                    help="a of (1-a)*CE(labels) + a*CE(zero-shot predictions)")
     b.add_argument("--ema-decay", type=float, default=d.ema_decay, help="> 0: the result is the weights' EMA")
     b.add_argument("--ema-start", choices=("debiased", "zero-shot"), default=d.ema_start)
+    b.add_argument("--stop-after-epochs", type=int, default=d.stop_after_epochs,
+                   help="early stopping: end after this many epochs of the --epochs schedule")
+    b.add_argument("--l1", type=float, default=d.l1, help="lambda of lambda*sum|theta| (linear classifiers)")
+    b.add_argument("--head-init", choices=("zero-shot", "random"), default=d.head_init)
     e = parser.add_argument_group("engineering")
     e.add_argument("--precision", choices=("auto", "fp32", "bf16", "fp16"), default=d.precision)
     e.add_argument("--num-workers", type=int, default=d.num_workers)
@@ -80,7 +84,8 @@ def config_from_args(args: argparse.Namespace) -> FinetuneConfig:
         compile=args.compile, grad_checkpointing=args.grad_checkpointing, log_every=args.log_every,
         grad_accum_steps=args.grad_accum_steps, keep_checkpoints=args.keep_checkpoints,
         optimizer=args.optimizer, momentum=args.momentum, l2_to_init=args.l2_to_init, distill=args.distill,
-        ema_decay=args.ema_decay, ema_start=args.ema_start,
+        ema_decay=args.ema_decay, ema_start=args.ema_start, stop_after_epochs=args.stop_after_epochs, l1=args.l1,
+        head_init=args.head_init,
     )
 
 

@@ -40,6 +40,9 @@ class FinetuneConfig:
     distill: float = 0.0  # a of (1 - a) * CE(labels) + a * CE(softmax(zero-shot logits)): distillation toward theta_0
     ema_decay: float = 0.0  # > 0: the result is the EMA of the weights over the steps (Figures 11, 12)
     ema_start: str = "debiased"  # debiased (from zero, divided by 1 - decay^t) | zero-shot (from theta_0: biased to it)
+    stop_after_epochs: Optional[int] = None  # early stopping: end after this many epochs of the `epochs` schedule
+    l1: float = 0.0  # lambda of lambda * sum |theta| over every trained weight (the paper's LC L1 regularizer)
+    head_init: str = "zero-shot"  # zero-shot (the paper's) | random (the head re-drawn, seeded, before training)
 
     def __post_init__(self) -> None:
         check_fields(self, where="FinetuneConfig")  # types first: a string lr is named, not compared
@@ -66,6 +69,12 @@ class FinetuneConfig:
         if self.l2_to_init < 0 or not 0 <= self.distill <= 1 or not 0 <= self.momentum < 1:
             raise ValueError(f"l2_to_init must be >= 0, distill in [0, 1], momentum in [0, 1); got "
                              f"{self.l2_to_init}, {self.distill}, {self.momentum}")
+        if self.stop_after_epochs is not None and not 1 <= self.stop_after_epochs <= self.epochs:
+            raise ValueError(f"stop_after_epochs must be in [1, epochs={self.epochs}] or None; got "
+                             f"{self.stop_after_epochs}")
+        if self.l1 < 0 or self.head_init not in ("zero-shot", "random"):
+            raise ValueError(f"l1 must be >= 0 and head_init 'zero-shot' or 'random'; got {self.l1}, "
+                             f"{self.head_init!r}")
         if self.precision not in ("auto", "fp32", "bf16", "fp16"):
             raise ValueError(f"precision must be one of auto, fp32, bf16, fp16; got {self.precision!r}")
 
@@ -93,7 +102,7 @@ class FinetuneConfig:
 OPTIMIZERS = ("adamw", "adam", "sgd")
 # Recipe fields added after the run cache existed, with their defaults (see FinetuneConfig.recipe).
 LATER_FIELDS = {"optimizer": "adamw", "momentum": 0.9, "l2_to_init": 0.0, "distill": 0.0, "ema_decay": 0.0,
-                "ema_start": "debiased"}
+                "ema_start": "debiased", "stop_after_epochs": None, "l1": 0.0, "head_init": "zero-shot"}
 
 # Fields that may change between a run and its resumption (they do not change the maths).
 RESUMABLE_CHANGES = {"num_workers", "checkpoint_every", "compile", "grad_checkpointing", "log_every",

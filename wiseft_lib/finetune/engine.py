@@ -32,7 +32,8 @@ from wiseft_lib.finetune.data import FeatureBatches, ImageBatches, dataset_finge
 from wiseft_lib.models import ImageClassifier
 from wiseft_lib.schedule import WarmupCosineSchedule
 
-__all__ = ["finetune", "make_optimizer", "Trainer", "WeightEMA", "l2_to_init_penalty", "distillation_loss"]
+__all__ = ["finetune", "make_optimizer", "Trainer", "WeightEMA", "l2_to_init_penalty", "l1_penalty", "random_head_",
+           "distillation_loss"]
 
 log = logging.getLogger("wiseft_lib.finetune")
 
@@ -84,6 +85,23 @@ class StepLog:
 def l2_to_init_penalty(params: Sequence[torch.Tensor], theta_0: Sequence[torch.Tensor]) -> torch.Tensor:
     """``||theta - theta_0||^2`` summed over every tensor (the L2-toward-zero-shot regularizer, before lambda)."""
     return sum(((p.float() - p0.float()) ** 2).sum() for p, p0 in zip(params, theta_0))
+
+
+def l1_penalty(params: Sequence[torch.Tensor]) -> torch.Tensor:
+    """``sum |theta|`` over every tensor (the paper's L1 regularizer of the linear classifier, before lambda)."""
+    return sum(p.float().abs().sum() for p in params)
+
+
+def random_head_(head: nn.Module, seed: int) -> None:
+    """Re-draw a classification head in place, seeded: weights ``U(-1/sqrt(D), 1/sqrt(D))`` (torch's
+    ``nn.Linear`` scale), zero bias. The paper's "random init" against its zero-shot init (Figure 13)."""
+    gen = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        w = head.weight
+        fresh = (torch.rand(w.shape, generator=gen, dtype=torch.float32) * 2 - 1) / math.sqrt(w.shape[1])
+        w.copy_(fresh.to(w.device, w.dtype))
+        if getattr(head, "bias", None) is not None:
+            head.bias.zero_()
 
 
 def distillation_loss(logits: torch.Tensor, teacher_logits: torch.Tensor, labels: torch.Tensor, weight: float,
@@ -166,6 +184,8 @@ class Trainer:
                     loss = loss * (yc.shape[0] / n)  # exact mean over the whole batch
                 if cfg.l2_to_init > 0 and j == 0:  # once per optimizer step, whatever the accumulation
                     loss = loss + cfg.l2_to_init * l2_to_init_penalty(self.params, self.theta_0)
+                if cfg.l1 > 0 and j == 0:
+                    loss = loss + cfg.l1 * l1_penalty(self.params)
             self.scaler.scale(loss).backward()
             total = loss.detach() if total is None else total + loss.detach()
         if cfg.grad_clip > 0:
@@ -264,8 +284,11 @@ def _setup(classifier: ImageClassifier, train_set: Dataset, cfg: FinetuneConfig,
     work.meta = dict(work.meta)
     batches, module = _make_batches(work, train_set, feature_set, cfg, per_rank, rank, world, device,
                                     cache_dir=cache_dir, feature_key=feature_key, progress=progress)
+    # the zero-shot start is what distillation and L2 pull toward, also when the head is re-drawn
     teacher = copy.deepcopy(module).eval().requires_grad_(False) if cfg.distill > 0 else None
     theta_0 = [p.detach().clone() for p in module.parameters() if p.requires_grad] if cfg.l2_to_init > 0 else None
+    if cfg.head_init == "random":
+        random_head_(work.classification_head, cfg.seed)
     ema = (WeightEMA([p for p in module.parameters() if p.requires_grad], cfg.ema_decay, cfg.ema_start)
            if cfg.ema_decay > 0 else None)
     spe = batches.steps_per_epoch()
@@ -324,7 +347,7 @@ def _loop(run: _Run, trainer: Trainer, schedule: WarmupCosineSchedule, step: int
     """Train from ``step`` to the end, checkpointing at epoch ends and every ``checkpoint_every`` steps."""
     cfg, spe = run.cfg, run.spe
     run.module.train()
-    for epoch in range(step // spe, cfg.epochs):
+    for epoch in range(step // spe, cfg.stop_after_epochs or cfg.epochs):  # the schedule is always `epochs` long
         for x, y in run.batches.epoch(epoch, step - epoch * spe):
             lr = schedule.set_step(step)
             loss = trainer.step(x, y)
@@ -378,7 +401,7 @@ def finetune(classifier: ImageClassifier, train_set: Dataset, config: FinetuneCo
     run.work.meta["finetune"] = {**config.to_dict(), "resolved_precision": run.precision,
                                  "world_size": run.world, "total_steps": run.total}
     log_path = _open_log(run, resume, step)
-    pbar = tqdm(total=run.total, initial=step, desc=f"finetune ({config.mode})", dynamic_ncols=True,
+    pbar = tqdm(total=(config.stop_after_epochs or config.epochs) * run.spe, initial=step, desc=f"finetune ({config.mode})", dynamic_ncols=True,
                 disable=not progress or run.rank != 0)
     try:
         _loop(run, trainer, schedule, step, last_good, StepLog(log_path, run.world, pbar), pbar)
