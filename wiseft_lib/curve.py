@@ -35,6 +35,7 @@ __all__ = ["MODES", "ALPHAS_11", "CurveConfig", "wiseft_curve", "curve_table", "
 
 MODES = ("end-to-end", "linear")
 AUGMENTS = ("clip", "randaugment")
+LINEAR_METHODS = ("adamw", "probe", "search")
 ALPHAS_11 = [round(0.1 * i, 2) for i in range(11)]
 
 
@@ -57,7 +58,8 @@ class CurveConfig(Params):
     e2e: dict[str, Any] = param({"epochs": 10, "lr": 5e-4, "batch_size": 64, "weight_decay": 0.1, "warmup_steps": 30},
                                 "end-to-end recipe: FinetuneConfig fields (the rest keep the paper's defaults)")
     linear_method: str = param("adamw", "'adamw': the paper's LC trainer (from the zero-shot head); 'probe': "
-                                        "logistic regression, C chosen on held-out training data")
+                                        "logistic regression, C chosen on held-out training data; 'search': the "
+                                        "paper's random search of LC recipes (wiseft_lib.lc_search)")
     linear: dict[str, Any] = param({"epochs": 30, "lr": 1e-2, "batch_size": 256, "weight_decay": 0.0,
                                     "warmup_steps": 50}, "linear-classifier recipe: FinetuneConfig fields, or probe "
                                                          "arguments")
@@ -87,8 +89,16 @@ class CurveConfig(Params):
             self.alphas = [check_alpha(a) for a in self.alphas]
         except ValueError as err:
             raise bad("alphas", str(err)) from None
-        if self.linear_method not in ("probe", "adamw"):
-            raise bad("linear_method", f"must be 'probe' or 'adamw', not {self.linear_method!r}")
+        if self.linear_method not in LINEAR_METHODS:
+            raise bad("linear_method", f"must be one of {list(LINEAR_METHODS)}, not {self.linear_method!r}")
+        if self.linear_method == "search" and "linear" in self.modes:
+            from wiseft_lib.lc_search import LinearSearch
+
+            try:
+                LinearSearch(**self.linear)
+            except (TypeError, ValueError) as err:
+                raise bad("linear", f"{err} (linear_method 'search' takes LinearSearch fields: regularizer, "
+                                    f"n_configs, epochs, warmup_steps, holdout_fraction, head_init, ...)") from None
         if self.augment not in AUGMENTS:
             raise bad("augment", f"must be one of {list(AUGMENTS)}, not {self.augment!r}")
         if self.eval_split not in ("test", "val"):
@@ -142,7 +152,9 @@ class CurveConfig(Params):
             self, n_train=small(self.n_train, 256), n_train_linear=small(self.n_train_linear, 1000),
             n_test=small(self.n_test, 200), alphas=[0.0, 0.5, 1.0],
             e2e={**self.e2e, "epochs": 1, "warmup_steps": 2},
-            linear={**self.linear, "epochs": 1, "warmup_steps": 2} if self.linear_method == "adamw" else self.linear)
+            linear=({**self.linear, "epochs": 1, "warmup_steps": 2} if self.linear_method == "adamw" else
+                    {**self.linear, "epochs": 1, "warmup_steps": 2, "n_configs": 2} if self.linear_method == "search"
+                    else self.linear))
 
 
 # ---------------------------------------------------------------- the sweeps

@@ -9,6 +9,7 @@ elsewhere. Nothing here decides what to evaluate; :mod:`wiseft_lib.curve` does.
 """
 from __future__ import annotations
 
+import json
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,6 +27,12 @@ if TYPE_CHECKING:
     from wiseft_lib.curve import CurveConfig
 
 __all__ = ["Endpoints", "RunRef", "finetuned_run", "weights_identity", "eval_bundle_kwargs"]
+
+
+# Decoded evaluation sets of this process, oldest first: (model, weights tag, data root, images) -> bundle.
+# Small sets only (preprocess_eval); a study of many variants decodes each set once instead of once per run.
+_DECODED: dict[str, DatasetBundle] = {}
+_DECODED_MAX = 16
 
 
 def eval_bundle_kwargs(name: str, n_test: Optional[int]) -> dict[str, Any]:
@@ -99,13 +106,20 @@ class Endpoints:
         return len(self._raw_bundle(name))
 
     def eval_bundle(self, name: str) -> DatasetBundle:
-        """An evaluation set with the eval transform, decoded once if ``preprocess_eval``."""
+        """An evaluation set with the eval transform, decoded once if ``preprocess_eval`` (and then kept for
+        the process: the next curve with the same model and images, e.g. another variant or seed, reuses it)."""
         if name not in self._bundles:
             from wiseft_lib.evaluate import preprocess_once
 
             bundle = self._raw_bundle(name)
             if self.cfg.preprocess_eval:
-                bundle = preprocess_once(bundle, num_workers=self.cfg.num_workers, progress=self.progress)
+                key = json.dumps([self.cfg.model, self.cfg.pretrained, self.cfg.data_root, self.eval_record(name)],
+                                 sort_keys=True, default=str)
+                if key not in _DECODED:
+                    _DECODED[key] = preprocess_once(bundle, num_workers=self.cfg.num_workers, progress=self.progress)
+                    while len(_DECODED) > _DECODED_MAX:
+                        _DECODED.pop(next(iter(_DECODED)))  # the oldest
+                bundle = _DECODED[key]
             self._bundles[name] = bundle
         return self._bundles[name]
 
@@ -240,23 +254,37 @@ def _finetune_end_to_end(ep: Endpoints) -> RunRef:
 def _linear_recipe(ep: Endpoints) -> dict[str, Any]:
     if ep.cfg.linear_method == "probe":
         return {"method": "probe", **ep.cfg.linear, "seed": ep.seed}
+    if ep.cfg.linear_method == "search":
+        from wiseft_lib.lc_search import LinearSearch
+
+        return {"method": "search", **LinearSearch(**ep.cfg.linear).to_dict(), "seed": ep.seed}
     ft_cfg = ep.cfg.finetune_config("linear", ep.seed)
     return {"method": "adamw", **ft_cfg.recipe(), "precision": resolve_precision(ft_cfg.precision, ep.device)}
 
 
-def _train_head(ep: Endpoints) -> ClassificationHead:
+def _train_head(ep: Endpoints, work: Path) -> ClassificationHead:
+    """The linear classifier of ``ep.cfg.linear_method``; a search also writes its trials into ``work``."""
     train = ep.train_set(ep.cfg.n_train_linear, ep.transforms()[1])
     feature_key = {**ep.train_record(ep.cfg.n_train_linear, "eval"), "zeroshot": ep.zeroshot_key()}
     cache = ep.runs.root / "features"
     zs = ep.zeroshot()
-    if ep.cfg.linear_method == "probe":
+    if ep.cfg.linear_method in ("probe", "search"):
         from wiseft_lib.features import extract_features
-        from wiseft_lib.probe import fit_logistic_probe
 
         x, y = extract_features(zs.image_encoder, train.dataset, cache_dir=cache, cache_key_parts=feature_key,
                                 batch_size=ep.cfg.eval_batch_size, device=ep.device,
                                 num_workers=ep.cfg.num_workers, progress=ep.progress)
-        return fit_logistic_probe(x, y, seed=ep.seed, **ep.cfg.linear).to_head()
+        if ep.cfg.linear_method == "probe":
+            from wiseft_lib.probe import fit_logistic_probe
+
+            return fit_logistic_probe(x, y, seed=ep.seed, **ep.cfg.linear).to_head()
+        from wiseft_lib._io import atomic_write_text
+        from wiseft_lib.lc_search import LinearSearch, search_linear_head
+
+        found = search_linear_head(x, y, zs.classification_head, LinearSearch(**ep.cfg.linear), seed=ep.seed,
+                                   device=ep.device, progress=ep.progress)
+        atomic_write_text(work / "trials.csv", found.trials.to_csv(index=False))
+        return found.head
     from wiseft_lib.finetune import finetune
 
     lc_cfg = ep.cfg.finetune_config("linear", ep.seed)
@@ -271,8 +299,8 @@ def _finetune_linear(ep: Endpoints) -> RunRef:
     with ep.runs.lock("linear", key):
         if not ep.runs.has("linear", key):
             start = time.time()
-            head = _train_head(ep)
             work = ep.runs.work_dir("linear", key)
+            head = _train_head(ep, work)
             save_file({"weight": head.weight.detach().cpu().contiguous(),
                        "bias": head.bias.detach().cpu().contiguous()}, str(work / "head.safetensors"))
             ep.runs.commit("linear", key, work, {"parts": parts, "normalize": bool(head.normalize),

@@ -224,9 +224,12 @@ def make_optimizer(params: Sequence[nn.Parameter], config: FinetuneConfig, devic
 
 def _make_batches(work: ImageClassifier, train_set: Dataset, feature_set: Optional[Dataset],
                   cfg: FinetuneConfig, per_rank: int, rank: int, world: int, device: torch.device, *,
-                  cache_dir, feature_key, progress: bool) -> tuple[Any, nn.Module]:
+                  cache_dir, feature_key, progress: bool, train_features=None) -> tuple[Any, nn.Module]:
     """The batch source and the module that trains: images + whole classifier (end-to-end), or
     cached features + head only (linear)."""
+    if cfg.mode == "linear" and train_features is not None:  # features computed elsewhere (e.g. a search)
+        feats, labels = train_features
+        return FeatureBatches(feats, labels, per_rank, cfg.seed, rank, world, device), work.classification_head
     if cfg.mode == "linear":
         fset = feature_set if feature_set is not None else train_set
         key = dict(feature_key) if feature_key else (dataset_fingerprint(fset) if cache_dir else None)
@@ -263,7 +266,7 @@ class _Run:
 
 
 def _setup(classifier: ImageClassifier, train_set: Dataset, cfg: FinetuneConfig, output_dir, resume: bool,
-           device, feature_set, cache_dir, feature_key, progress: bool) -> _Run:
+           device, feature_set, cache_dir, feature_key, progress: bool, train_features=None) -> _Run:
     rank, world, device = setup_distributed(None if device is None else torch.device(device))
     precision = resolve_precision(cfg.precision, device)
     if cfg.batch_size % world:
@@ -283,7 +286,8 @@ def _setup(classifier: ImageClassifier, train_set: Dataset, cfg: FinetuneConfig,
     work: ImageClassifier = copy.deepcopy(classifier).float().to(device)
     work.meta = dict(work.meta)
     batches, module = _make_batches(work, train_set, feature_set, cfg, per_rank, rank, world, device,
-                                    cache_dir=cache_dir, feature_key=feature_key, progress=progress)
+                                    cache_dir=cache_dir, feature_key=feature_key, progress=progress,
+                                    train_features=train_features)
     # the zero-shot start is what distillation and L2 pull toward, also when the head is re-drawn
     teacher = copy.deepcopy(module).eval().requires_grad_(False) if cfg.distill > 0 else None
     theta_0 = [p.detach().clone() for p in module.parameters() if p.requires_grad] if cfg.l2_to_init > 0 else None
@@ -382,7 +386,8 @@ def finetune(classifier: ImageClassifier, train_set: Dataset, config: FinetuneCo
              output_dir: Union[str, Path, None] = None, resume: bool = False,
              device: Union[str, torch.device, None] = None, feature_set: Optional[Dataset] = None,
              cache_dir: Union[str, Path, None] = None, feature_key: Optional[Mapping[str, Any]] = None,
-             progress: bool = True) -> ImageClassifier:
+             progress: bool = True,
+             train_features: Optional[tuple[torch.Tensor, torch.Tensor]] = None) -> ImageClassifier:
     """Fine-tune a copy of ``classifier`` (left untouched: it is the WiSE-FT zero-shot endpoint).
 
     ``train_set`` yields ``(augmented image tensor, int label)``. In ``linear`` mode only the head
@@ -390,13 +395,14 @@ def finetune(classifier: ImageClassifier, train_set: Dataset, config: FinetuneCo
     extracted once through :mod:`wiseft_lib.features` (cached in ``cache_dir`` under
     ``feature_key``, default a fingerprint of the data). With ``output_dir`` the run writes
     checkpoints, ``log.jsonl`` and ``finetuned.safetensors``; ``resume=True`` continues from the
-    newest checkpoint there (or starts fresh if there is none). Returns the fine-tuned model on
+    newest checkpoint there (or starts fresh if there is none). ``train_features`` ``(features, labels)``
+    (linear mode) trains the head on them directly, with no extraction (``train_set`` is then unused). Returns the fine-tuned model on
     ``device`` in eval mode, with the config in ``meta["finetune"]``.
     """
     from tqdm.auto import tqdm
 
     run = _setup(classifier, train_set, config, output_dir, resume, device, feature_set, cache_dir,
-                 feature_key, progress)
+                 feature_key, progress, train_features)
     trainer, schedule, step, last_good = _optimizer_state(run, resume)
     run.work.meta["finetune"] = {**config.to_dict(), "resolved_precision": run.precision,
                                  "world_size": run.world, "total_steps": run.total}
