@@ -138,16 +138,31 @@ def interpolate_weights(theta_0: StateDict, theta_1: StateDict, alpha: float) ->
     return out
 
 
-def bernoulli_interpolate(theta_0: StateDict, theta_1: StateDict, alpha: float, seed: int = 0) -> dict[str, torch.Tensor]:
-    """The paper's "random interpolation" baseline: each tensor whole from ``theta_1`` with probability
-    ``alpha``, else from ``theta_0`` (one seeded draw per key, in key order; new tensors).
+def bernoulli_interpolate(theta_0: StateDict, theta_1: StateDict, alpha: float, seed: int = 0, *,
+                          per: str = "tensor") -> dict[str, torch.Tensor]:
+    """The paper's "random interpolation" baseline: each tensor (``per="tensor"``) or each single weight
+    (``per="element"``) taken from ``theta_1`` with probability ``alpha``, else from ``theta_0``; seeded draws
+    in key order; new tensors.
 
     Its expected weights equal WiSE-FT's ``(1 - alpha) * theta_0 + alpha * theta_1``; any one draw is a
-    patchwork of the two models. ``alpha`` 0 and 1 return exact copies of the endpoints.
+    patchwork of the two models. Per element suits a linear classifier, whose two tensors would otherwise
+    give only four models. ``alpha`` 0 and 1 return exact copies of the endpoints.
     """
     a = check_alpha(alpha)
     check_compatible(theta_0, theta_1)
+    if per not in ("tensor", "element"):
+        raise ValueError(f"per must be 'tensor' or 'element', got {per!r}")
     gen = torch.Generator().manual_seed(seed)
+    if per == "element":
+        out = {}
+        for key, t0 in theta_0.items():
+            t1 = theta_1[key].detach().to(t0.device)
+            if not t0.is_floating_point():  # integer buffers: equal in both (check_compatible), copied
+                out[key] = t0.detach().clone()
+                continue
+            mask = (torch.rand(t0.shape, generator=gen) < a).to(t0.device)
+            out[key] = torch.where(mask, t1, t0.detach())
+        return out
     draws = torch.rand(len(theta_0), generator=gen)
     return {key: (theta_1[key].detach().to(t0.device) if draws[i] < a else t0.detach()).clone()
             for i, (key, t0) in enumerate(theta_0.items())}

@@ -25,12 +25,12 @@ from wiseft_lib.endpoints import Endpoints, RunRef, finetuned_run
 from wiseft_lib.ensemble import ensemble_logits, ensemble_probs
 from wiseft_lib.runs import RunCache
 
-__all__ = ["SPACES", "endpoint_logits", "output_ensemble_curve", "ood_at_matched_id"]
+__all__ = ["SPACES", "ensemble_mode", "endpoint_logits", "output_ensemble_curve", "ood_at_matched_id"]
 
 SPACES = {"logit": ensemble_logits, "prob": ensemble_probs}
 
 
-def _mode(space: str) -> str:
+def ensemble_mode(space: str) -> str:
     return f"output ensemble ({space})"
 
 
@@ -95,7 +95,7 @@ def output_ensemble_curve(cfg: CurveConfig, seed: int = 0, *, runs: Optional[Run
                                ep.eval_record(name))
     rows = []
     for space, path in paths.items():
-        rows += tidy_scores(ep, _mode(space), run, path)
+        rows += tidy_scores(ep, ensemble_mode(space), run, path)
     return pd.DataFrame(rows)
 
 
