@@ -106,3 +106,42 @@ def test_paper_presets_name_weights_open_clip_knows():
         entries += [(p["model"], tag) for tag in p.get("zeroshot_pretrained", [])]
         for entry in entries:
             assert entry in known, f"{path.name}: {entry} is not in open_clip.list_pretrained()"
+
+
+@pytest.mark.slow
+@pytest.mark.filterwarnings("ignore:.*unreadable image")
+def test_baseline_figures_3_11_12_13_15_paper_presets(paper_setting, tmp_path):
+    """ViT-B/16's baseline studies on the fixture: no val split on ImageNet, so every configuration is reported."""
+    f3 = run_paper_notebook("fig3_hyperparameters", paper_setting, tmp_path / "f3")
+    points = pd.read_csv(f3 / "points.csv")
+    assert set(points["family"]) == {"learning rate x epochs", "optimizer", "L2 toward the zero-shot weights",
+                                     "early stopping"}
+    assert not points["chosen_on_val"].any() and points["val_id_acc"].isna().all()
+    assert len(pd.read_csv(f3 / "matched.csv")) == len(points)  # nothing chosen: every variant beside WiSE-FT
+    f13 = run_paper_notebook("fig13_linear_classifier_alternatives", paper_setting, tmp_path / "f13")
+    assert {"random interpolation (Bernoulli)", "output ensemble (logit)"} <= set(
+        pd.read_csv(f13 / "other_curves_matched.csv")["method"])
+    for name in ("fig11_12_ema", "fig15_augmentation"):
+        out = run_paper_notebook(name, paper_setting, tmp_path / name)
+        assert (out / f"{name}.png").exists() and len(pd.read_csv(out / "points.csv")) == 4
+
+
+@pytest.mark.slow
+@pytest.mark.filterwarnings("ignore:.*unreadable image")
+def test_table13_paper_preset_with_a_timm_model(paper_setting, tmp_path):
+    """The paper preset's timm path on timm's own tiny test EfficientNet (random weights, asked for by name);
+    the real run names the NoisyStudent models and sets their published rows beside."""
+    preset = yaml.safe_load((ROOT / "params" / "paper" / "table13_output_ensembles.yaml").read_text())
+    assert preset["others"] == ["timm:tf_efficientnet_b6.ns_jft_in1k", "timm:tf_efficientnet_l2.ns_jft_in1k"]
+    import timm
+
+    for name in preset["others"]:  # both names are timm's own, with pretrained weights
+        assert timm.list_models(name.removeprefix("timm:").split(".")[0], pretrained=True)
+    out = run_paper_notebook("table13_output_ensembles", paper_setting, tmp_path / "t13",
+                             others=["timm:test_efficientnet"], others_pretrained=False,
+                             published_names={"timm:test_efficientnet": "NoisyStudent EfficientNet-B6"})
+    table = pd.read_csv(out / "table13.csv")
+    assert table["row"].tolist()[:2] == ["zero-shot", "timm:test_efficientnet alone"]
+    beside = pd.read_csv(out / "beside_published.csv")
+    assert {"imagenet_ours", "imagenet_paper", "avg_id_shifts_diff"} <= set(beside.columns)
+    assert beside.loc[beside["row"] == "alone", "imagenet_paper"].item() == 86.5

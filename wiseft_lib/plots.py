@@ -30,6 +30,7 @@ from matplotlib.ticker import FixedLocator, FuncFormatter, NullLocator
 from wiseft_lib._io import atomic_path
 
 __all__ = [
+    "plot_baselines",
     "LogitLine",
     "fit_logit_line",
     "draw_logit_line",
@@ -392,6 +393,60 @@ def plot_per_shift(points: pd.DataFrame, background: Optional[pd.DataFrame] = No
                 legend.remove()
         else:
             ax.legend(fontsize=6, loc="best")
+    if title:
+        fig.suptitle(title, fontsize=10)
+    return fig
+
+
+def plot_baselines(reference: pd.DataFrame, variants: pd.DataFrame, points: Optional[pd.DataFrame] = None, *,
+                   reference_label: str = "WiSE-FT", ncols: int = 2, title: Optional[str] = None,
+                   extra_curves: Optional[pd.DataFrame] = None) -> Figure:
+    """Figures 3, 11-13, 15: one panel per family of baselines, each beside WiSE-FT's curve.
+
+    ``reference`` has ``alpha, id_acc, ood_avg`` (rows per seed are averaged); ``variants`` has ``family,
+    variant, alpha, id_acc, ood_avg``: each variant is a point (alpha 1) and WiSE-FT applied to it a dashed
+    line from the zero-shot model through its other alphas. Rows of ``points`` with ``chosen_on_val`` get a
+    black edge. ``extra_curves`` (``mode, alpha, id_acc, ood_avg``; e.g. output-space ensembles) get a panel
+    of their own. Accuracies in percent, logit-scaled axes.
+    """
+    ref = reference.groupby("alpha")[["id_acc", "ood_avg"]].mean().reset_index().sort_values("alpha")
+    var = variants.groupby(["family", "variant", "alpha"], sort=False)[["id_acc", "ood_avg"]].mean().reset_index()
+    ext = None
+    if extra_curves is not None and not extra_curves.empty:
+        ext = extra_curves.groupby(["mode", "alpha"], sort=False)[["id_acc", "ood_avg"]].mean().reset_index()
+    families = list(dict.fromkeys(var["family"])) + (["output space and random interpolation"] if ext is not None
+                                                     else [])
+    chosen = set(points.loc[points["chosen_on_val"], "variant"]) if points is not None and "chosen_on_val" in points \
+        else set()
+    fig, axes = _grid(max(len(families), 1), ncols, (4.6, 3.9))
+    zs = ref[np.isclose(ref["alpha"], 0.0)]
+    for ax, family in zip(axes, families):
+        own = var[var["family"] == family] if ext is None or family in set(var["family"]) else ext
+        logit_axes(ax, list(ref["id_acc"]) + list(own["id_acc"]), list(ref["ood_avg"]) + list(own["ood_avg"]))
+        ax.plot(ref["id_acc"] / 100, ref["ood_avg"] / 100, "-", color="k", linewidth=1.6, marker=".", markersize=3,
+                label=f"{reference_label} (alpha 0 to 1)", zorder=3)
+        if not zs.empty:
+            ax.scatter(zs["id_acc"] / 100, zs["ood_avg"] / 100, marker="*", s=140, color="k", zorder=5,
+                       label="zero-shot")
+        key = "variant" if "variant" in own.columns else "mode"
+        for i, (name, g) in enumerate(own.groupby(key, sort=False)):
+            g = g.sort_values("alpha")
+            color = f"C{i % 10}"
+            line = pd.concat([zs[["id_acc", "ood_avg"]], g[["id_acc", "ood_avg"]]]) if key == "variant" else g
+            ax.plot(line["id_acc"] / 100, line["ood_avg"] / 100, "--" if key == "variant" else "-", color=color,
+                    linewidth=0.9, zorder=2)
+            if key == "variant":
+                end = g[np.isclose(g["alpha"], 1.0)]
+                ax.scatter(end["id_acc"] / 100, end["ood_avg"] / 100, s=55 if name in chosen else 30, color=color,
+                           edgecolors="k" if name in chosen else color, linewidths=1.5, zorder=4,
+                           label=f"{name}" + (" (chosen on val)" if name in chosen else ""))
+            else:
+                ax.scatter(g["id_acc"] / 100, g["ood_avg"] / 100, s=10, color=color, zorder=4, label=name)
+        ax.set_title(family, fontsize=9)
+        ax.set_xlabel("ID accuracy (%)", fontsize=8)
+        ax.set_ylabel("mean OOD accuracy (%)", fontsize=8)
+        ax.grid(True, linewidth=0.5, alpha=0.5)
+        ax.legend(fontsize=6, loc="best")
     if title:
         fig.suptitle(title, fontsize=10)
     return fig

@@ -22,6 +22,14 @@ from wiseft_lib.studies.fig6_weight_path import Fig6Params
 from wiseft_lib.studies.fig10_weight_vs_output_ensembles import Fig10Params
 from wiseft_lib.studies.fig10_weight_vs_output_ensembles import run as run_fig10
 from wiseft_lib.studies.fig6_weight_path import run as run_fig6
+from wiseft_lib.studies.fig3_hyperparameters import Fig3Params
+from wiseft_lib.studies.fig3_hyperparameters import run as run_fig3
+from wiseft_lib.studies.fig11_12_ema import EmaParams
+from wiseft_lib.studies.fig11_12_ema import run as run_ema
+from wiseft_lib.studies.fig13_linear_classifier_alternatives import Fig13Params
+from wiseft_lib.studies.fig13_linear_classifier_alternatives import run as run_fig13
+from wiseft_lib.studies.fig15_augmentation import Fig15Params
+from wiseft_lib.studies.fig15_augmentation import run as run_fig15
 from wiseft_lib.studies.fig7_8_21_per_shift import PerShiftParams
 from wiseft_lib.studies.fig7_8_21_per_shift import run as run_per_shift
 from wiseft_lib.studies.pretrain_mini_clip import PretrainParams
@@ -29,6 +37,8 @@ from wiseft_lib.studies.pretrain_mini_clip import run as run_pretrain
 from wiseft_lib.studies.table1_shifts import Table1Params
 from wiseft_lib.studies.table1_shifts import run as run_table1
 from wiseft_lib.studies.table8_other_models import Table8Params
+from wiseft_lib.studies.table13_output_ensembles import Table13Params
+from wiseft_lib.studies.table13_output_ensembles import run as run_table13
 from wiseft_lib.studies.table8_other_models import run as run_table8
 from wiseft_lib.studies.tutorial import TutorialParams
 
@@ -63,6 +73,15 @@ STUDIES: dict[str, Study] = {s.name: s for s in (
           PerShiftParams, run_per_shift),
     Study("fig10_weight_vs_output_ensembles", "Figure 10: WiSE-FT vs. output-space (logit, probability) ensembles",
           Fig10Params, run_fig10),
+    Study("table13_output_ensembles", "Table 13: output-space ensembles of the zero-shot model with independently "
+          "trained models", Table13Params, run_table13),
+    Study("fig3_hyperparameters", "Figure 3: fine-tuning hyperparameters, optimizers, L2, early stopping vs. WiSE-FT",
+          Fig3Params, run_fig3),
+    Study("fig11_12_ema", "Figures 11, 12: weight averaging (EMA) during fine-tuning vs. WiSE-FT", EmaParams, run_ema),
+    Study("fig13_linear_classifier_alternatives", "Figure 13: linear-classifier alternatives (regularizers, "
+          "distillation, L2, init, ensembles, random interpolation) vs. WiSE-FT LC", Fig13Params, run_fig13),
+    Study("fig15_augmentation", "Figure 15: Figure 3's rows with stronger augmentation (RandAugment)", Fig15Params,
+          run_fig15),
     Study("pretrain_mini_clip", "The wiseft-mini CLIP's pretraining (the embedded default's zero-shot model)",
           PretrainParams, run_pretrain),
 )}
