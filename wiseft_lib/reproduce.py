@@ -95,7 +95,7 @@ def _claims_summary(out: Path) -> str:
 
 
 # The tables a study's section of index.md shows, when the study wrote them (its Markdown version).
-INDEX_TABLES = ("summary", "table1", "table8", "claims", "gains", "path_summary", "zeroshot")
+INDEX_TABLES = ("summary", "table1", "table8", "table13", "matched", "claims", "gains", "path_summary", "zeroshot")
 
 
 def write_index(runs: Sequence[StudyRun], base: Path, preset: str, smoke: bool = False) -> Path:
