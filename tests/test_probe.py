@@ -67,6 +67,8 @@ def test_split_keeps_every_class_in_train_and_errors_without_validation():
     assert set(y[tr]) == {0, 1, 2} and len(np.intersect1d(tr, va)) == 0 and len(tr) + len(va) == len(y)
     with pytest.raises(ValueError, match="held-out"):
         fit_logistic_probe(np.random.randn(3, 4), [0, 1, 2], Cs=[0.1, 1.0])
+    tr, va = held_out_split(np.array([0, 0, 0, 1, 1, 2]), 0.1, seed=0)  # 10% of each class rounds to nothing
+    assert len(va) == 2 and sorted(np.array([0, 0, 0, 1, 1, 2])[va]) == [0, 1]  # classes with 2+ lend one
 
 
 @pytest.mark.slow

@@ -84,14 +84,15 @@ def _as_numpy(x: ArrayLike, dtype=None) -> np.ndarray:
 
 def held_out_split(labels: np.ndarray, val_fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
     """Stratified (train_idx, val_idx): per class ``floor(n_c * val_fraction)`` held out, but
-    always at least one example left for training, so the split's train part sees every class."""
+    always at least one example left for training, so the split's train part sees every class. When
+    that holds out nothing (tiny data), each class with two or more examples lends one."""
     rng = np.random.default_rng(seed)
-    train, val = [], []
-    for c in np.unique(labels):
-        idx = rng.permutation(np.flatnonzero(labels == c))
-        k = min(int(len(idx) * val_fraction), len(idx) - 1)
-        val.append(idx[:k])
-        train.append(idx[k:])
+    perms = [rng.permutation(np.flatnonzero(labels == c)) for c in np.unique(labels)]
+    ks = [min(int(len(idx) * val_fraction), len(idx) - 1) for idx in perms]
+    if val_fraction > 0 and sum(ks) == 0:  # too few examples for the fraction: one from each class that can lend one
+        ks = [1 if len(idx) >= 2 else 0 for idx in perms]
+    val = [idx[:k] for idx, k in zip(perms, ks)]
+    train = [idx[k:] for idx, k in zip(perms, ks)]
     return np.sort(np.concatenate(train)), np.sort(np.concatenate(val))
 
 

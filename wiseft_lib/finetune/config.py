@@ -95,7 +95,10 @@ class FinetuneConfig:
         Fields added after runs were cached (:data:`LATER_FIELDS`) count only when set away from their
         default, so a run made before they existed keeps its key.
         """
-        return {k: v for k, v in self.to_dict().items()
+        d = self.to_dict()
+        if d["stop_after_epochs"] == self.epochs:  # stopping at the end is no early stopping: the same run
+            d["stop_after_epochs"] = None
+        return {k: v for k, v in d.items()
                 if k not in RESUMABLE_CHANGES and not (k in LATER_FIELDS and v == LATER_FIELDS[k])}
 
 
