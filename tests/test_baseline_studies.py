@@ -128,3 +128,22 @@ def test_table13_ensembles_a_standard_model_and_caches_every_logit(tmp_path, fas
     again = run_table13(params, progress=False)
     pd.testing.assert_frame_equal(result.table, again.table)
     assert (tmp_path / "t13" / "table13_output_ensembles.png").exists()
+
+
+def test_a_variant_merges_its_recipe_into_the_studys_and_smoke_keeps_two_per_family(tmp_path):
+    from wiseft_lib.studies.baselines import variant_config
+
+    variants = {f"v{i}": {"family": "lr", "e2e": {"lr": 10.0 ** -i}} for i in range(2, 6)}
+    variants["ra"] = {"family": "augment", "augment": "randaugment"}
+    p = Fig3Params(output_dir=str(tmp_path / "o"), variants=variants,
+                   e2e={"epochs": 10, "lr": 5e-4, "batch_size": 64, "weight_decay": 0.1, "warmup_steps": 30})
+    cfg = variant_config(p, variants["v3"])
+    assert cfg.e2e == {"epochs": 10, "lr": 1e-3, "batch_size": 64, "weight_decay": 0.1, "warmup_steps": 30}
+    assert cfg.alphas == [0.5, 1.0] and cfg.augment == "clip"
+    assert variant_config(p, variants["ra"]).augment == "randaugment"
+    search = {"family": "reg", "linear_method": "search", "linear": {"regularizer": "l1", "n_configs": 5}}
+    lc = variant_config(Fig13Params(output_dir=str(tmp_path / "o13")), search)
+    assert lc.linear == {"regularizer": "l1", "n_configs": 5}  # another method: its own arguments, not merged
+    smoke = p.smoke_version()
+    assert list(smoke.variants) == ["v2", "v3", "ra"]
+    assert variant_config(smoke, variants["v5"]).e2e["epochs"] == 1
