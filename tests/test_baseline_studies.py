@@ -34,8 +34,12 @@ def test_points_choose_each_familys_best_val_configuration_and_match_it_on_test(
     matched = matched_points(points.reset_index())
     assert matched["variant"].tolist() == ["small", "sgd"]
     claims = baseline_claims(matched)
-    assert claims["holds"].tolist() == [True, True, True]  # small: +5 at same ID, WiSE-FT on it +6; sgd: 63 vs 61
-    assert claims["value_pp"].tolist() == [5.0, 6.0, 2.0]
+    # small: +5 at the same ID; the alpha-1 point (84, 60) is more accurate and 2 more robust; WiSE-FT on it +6.
+    # sgd: 63 vs 61 at the same ID; the alpha-0.5 point (80, 66) is more accurate and 5 more robust.
+    assert claims["value_pp"].tolist() == [5.0, 2.0, 6.0, 2.0, 5.0]
+    assert claims["holds"].all()
+    assert np.isnan(points.loc["large", "wiseft_best_ood_at_least_same_id"])  # no WiSE-FT model reaches 86 ID
+    assert points.loc["small", "wiseft_best_minus_variant"] == pytest.approx(2.0)
 
 
 def test_variants_are_checked_when_the_params_are_built(tmp_path):

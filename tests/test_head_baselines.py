@@ -42,5 +42,10 @@ def test_head_curves_share_wiseft_lcs_ends_and_train_nothing(tmp_path, fashion_m
         g = g.set_index("alpha")
         for alpha in (0.0, 1.0):  # every curve joins the same two heads
             assert g.loc[alpha, "id_acc"] == pytest.approx(wiseft.loc[alpha, "id_acc"], abs=1e-6), (mode, alpha)
+    # a linear head's logits are linear in its weights: the logit ensemble IS WiSE-FT LC, at every alpha
+    logit = curves[curves["mode"] == "output ensemble (logit)"].set_index("alpha")
+    for alpha in (0.0, 0.5, 1.0):
+        assert logit.loc[alpha, "id_acc"] == pytest.approx(wiseft.loc[alpha, "id_acc"], abs=0.51)
+        assert logit.loc[alpha, "ood_avg"] == pytest.approx(wiseft.loc[alpha, "ood_avg"], abs=0.51)
     with pytest.raises(ValueError, match="bernoulli_draws must be >= 0"):
         head_baseline_curves(cfg, 0, runs=runs, bernoulli_draws=-1)
