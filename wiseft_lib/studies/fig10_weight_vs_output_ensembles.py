@@ -11,7 +11,6 @@ probabilities. Each ensemble point is set beside the WiSE-FT curve at the same I
 """
 from __future__ import annotations
 
-import json
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -21,6 +20,7 @@ import pandas as pd
 
 from wiseft_lib.params import ParamsError, param
 from wiseft_lib.studies.base import write_study_record
+from wiseft_lib.studies.baselines import store_rows
 from wiseft_lib.studies.shift_sweep import ShiftSweepParams, run_sweep
 
 NAME = "fig10_weight_vs_output_ensembles"
@@ -99,10 +99,7 @@ def run(params: Fig10Params, *, progress: bool = True) -> Fig10Result:
     p, out, tidy, runs, store = run_sweep(params, NAME, progress=progress)
     ens = pd.concat([output_ensemble_curve(p, seed, runs=runs, spaces=p.spaces, progress=progress)
                      for seed in p.seeds], ignore_index=True)
-    config = json.dumps(p.to_dict(), default=str)  # serialised once, not per row
-    store.add_many({"run": f"{NAME}/seed{r['seed']}/{r['mode']}", "model": p.model, "method": r["mode"],
-                    "alpha": r["alpha"], "dataset": r["dataset"], "metric": r["metric"], "value": r["value"],
-                    "config": config} for r in ens.to_dict("records"))
+    store_rows(store, NAME, p.model, ens, p.to_dict())
     both = pd.concat([tidy.assign(mode=WEIGHTS), ens], ignore_index=True)
     curve = curve_table(both, id_dataset=p.id_dataset, ood_datasets=p.ood_datasets)
     paths = {"curve": atomic_write_text(out / "curve.csv", curve.round(4).to_csv(index=False))}
