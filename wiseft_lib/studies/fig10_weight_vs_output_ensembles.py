@@ -20,7 +20,7 @@ import pandas as pd
 
 from wiseft_lib.params import ParamsError, param
 from wiseft_lib.studies.base import write_study_record
-from wiseft_lib.studies.baselines import store_rows
+from wiseft_lib.studies.baselines import curve_claims, curve_matched, store_rows
 from wiseft_lib.studies.shift_sweep import ShiftSweepParams, run_sweep
 
 NAME = "fig10_weight_vs_output_ensembles"
@@ -60,31 +60,11 @@ class Fig10Result:
 def matched_table(curve: pd.DataFrame) -> pd.DataFrame:
     """Per ensemble and alpha (seed means): its ID and mean OOD accuracy, WiSE-FT's mean OOD accuracy at the
     same ID accuracy (interpolated along its curve) and the difference (points; positive: WiSE-FT is better)."""
-    from wiseft_lib.output_ensembles import ood_at_matched_id
-
-    mean = curve.groupby(["mode", "alpha"])[["id_acc", "ood_avg"]].mean().reset_index()
-    weights = mean[mean["mode"] == WEIGHTS].sort_values("alpha")
-    rows = []
-    for mode, g in mean[mean["mode"] != WEIGHTS].groupby("mode", sort=False):
-        for _, r in g.sort_values("alpha").iterrows():
-            if r["alpha"] in (0.0, 1.0):
-                continue  # the shared endpoints
-            at = ood_at_matched_id(weights, r["id_acc"])
-            rows.append({"method": mode, "alpha": r["alpha"], "id_acc": r["id_acc"], "ood_avg": r["ood_avg"],
-                         "wiseft_ood_at_same_id": at, "wiseft_minus_ensemble": at - r["ood_avg"]})
-    return pd.DataFrame(rows)
+    return curve_matched(curve, WEIGHTS).rename(columns={"wiseft_minus_method": "wiseft_minus_ensemble"})
 
 
 def _claims(matched: pd.DataFrame) -> pd.DataFrame:
-    rows = []
-    for method, g in matched.groupby("method", sort=False):
-        mid = g[g["alpha"] == 0.5]
-        if mid.empty:
-            continue
-        value = float(mid["wiseft_minus_ensemble"].iloc[0])
-        rows.append({"claim": f"WiSE-FT beats the {method} at the same ID accuracy (alpha = 0.5 point)",
-                     "value_pp": round(value, 2), "bar_pp": "> 0", "holds": bool(value > 0)})
-    return pd.DataFrame(rows)
+    return curve_claims(matched.rename(columns={"wiseft_minus_ensemble": "wiseft_minus_method"}))
 
 
 def run(params: Fig10Params, *, progress: bool = True) -> Fig10Result:
