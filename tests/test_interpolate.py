@@ -1,12 +1,17 @@
 """WiSE-FT weight interpolation: exact endpoints, linearity, dtypes, errors, Fisher, in-place sweeps."""
 from __future__ import annotations
 
+import copy
+import re
+
 import pytest
 import torch
 from conftest import tiny_classifier
 from torch import nn
 
 from wiseft_lib.interpolate import (
+    bernoulli_interpolate,
+    check_compatible,
     compute_fisher,
     fisher_interpolate,
     interpolate_in_place,
@@ -14,6 +19,7 @@ from wiseft_lib.interpolate import (
     iter_alphas,
     sweep_alphas,
 )
+from wiseft_lib.models import ClassificationHead, ImageClassifier
 
 
 def clone_sd(model: nn.Module) -> dict[str, torch.Tensor]:
@@ -228,3 +234,135 @@ def test_bernoulli_interpolation_takes_whole_tensors_and_returns_the_endpoints_a
     assert mixed.keys() == theta_0.keys() and bernoulli_interpolate(theta_0, theta_1, 0.3, seed=1).keys() == mixed.keys()
     assert [t[0].item() for t in bernoulli_interpolate(theta_0, theta_1, 0.3, seed=1).values()] == taken  # seeded
     assert mixed["w0"].data_ptr() != theta_0["w0"].data_ptr()  # new tensors
+
+
+# ResNet CLIPs (open_clip's ModifiedResNet) have BatchNorm buffers: float running statistics, interpolated
+# like weights, and an int64 num_batches_tracked counter that fine-tuning advances.
+TINY_RN_CFG = dict(embed_dim=32,
+                   vision_cfg=dict(image_size=32, layers=[1, 1, 1, 1], width=8, head_width=8),
+                   text_cfg=dict(context_length=8, vocab_size=50, width=32, heads=2, layers=1))
+
+
+def tiny_resnet_classifier(seed: int = 0, n_classes: int = 5) -> ImageClassifier:
+    import open_clip
+    from open_clip.modified_resnet import ModifiedResNet
+
+    torch.manual_seed(seed)
+    clip = open_clip.model.CLIP(**TINY_RN_CFG)
+    assert isinstance(clip.visual, ModifiedResNet)
+    head = ClassificationHead(torch.randn(n_classes, TINY_RN_CFG["embed_dim"]) * 5)
+    return ImageClassifier(clip.visual, head, {"model_name": "tiny-rn", "pretrained": None}).eval()
+
+
+def _train_steps(model: nn.Module, steps: int, seed: int, lr: float = 0.05) -> None:
+    """A few SGD steps in train mode: weights, running statistics and num_batches_tracked all change."""
+    gen = torch.Generator().manual_seed(seed)
+    opt = torch.optim.SGD(model.parameters(), lr=lr)
+    model.train()
+    for _ in range(steps):
+        x = torch.randn(8, 3, 32, 32, generator=gen)
+        y = torch.randint(0, 5, (8,), generator=gen)
+        opt.zero_grad()
+        nn.functional.cross_entropy(model(x), y).backward()
+        opt.step()
+    model.eval()
+
+
+@pytest.fixture(scope="module")
+def resnet_endpoints():
+    """(zero-shot model, theta_0, theta_1): "pre-training" advances the counters to 2, fine-tuning to 5."""
+    zs = tiny_resnet_classifier(0)
+    _train_steps(zs, 2, seed=1, lr=0.0)  # running stats and counters only
+    ft = copy.deepcopy(zs)
+    _train_steps(ft, 3, seed=2)
+    return zs, clone_sd(zs), clone_sd(ft)
+
+
+def test_resnet_batchnorm_buffers_interpolate(resnet_endpoints):
+    _, t0, t1 = resnet_endpoints
+    counters = [k for k in t0 if k.endswith("num_batches_tracked")]
+    stats = [k for k in t0 if k.endswith(("running_mean", "running_var"))]
+    assert counters and len(stats) == 2 * len(counters)
+    assert all(t0[k].dtype == torch.int64 and t0[k].item() == 2 and t1[k].item() == 5 for k in counters)
+    assert all(not torch.equal(t0[k], t1[k]) for k in stats)
+    check_compatible(t0, t1)  # counters may differ
+    for alpha, ref in ((0.0, t0), (1.0, t1)):
+        out = interpolate_weights(t0, t1, alpha)
+        assert all(out[k].dtype == ref[k].dtype and torch.equal(out[k], ref[k]) for k in ref)
+    half = interpolate_weights(t0, t1, 0.5)
+    for k in stats:
+        torch.testing.assert_close(half[k], (t0[k] + t1[k]) / 2)
+    for alpha, ref in ((0.3, t0), (0.49, t0), (0.5, t1), (0.7, t1)):
+        out = interpolate_weights(t0, t1, alpha)
+        for k in counters:
+            assert out[k].dtype == torch.int64 and torch.equal(out[k], ref[k]), (alpha, k)
+            assert out[k].data_ptr() != ref[k].data_ptr()
+
+
+def test_resnet_other_paths_accept_differing_counters(resnet_endpoints):
+    _, t0, t1 = resnet_endpoints
+    counters = [k for k in t0 if k.endswith("num_batches_tracked")]
+    gen = torch.Generator().manual_seed(0)
+    fisher = {k: torch.rand(v.shape, generator=gen) for k, v in t0.items() if v.is_floating_point()}
+    for alpha in (0.0, 0.3, 0.5, 1.0):
+        plain = interpolate_weights(t0, t1, alpha)
+        merged = fisher_interpolate(t0, t1, alpha, fisher, {k: v.clone() for k, v in fisher.items()})
+        assert all(torch.equal(merged[k], plain[k]) for k in plain), alpha
+        by_element = bernoulli_interpolate(t0, t1, alpha, seed=3, per="element")
+        by_tensor = bernoulli_interpolate(t0, t1, alpha, seed=3)
+        for k in counters:
+            assert torch.equal(by_element[k], plain[k])
+            assert torch.equal(by_tensor[k], t0[k]) or torch.equal(by_tensor[k], t1[k])
+        if alpha in (0.0, 1.0):
+            ref = t0 if alpha == 0.0 else t1
+            assert all(torch.equal(by_tensor[k], ref[k]) and torch.equal(by_element[k], ref[k]) for k in ref)
+
+
+def test_resnet_in_place_sweep_matches_loading_interpolated_weights(resnet_endpoints):
+    zs, t0, t1 = resnet_endpoints
+    x = torch.randn(6, 3, 32, 32, generator=torch.Generator().manual_seed(4))
+    counter = "image_encoder.bn1.num_batches_tracked"
+
+    def logits(m: nn.Module) -> tuple[torch.Tensor, int]:
+        assert not m.training
+        with torch.no_grad():
+            return m(x), int(m.state_dict()[counter])
+
+    alphas = [0.0, 0.25, 0.5, 0.75, 1.0]
+    work = copy.deepcopy(zs)
+    got = sweep_alphas(work, t0, t1, alphas, logits, progress=False)
+    for a in alphas:
+        fresh = copy.deepcopy(zs)
+        fresh.load_state_dict(interpolate_weights(t0, t1, a))
+        ref = logits(fresh)
+        assert torch.equal(got[a][0], ref[0]) and got[a][1] == ref[1] == (2 if a < 0.5 else 5), a
+    assert not torch.allclose(got[0.5][0], got[0.0][0]) and not torch.allclose(got[0.5][0], got[1.0][0])
+    work2 = copy.deepcopy(zs)
+    for a, m in iter_alphas(work2, t0, t1, [0.3, 0.6], progress=False):
+        ref = interpolate_weights(t0, t1, a)
+        assert all(torch.equal(v, ref[k]) for k, v in m.state_dict().items()), a
+    interpolate_in_place(work2, t0, t1, 0.4)
+    assert int(work2.state_dict()[counter]) == 2
+
+
+@pytest.mark.parametrize("name", ["image_encoder.pos_ids", "image_encoder.bn1.num_batches_tracked_total"])
+def test_resnet_differing_non_counter_integer_buffer_still_raises(resnet_endpoints, name):
+    zs, t0, t1 = resnet_endpoints
+    t0 = {**t0, name: torch.arange(4)}
+    t1 = {**t1, name: torch.arange(4) + 1}
+    pattern = rf"non-floating tensor {re.escape(repr(name))}.*must be equal"
+    with pytest.raises(ValueError, match=pattern):
+        check_compatible(t0, t1)
+    with pytest.raises(ValueError, match=pattern):
+        interpolate_weights(t0, t1, 0.5)
+    with pytest.raises(ValueError, match=pattern):
+        bernoulli_interpolate(t0, t1, 0.5, per="element")
+    with pytest.raises(ValueError, match=pattern):
+        fisher_interpolate(t0, t1, 0.5, {}, {})
+    model = copy.deepcopy(zs)
+    owner, _, attr = name.rpartition(".")
+    model.get_submodule(owner).register_buffer(attr, torch.zeros(4, dtype=torch.int64))
+    with pytest.raises(ValueError, match=pattern):
+        interpolate_in_place(model, t0, t1, 0.5)
+    with pytest.raises(ValueError, match=pattern):
+        iter_alphas(model, t0, t1, [0.5], progress=False)

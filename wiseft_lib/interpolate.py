@@ -19,8 +19,18 @@ too.
 
 Endpoints are exact: ``alpha == 0`` gives ``theta_0`` and ``alpha == 1`` gives ``theta_1``
 bit for bit. Floating tensors in half precision are interpolated in fp32 and returned in
-their own dtype; non-floating tensors (integer buffers such as ``num_batches_tracked`` or
-position ids) must be equal in both endpoints and are copied from ``theta_0``.
+their own dtype; floating buffers (BatchNorm ``running_mean`` / ``running_var`` of ResNet
+CLIPs) are interpolated like weights. Non-floating tensors (integer/bool buffers such as
+position ids or masks) cannot be interpolated: they must be equal in both endpoints, and are
+taken from the endpoint nearer to ``alpha``.
+
+The one exception is BatchNorm's step counter ``num_batches_tracked`` (any key whose last
+component is in ``COUNTER_NAMES``): end-to-end fine-tuning of a ResNet CLIP advances it, so it
+differs between the endpoints. It is allowed to differ and, like every non-floating tensor,
+is taken whole from the nearer endpoint: ``theta_0``'s for ``alpha < 0.5``, else
+``theta_1``'s (so ``alpha`` 0 and 1 still give the endpoints exactly). The counter only sets
+the averaging factor when ``momentum`` is ``None`` and only in train mode; it has no effect on
+an eval-mode forward pass, and averaging counts would invent a step count neither model had.
 """
 from __future__ import annotations
 
@@ -32,6 +42,7 @@ import torch
 from torch import nn
 
 __all__ = [
+    "COUNTER_NAMES",
     "check_alpha",
     "check_compatible",
     "interpolate_weights",
@@ -47,6 +58,9 @@ StateDict = Mapping[str, torch.Tensor]
 T = TypeVar("T")
 
 _LOW_PRECISION = (torch.float16, torch.bfloat16)
+
+# Last key components of integer counters that may differ between the endpoints (see the module docstring).
+COUNTER_NAMES = frozenset({"num_batches_tracked"})
 
 
 def check_alpha(alpha: float) -> float:
@@ -67,12 +81,23 @@ def _describe(t: torch.Tensor) -> str:
     return f"shape {tuple(t.shape)} {str(t.dtype).replace('torch.', '')}"
 
 
+def _is_counter(key: str) -> bool:
+    """Whether ``key`` names a step counter (e.g. ``visual.bn1.num_batches_tracked``) allowed to differ."""
+    return key.rsplit(".", 1)[-1] in COUNTER_NAMES
+
+
+def _nearer(t0: torch.Tensor, t1: torch.Tensor, a: float) -> torch.Tensor:
+    """The endpoint nearer to ``alpha`` (``theta_0`` below 0.5, else ``theta_1``): for non-floating tensors."""
+    return t0 if a < 0.5 else t1
+
+
 def check_compatible(theta_0: StateDict, theta_1: StateDict,
                      names: tuple[str, str] = ("theta_0", "theta_1")) -> None:
     """Raise ``ValueError`` naming the first key where the two state dicts differ.
 
     Keys are walked in ``theta_0``'s order, then ``theta_1``'s extra keys. Shapes and dtypes
-    must match; non-floating tensors must also be equal (they are copied, not interpolated).
+    must match; non-floating tensors must also be equal (they are copied, not interpolated),
+    except step counters such as BatchNorm's ``num_batches_tracked`` (``COUNTER_NAMES``).
     """
     n0, n1 = names
     for key, t0 in theta_0.items():
@@ -94,7 +119,7 @@ def check_compatible(theta_0: StateDict, theta_1: StateDict,
                 f"state dicts differ at key {key!r}: {n0} is {t0.dtype}, {n1} is {t1.dtype}. "
                 f"Cast one endpoint first, e.g. {{k: v.to(torch.float32) for k, v in sd.items()}}."
             )
-        if not t0.is_floating_point() and not torch.equal(t0, t1.to(t0.device)):
+        if not t0.is_floating_point() and not _is_counter(key) and not torch.equal(t0, t1.to(t0.device)):
             raise ValueError(
                 f"non-floating tensor {key!r} ({_describe(t0)}) differs between {n0} and {n1}; "
                 f"integer/bool buffers cannot be interpolated and must be equal in both endpoints."
@@ -122,14 +147,17 @@ def interpolate_weights(theta_0: StateDict, theta_1: StateDict, alpha: float) ->
     """Return the state dict ``(1 - alpha) * theta_0 + alpha * theta_1`` (new tensors).
 
     Floating tensors are interpolated (fp32 compute for fp16/bf16); other tensors are
-    copied from ``theta_0``. ``alpha`` 0 and 1 return exact copies of the endpoints.
+    copied from the endpoint nearer to ``alpha`` (they are equal in both, except counters such
+    as ``num_batches_tracked``). ``alpha`` 0 and 1 return exact copies of the endpoints.
     """
     a = check_alpha(alpha)
     check_compatible(theta_0, theta_1)
     out: dict[str, torch.Tensor] = {}
     for key, t0 in theta_0.items():
         t1 = theta_1[key]
-        if not t0.is_floating_point() or a == 0.0:
+        if not t0.is_floating_point():
+            out[key] = _nearer(t0, t1, a).detach().to(t0.device).clone()
+        elif a == 0.0:
             out[key] = t0.detach().clone()
         elif a == 1.0:
             out[key] = t1.detach().to(t0.device).clone()
@@ -146,7 +174,9 @@ def bernoulli_interpolate(theta_0: StateDict, theta_1: StateDict, alpha: float, 
 
     Its expected weights equal WiSE-FT's ``(1 - alpha) * theta_0 + alpha * theta_1``; any one draw is a
     patchwork of the two models. Per element suits a linear classifier, whose two tensors would otherwise
-    give only four models. ``alpha`` 0 and 1 return exact copies of the endpoints.
+    give only four models. ``alpha`` 0 and 1 return exact copies of the endpoints. Per tensor, a counter
+    such as ``num_batches_tracked`` follows its own draw like every tensor; per element, non-floating tensors
+    draw nothing and come from the endpoint nearer to ``alpha``, as in :func:`interpolate_weights`.
     """
     a = check_alpha(alpha)
     check_compatible(theta_0, theta_1)
@@ -157,8 +187,8 @@ def bernoulli_interpolate(theta_0: StateDict, theta_1: StateDict, alpha: float, 
         out = {}
         for key, t0 in theta_0.items():
             t1 = theta_1[key].detach().to(t0.device)
-            if not t0.is_floating_point():  # integer buffers: equal in both (check_compatible), copied
-                out[key] = t0.detach().clone()
+            if not t0.is_floating_point():  # integer buffers: equal in both (check_compatible) but counters
+                out[key] = _nearer(t0.detach(), t1, a).clone()
                 continue
             mask = (torch.rand(t0.shape, generator=gen) < a).to(t0.device)
             out[key] = torch.where(mask, t1, t0.detach())
@@ -182,7 +212,8 @@ def fisher_interpolate(
     official code's ``fisher_floor``). It is computed as a lerp with the per-element weight
     ``c1 / (c0 + c1)``, which is exactly ``alpha`` wherever ``F0 == F1``, so equal Fishers
     reproduce :func:`interpolate_weights` bit for bit. Keys without a Fisher in either dict
-    fall back to plain interpolation; a key with a Fisher in only one dict is an error.
+    (buffers such as BatchNorm running statistics, and counters, which come from the nearer
+    endpoint) fall back to plain interpolation; a key with a Fisher in only one dict is an error.
     """
     a = check_alpha(alpha)
     check_compatible(theta_0, theta_1)
@@ -255,9 +286,10 @@ def compute_fisher(
     ``"argmax"`` uses its prediction. ``per_example`` (default, as the official batch-size-1
     code) squares each example's gradient; ``False`` squares each batch's mean gradient,
     scaled by the batch size (much faster, a biased approximation). The model runs in eval
-    mode (CLIP has no dropout or batch norm; the official code used train mode) and its
-    ``.grad`` fields are left untouched. Returns fp32 CPU tensors keyed like
-    ``model.named_parameters()``, for trainable parameters that received a gradient.
+    mode (CLIP has no dropout; a ResNet CLIP's batch norm then uses, and leaves unchanged, its
+    running statistics; the official code used train mode) and its ``.grad`` fields are left
+    untouched. Returns fp32 CPU tensors keyed like ``model.named_parameters()``, for trainable
+    parameters that received a gradient.
     """
     if target not in ("sample", "argmax"):
         raise ValueError(f"target must be 'sample' or 'argmax', got {target!r}")
@@ -347,7 +379,9 @@ def _check_model_targets(model: nn.Module, theta_0: StateDict, theta_1: StateDic
 def _write(live: Mapping[str, torch.Tensor], theta_0: StateDict, theta_1: StateDict, a: float) -> None:
     for key, dst in live.items():
         t0 = theta_0[key]
-        if not dst.is_floating_point() or a == 0.0:
+        if not dst.is_floating_point():  # counters (num_batches_tracked) may differ: the nearer endpoint's
+            dst.copy_(_nearer(t0, theta_1[key], a))
+        elif a == 0.0:
             dst.copy_(t0)
         elif a == 1.0:
             dst.copy_(theta_1[key])
@@ -365,7 +399,8 @@ def interpolate_in_place(model: nn.Module, theta_0: StateDict, theta_1: StateDic
                          *, check: bool = True) -> nn.Module:
     """Write ``theta(alpha)`` into ``model``'s own parameters and buffers; return ``model``.
 
-    No new model or state dict is allocated. Endpoints must not share memory with the model
+    No new model or state dict is allocated (non-floating buffers are copied from the nearer
+    endpoint, as in :func:`interpolate_weights`). Endpoints must not share memory with the model
     (pass clones). ``check=False`` skips validation (for loops that validated once).
     """
     a = check_alpha(alpha)
