@@ -54,6 +54,8 @@ class CurveConfig(Params):
     eval_split: str = param("test", "'test' for reported numbers; 'val' while choosing recipes (held out from test)")
     n_train: Optional[int] = param(2000, "end-to-end fine-tuning images (None: the whole train split)")
     n_train_linear: Optional[int] = param(None, "linear-classifier training images (None: the whole train split)")
+    k_shot: Optional[int] = param(None, "train on k examples per class of the training images (a seeded draw per "
+                                        "seed: the paper's low-data runs), None: all of them")
     n_test: Optional[int] = param(1000, "images per evaluation set, mini sets only (None: the whole split, 5000)")
     e2e: dict[str, Any] = param({"epochs": 10, "lr": 5e-4, "batch_size": 64, "weight_decay": 0.1, "warmup_steps": 30},
                                 "end-to-end recipe: FinetuneConfig fields (the rest keep the paper's defaults)")
@@ -104,7 +106,7 @@ class CurveConfig(Params):
         if self.eval_split not in ("test", "val"):
             raise bad("eval_split", f"must be 'test' (reported numbers) or 'val' (choosing recipes), "
                                     f"not {self.eval_split!r}")
-        for key in ("n_train", "n_test", "n_train_linear"):
+        for key in ("n_train", "n_test", "n_train_linear", "k_shot"):
             if getattr(self, key) is not None and getattr(self, key) <= 0:
                 raise bad(key, f"must be a positive integer or None, got {getattr(self, key)}")
         for key in ("e2e_checkpoint", "linear_checkpoint"):

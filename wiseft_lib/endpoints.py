@@ -125,8 +125,13 @@ class Endpoints:
 
     def train_set(self, n_train: Optional[int], transform) -> DatasetBundle:
         kwargs = {"n_train": n_train, "seed": self.seed} if self.cfg.id_dataset.startswith("mini-") else {}
-        return get_dataset(self.cfg.id_dataset, root=self.cfg.data_root, split="train", transform=transform,
-                           **kwargs)
+        bundle = get_dataset(self.cfg.id_dataset, root=self.cfg.data_root, split="train", transform=transform,
+                             **kwargs)
+        if self.cfg.k_shot is not None:  # the seed draws the k examples of each class (data.kshot)
+            from wiseft_lib.data.kshot import kshot_bundle
+
+            bundle = kshot_bundle(bundle, self.cfg.k_shot, self.seed)
+        return bundle
 
     def train_transform(self):
         """The end-to-end training transform: open_clip's, after RandAugment when ``augment="randaugment"``."""
@@ -138,8 +143,9 @@ class Endpoints:
         return train_tf
 
     def train_record(self, n_train: Optional[int], transform: str) -> dict[str, Any]:
-        return {"dataset": self.cfg.id_dataset, "split": "train", "n_train": n_train, "seed": self.seed,
-                "transform": transform}
+        record = {"dataset": self.cfg.id_dataset, "split": "train", "n_train": n_train, "seed": self.seed,
+                  "transform": transform}
+        return record if self.cfg.k_shot is None else {**record, "k_shot": self.cfg.k_shot}
 
     # ------------------------------------------------------------ the zero-shot end
     def zeroshot_key(self) -> str:
@@ -197,6 +203,21 @@ class Endpoints:
                 batch_size=self.cfg.eval_batch_size, device=self.device, num_workers=self.cfg.num_workers,
                 progress=self.progress)
         return self._features[name]
+
+
+    def train_feature_key(self) -> dict[str, Any]:
+        """What identifies the linear classifier's training features: its images and the zero-shot model."""
+        return {**self.train_record(self.cfg.n_train_linear, "eval"), "zeroshot": self.zeroshot_key()}
+
+    def train_features(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """Zero-shot image features of the linear classifier's training images (eval transform; cached on disk,
+        the same file the linear fine-tune reads)."""
+        from wiseft_lib.features import extract_features
+
+        train = self.train_set(self.cfg.n_train_linear, self.transforms()[1])
+        return extract_features(self.zeroshot().image_encoder, train.dataset, cache_dir=self.runs.root / "features",
+                                cache_key_parts=self.train_feature_key(), batch_size=self.cfg.eval_batch_size,
+                                device=self.device, num_workers=self.cfg.num_workers, progress=self.progress)
 
 
 @dataclass(frozen=True)
@@ -264,16 +285,9 @@ def _linear_recipe(ep: Endpoints) -> dict[str, Any]:
 
 def _train_head(ep: Endpoints, work: Path) -> ClassificationHead:
     """The linear classifier of ``ep.cfg.linear_method``; a search also writes its trials into ``work``."""
-    train = ep.train_set(ep.cfg.n_train_linear, ep.transforms()[1])
-    feature_key = {**ep.train_record(ep.cfg.n_train_linear, "eval"), "zeroshot": ep.zeroshot_key()}
-    cache = ep.runs.root / "features"
     zs = ep.zeroshot()
     if ep.cfg.linear_method in ("probe", "search"):
-        from wiseft_lib.features import extract_features
-
-        x, y = extract_features(zs.image_encoder, train.dataset, cache_dir=cache, cache_key_parts=feature_key,
-                                batch_size=ep.cfg.eval_batch_size, device=ep.device,
-                                num_workers=ep.cfg.num_workers, progress=ep.progress)
+        x, y = ep.train_features()
         if ep.cfg.linear_method == "probe":
             from wiseft_lib.probe import fit_logistic_probe
 
@@ -288,8 +302,9 @@ def _train_head(ep: Endpoints, work: Path) -> ClassificationHead:
     from wiseft_lib.finetune import finetune
 
     lc_cfg = ep.cfg.finetune_config("linear", ep.seed)
-    return finetune(zs, train.dataset, lc_cfg, device=ep.device, cache_dir=cache, feature_key=feature_key,
-                    progress=ep.progress).classification_head
+    train = ep.train_set(ep.cfg.n_train_linear, ep.transforms()[1])
+    return finetune(zs, train.dataset, lc_cfg, device=ep.device, cache_dir=ep.runs.root / "features",
+                    feature_key=ep.train_feature_key(), progress=ep.progress).classification_head
 
 
 def _finetune_linear(ep: Endpoints) -> RunRef:
