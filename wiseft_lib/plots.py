@@ -31,6 +31,7 @@ from wiseft_lib._io import atomic_path
 
 __all__ = [
     "plot_baselines",
+    "plot_metric_curves",
     "LogitLine",
     "fit_logit_line",
     "draw_logit_line",
@@ -447,6 +448,37 @@ def plot_baselines(reference: pd.DataFrame, variants: pd.DataFrame, points: Opti
         ax.set_ylabel("mean OOD accuracy (%)", fontsize=8)
         ax.grid(True, linewidth=0.5, alpha=0.5)
         ax.legend(fontsize=6, loc="best")
+    if title:
+        fig.suptitle(title, fontsize=10)
+    return fig
+
+
+def plot_metric_curves(curves: pd.DataFrame, *, x: str = "x", y: str = "y", panel: str = "panel",
+                       hue: str = "mode", xlabel: str = "ID accuracy (%)", ylabels: Optional[dict[str, str]] = None,
+                       titles: Optional[dict[str, str]] = None, ncols: int = 3, panel_size: tuple[float, float] = (3.6, 3.0),
+                       title: Optional[str] = None) -> Figure:
+    """WiSE-FT curves on plain axes, one panel per ``panel`` value: ``x`` against ``y`` along alpha per ``hue``
+    (a metric that can reach 0 or 100, e.g. pm-10 or macro-F1, rules out logit axes). The zero-shot end
+    (alpha 0) is a star, the fine-tuned end (alpha 1) a square, alpha 0.5 a diamond."""
+    panels = list(dict.fromkeys(curves[panel]))
+    fig, axes = _grid(len(panels), ncols, panel_size)
+    ylabels, titles = ylabels or {}, titles or {}
+    for ax, name in zip(axes, panels):
+        for i, (key, g) in enumerate(curves[curves[panel] == name].groupby(hue, sort=False)):
+            g = g.sort_values("alpha")
+            color = f"C{i}"
+            ax.plot(g[x], g[y], "-", marker=".", markersize=3, color=color, label=f"WiSE-FT ({key})")
+            for alpha, marker, size in ((0.0, "*", 11), (1.0, "s", 6), (0.5, "D", 5)):
+                at = g[np.isclose(g["alpha"], alpha)]
+                if not at.empty:
+                    ax.plot(at[x], at[y], marker, color=color, markersize=size, markeredgecolor="black",
+                            markeredgewidth=0.5, linestyle="none")
+        ax.set_title(titles.get(name, name), fontsize=9)
+        ax.set_xlabel(xlabel, fontsize=8)
+        ax.set_ylabel(ylabels.get(name, y), fontsize=8)
+        ax.grid(True, linewidth=0.5, alpha=0.5)
+    axes[0].legend(fontsize=6, loc="best", title="star: zero-shot, square: fine-tuned, diamond: alpha 0.5",
+                   title_fontsize=5)
     if title:
         fig.suptitle(title, fontsize=10)
     return fig

@@ -41,6 +41,20 @@ from wiseft_lib.studies.table13_output_ensembles import Table13Params
 from wiseft_lib.studies.table13_output_ensembles import run as run_table13
 from wiseft_lib.studies.table8_other_models import run as run_table8
 from wiseft_lib.studies.tutorial import TutorialParams
+from wiseft_lib.studies.table2_transfer import Table2Params
+from wiseft_lib.studies.table2_transfer import run as run_table2
+from wiseft_lib.studies.fig17_19_low_data import LowDataParams
+from wiseft_lib.studies.fig17_19_low_data import run as run_low_data
+from wiseft_lib.studies.table6_further_shifts import Table6Params
+from wiseft_lib.studies.table6_further_shifts import run as run_table6
+from wiseft_lib.studies.table7_coop import Table7Params
+from wiseft_lib.studies.table7_coop import run as run_table7
+from wiseft_lib.studies.fig5_complementarity import ComplementarityParams
+from wiseft_lib.studies.fig5_complementarity import run as run_fig5
+from wiseft_lib.studies.fig20_model_scale import ScaleParams
+from wiseft_lib.studies.fig20_model_scale import run as run_fig20
+from wiseft_lib.studies.fig26_objectnet_names import Fig26Params
+from wiseft_lib.studies.fig26_objectnet_names import run as run_fig26
 
 __all__ = ["Study", "STUDIES", "get_study", "list_studies", "run_study", "sync_notebook", "StudyParams"]
 
@@ -82,6 +96,19 @@ STUDIES: dict[str, Study] = {s.name: s for s in (
           "distillation, L2, init, ensembles, random interpolation) vs. WiSE-FT LC", Fig13Params, run_fig13),
     Study("fig15_augmentation", "Figure 15: Figure 3's rows with stronger augmentation (RandAugment)", Fig15Params,
           run_fig15),
+    Study("table2_transfer", "Table 2, Figure 16: WiSE-FT on downstream tasks (ID accuracy, alpha curves)",
+          Table2Params, run_table2),
+    Study("fig17_19_low_data", "Figures 17-19: WiSE-FT of linear classifiers trained on k examples per class",
+          LowDataParams, run_low_data),
+    Study("table6_further_shifts", "Table 6, Figure 9: further shifts with their own metrics (pm-0/pm-10, top-1, "
+          "worst-region accuracy, macro-F1)", Table6Params, run_table6),
+    Study("table7_coop", "Table 7: CoOp (learned prompts) vs WiSE-FT on the same few shots", Table7Params,
+          run_table7),
+    Study("fig5_complementarity", "Figures 5, 27-30: how complementary the zero-shot model and the linear "
+          "classifier are (diversity, overrides, margins)", ComplementarityParams, run_fig5),
+    Study("fig20_model_scale", "Figure 20: WiSE-FT's gains against pretraining compute", ScaleParams, run_fig20),
+    Study("fig26_objectnet_names", "Figure 26: ObjectNet with ImageNet vs ObjectNet class names (paper preset only)",
+          Fig26Params, run_fig26),
     Study("pretrain_mini_clip", "The wiseft-mini CLIP's pretraining (the embedded default's zero-shot model)",
           PretrainParams, run_pretrain),
 )}
