@@ -101,9 +101,10 @@ def test_paper_presets_name_weights_open_clip_knows():
     known = set(map(tuple, open_clip.list_pretrained()))
     for path in sorted((ROOT / "params" / "paper").glob("*.yaml")):
         p = yaml.safe_load(path.read_text())
-        entries = [(p["model"], p.get("pretrained"))]
+        entries = [(p["model"], p.get("pretrained"))] if "model" in p else []
         entries += [tuple(e.split(":", 1)) for e in p.get("other_models", [])]
         entries += [(p["model"], tag) for tag in p.get("zeroshot_pretrained", [])]
+        entries += [(m["model"], m.get("pretrained")) for m in p.get("models", {}).values()]
         for entry in entries:
             assert entry in known, f"{path.name}: {entry} is not in open_clip.list_pretrained()"
 
@@ -145,3 +146,30 @@ def test_table13_paper_preset_with_a_timm_model(paper_setting, tmp_path):
     beside = pd.read_csv(out / "beside_published.csv")
     assert {"imagenet_ours", "imagenet_paper", "avg_id_shifts_diff"} <= set(beside.columns)
     assert beside.loc[beside["row"] == "alone", "imagenet_paper"].item() == 86.5
+
+
+@pytest.mark.slow
+@pytest.mark.filterwarnings("ignore:.*unreadable image")
+def test_beyond_imagenet_paper_presets(paper_setting, tmp_path):
+    """Tables 2, 6, 7 and Figures 5, 17-19, 20, 26 in the paper's datasets' layouts (fixture), tiny model."""
+    tiny = {"model": "wiseft-paper-tiny", "pretrained": "random"}
+    t2 = run_paper_notebook("table2_transfer", paper_setting, tmp_path / "t2")
+    assert {"imagenet", "cifar10"} <= set(pd.read_csv(t2 / "table2.csv").columns)  # smoke: the first two tasks
+    t6 = run_paper_notebook("table6_further_shifts", paper_setting, tmp_path / "t6")
+    table = pd.read_csv(t6 / "table6.csv")
+    assert set(table["shift"]) == {"imagenet", "imagenet-vid-robust", "ytbb-robust", "cifar10", "cifar10.1",
+                                   "cifar10.2", "fmow", "iwildcam"}
+    assert table.loc[table["metric"] == "worst_region_acc", "paper: fine-tuned"].item() == 46.0
+    t7 = run_paper_notebook("table7_coop", paper_setting, tmp_path / "t7", coop={"n_ctx": 1, "epochs": 2})
+    assert "CoOp" in set(pd.read_csv(t7 / "table7.csv")["method"])
+    low = run_paper_notebook("fig17_19_low_data", paper_setting, tmp_path / "low")
+    assert set(pd.read_csv(low / "low_data.csv")["task"]) == {"imagenet", "cifar10"}
+    f20 = run_paper_notebook("fig20_model_scale", paper_setting, tmp_path / "f20",
+                             models={"a": {**tiny, "samples_seen": 1.28e10}, "b": {**tiny, "samples_seen": 2.56e10}})
+    gains = pd.read_csv(f20 / "gains.csv")
+    assert (gains.groupby("model")["pretraining_flops"].first().diff().dropna() > 0).all()
+    f5 = run_paper_notebook("fig5_complementarity", paper_setting, tmp_path / "f5", models={"tiny": tiny})
+    assert set(pd.read_csv(f5 / "diversity.csv")["dataset"]) >= {"imagenet", "objectnet"}
+    f26 = run_paper_notebook("fig26_objectnet_names", paper_setting, tmp_path / "f26")
+    names = pd.read_csv(f26 / "objectnet_names.csv")
+    assert {"ImageNet class names", "ObjectNet class names"} <= set(names.columns) and len(names) == 6
