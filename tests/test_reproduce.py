@@ -48,3 +48,19 @@ def test_every_notebook_runs_a_failure_is_listed_and_the_others_still_run(tmp_pa
     with pytest.raises(ValueError, match="no preset 'gpu'"):
         reproduce("gpu", root=tmp_path)
     assert main(["--preset", "nope"]) == 2
+
+
+def test_index_lists_every_paper_item_with_its_notebook_or_why_not(tmp_path):
+    from wiseft_lib.reproduce import PAPER_COVERAGE, StudyRun, write_index
+    from wiseft_lib.studies import STUDIES
+
+    for item, notebook, note in PAPER_COVERAGE:
+        assert notebook in STUDIES or (notebook is None and note), item  # a notebook that exists, or a reason
+    covered = " ".join(item for item, _, _ in PAPER_COVERAGE)
+    for n in (1, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 15, 16, 17, 20, 21, 26, 27):
+        assert f" {n}" in f" {covered.replace(',', ' ').replace('-', ' ')}", f"Figure/Table {n}"
+    run = StudyRun("table2_transfer", "ok", 1.0, tmp_path / "table2_transfer", tmp_path / "x.ipynb")
+    index = write_index([run], tmp_path, "mini").read_text()
+    assert "| Table 2, Figure 16 | [table2_transfer](#table2-transfer) (ok) |" in index
+    assert "| Figure 26 | `fig26_objectnet_names` (not run in this preset) |" in index
+    assert "| Figure 4 | none | BASIC-L" in index

@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Optional, Sequence
 
-__all__ = ["StudyRun", "reproduce", "write_index", "main"]
+__all__ = ["PAPER_COVERAGE", "StudyRun", "reproduce", "write_index", "main"]
 
 
 @dataclass
@@ -94,8 +94,36 @@ def _claims_summary(out: Path) -> str:
     return f"{int(holds.astype(str).str.lower().eq('true').sum())} of {len(holds)} claims hold"
 
 
+# Every table and figure of the paper (../shared/paper/INVENTORY.md): its notebook, or why it has none.
+PAPER_COVERAGE: tuple[tuple[str, str | None, str], ...] = (
+    ("Figure 1", "fig1_id_vs_ood", ""),
+    ("Table 1", "table1_shifts", ""),
+    ("Table 2, Figure 16", "table2_transfer", "mini: seven mini tasks in the transfer datasets' places"),
+    ("Figure 3", "fig3_hyperparameters", ""),
+    ("Table 3, Tables 4-5", "table1_shifts", "the same sweep as Table 1"),
+    ("Figure 4", None, "BASIC-L, JFT ViT-H/14 and ALIGN weights are not public; table8_other_models runs the same rows "
+                       "for any open_clip model"),
+    ("Figure 5, Figures 27-30", "fig5_complementarity", "mini: across the four pretraining budgets"),
+    ("Figure 6", "fig6_weight_path", ""),
+    ("Figures 7, 8, 21", "fig7_8_21_per_shift", ""),
+    ("Table 6, Figure 9", "table6_further_shifts", "mini: an analog of each shift, scored with its metric"),
+    ("Table 7", "table7_coop", ""),
+    ("Table 8", "table8_other_models", ""),
+    ("Figure 10", "fig10_weight_vs_output_ensembles", ""),
+    ("Figures 11, 12", "fig11_12_ema", ""),
+    ("Figure 13", "fig13_linear_classifier_alternatives", ""),
+    ("Table 13", "table13_output_ensembles", ""),
+    ("Figure 15", "fig15_augmentation", ""),
+    ("Figures 17-19", "fig17_19_low_data", ""),
+    ("Figure 20", "fig20_model_scale", "mini: the four pretraining budgets"),
+    ("Figure 26", "fig26_objectnet_names", "paper preset only: the mini has no ObjectNet and one set of class names"),
+    ("Figures 2, 14, 22-25; Tables 9-12", None, "not in the verified inventory of the paper "
+                                                "(../shared/paper/INVENTORY.md): their content is unconfirmed"),
+)
+
 # The tables a study's section of index.md shows, when the study wrote them (its Markdown version).
-INDEX_TABLES = ("summary", "table1", "table8", "table13", "matched", "claims", "gains", "path_summary", "zeroshot")
+INDEX_TABLES = ("summary", "table1", "table2", "table6", "table7", "table8", "table13", "matched", "claims", "gains",
+                "path_summary", "zeroshot", "low_data_table", "objectnet_names")
 
 
 def write_index(runs: Sequence[StudyRun], base: Path, preset: str, smoke: bool = False) -> Path:
@@ -112,6 +140,16 @@ def write_index(runs: Sequence[StudyRun], base: Path, preset: str, smoke: bool =
         nb = f"[{r.notebook.name}]({rel(r.notebook)})" if r.notebook.exists() else "-"
         lines.append(f"| [{r.name}](#{r.name.replace('_', '-')}) | {r.status} | {r.seconds:.0f} s | "
                      f"{_claims_summary(r.output_dir)} | {nb} |")
+    lines += ["", "## Paper coverage", "", "| paper | notebook | note |", "|---|---|---|"]
+    ran = {r.name: r for r in runs}
+    for item, notebook, note in PAPER_COVERAGE:
+        if notebook is None:
+            cell = "none"
+        elif notebook in ran:
+            cell = f"[{notebook}](#{notebook.replace('_', '-')}) ({ran[notebook].status})"
+        else:
+            cell = f"`{notebook}` (not run in this preset)"
+        lines.append(f"| {item} | {cell} | {note} |")
     for r in runs:
         lines += ["", f"## {r.name}", "", f"Status: **{r.status}** in {r.seconds:.0f} s."]
         if r.error:
