@@ -49,12 +49,23 @@ def test_fig1_smoke_writes_figure_curve_and_results(tmp_path, fashion_mnist_root
     assert (tmp_path / "runs" / "finetune").is_dir(), "the run cache sits beside the output folder"
 
 
+def smoke_mini_presets(expected: dict, tmp_path: Path) -> None:
+    """Each notebook with its mini params in smoke mode (one run cache); the files it must write."""
+    import yaml
+
+    for name, files in expected.items():
+        params = yaml.safe_load((ROOT / "params" / "mini" / f"{name}.yaml").read_text())
+        out = tmp_path / name
+        params.update(smoke=True, output_dir=str(out), runs_dir=str(tmp_path / "runs"))
+        execute(ROOT / "notebooks" / f"{name}.ipynb", tmp_path / f"{name}.ipynb", **params)
+        for f in files:
+            assert (out / f).stat().st_size > 0, f"{name}: {f}"
+
+
 @pytest.mark.slow
 def test_table_and_figure_notebooks_smoke_on_their_mini_presets(tmp_path, fashion_mnist_root):
     """Tables 1, 8, 13 and Figures 3, 6, 7/8/21, 10, 11/12, 13, 15 with their mini params (smoke): every cell runs,
     outputs are written."""
-    import yaml
-
     expected = {"table1_shifts": ["table1.csv", "table1.tex", "shape.md", "claims.csv", "table3.md"],
                 "fig6_weight_path": ["fig6_weight_path.png", "path_summary.md"],
                 "fig7_8_21_per_shift": ["fig7_8_21_per_shift.png", "points.csv", "effective_robustness.md"],
@@ -66,22 +77,13 @@ def test_table_and_figure_notebooks_smoke_on_their_mini_presets(tmp_path, fashio
                 "fig13_linear_classifier_alternatives": ["fig13_linear_classifier_alternatives.png",
                                                          "other_curves_matched.md", "matched.md"],
                 "table13_output_ensembles": ["table13.md", "table13_output_ensembles.png", "claims.csv"]}
-    for name, files in expected.items():
-        params = yaml.safe_load((ROOT / "params" / "mini" / f"{name}.yaml").read_text())
-        out = tmp_path / name
-        params.update(smoke=True, output_dir=str(out), runs_dir=str(tmp_path / "runs"))
-        execute(ROOT / "notebooks" / f"{name}.ipynb", tmp_path / f"{name}.ipynb", **params)
-        for f in files:
-            assert (out / f).stat().st_size > 0, f"{name}: {f}"
+    smoke_mini_presets(expected, tmp_path)
 
 
 @pytest.mark.slow
 def test_beyond_imagenet_notebooks_smoke_on_their_mini_presets(tmp_path, fashion_mnist_root):
     """Tables 2, 6, 7 and Figures 5/27-30, 17-19, 20 with their mini params (smoke): every cell runs, outputs are
     written, each table has its rows."""
-    import pandas as pd
-    import yaml
-
     expected = {"table2_transfer": ["table2.csv", "fig16_transfer_curves.png", "claims.md", "published_table2.md"],
                 "fig17_19_low_data": ["fig17_19_low_data.png", "low_data_table.md", "low_data.csv", "claims.csv"],
                 "table6_further_shifts": ["table6.csv", "fig9_further_shifts.png", "claims.md"],
@@ -89,13 +91,7 @@ def test_beyond_imagenet_notebooks_smoke_on_their_mini_presets(tmp_path, fashion
                 "fig5_complementarity": ["fig5_complementarity.png", "fig27_30_diversity_by_model.png",
                                          "diversity.csv", "overrides.md", "margins.md", "claims.csv"],
                 "fig20_model_scale": ["fig20_model_scale.png", "gains.csv", "claims.md"]}
-    for name, files in expected.items():
-        params = yaml.safe_load((ROOT / "params" / "mini" / f"{name}.yaml").read_text())
-        out = tmp_path / name
-        params.update(smoke=True, output_dir=str(out), runs_dir=str(tmp_path / "runs"))
-        execute(ROOT / "notebooks" / f"{name}.ipynb", tmp_path / f"{name}.ipynb", **params)
-        for f in files:
-            assert (out / f).stat().st_size > 0, f"{name}: {f}"
+    smoke_mini_presets(expected, tmp_path)
     assert set(pd.read_csv(tmp_path / "table7_coop" / "table7.csv")["method"]) >= {"CoOp", "WiSE-FT LC, alpha=0.5",
                                                                                   "WiSE-FT E2E, alpha=0.5"}
     metrics = set(pd.read_csv(tmp_path / "table6_further_shifts" / "table6.csv")["metric"])

@@ -140,6 +140,13 @@ class CurveConfig(Params):
     def eval_names(self) -> list[str]:
         return [self.id_dataset, *self.ood_datasets]
 
+    def as_curve(self, **changes: Any) -> "CurveConfig":
+        """The curve fields alone (a study's params hold more) as a plain, checked CurveConfig, with ``changes``."""
+        import dataclasses
+
+        base = {f.name: getattr(self, f.name) for f in dataclasses.fields(CurveConfig)}
+        return CurveConfig(**{**base, **changes})
+
     def resolved_device(self) -> torch.device:
         if self.device == "auto":
             return torch.device("cuda" if torch.cuda.is_available() else "cpu")

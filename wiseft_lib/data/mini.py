@@ -279,9 +279,9 @@ def _bundle(name: str, images: np.ndarray, labels: np.ndarray, transform, **meta
                          classnames=list(CLASSNAMES), templates=list(MINI_TEMPLATES), metadata=meta)
 
 
-def _make_loader(style: str):
-    name = f"mini-{style}"
-    splits = ("train", *EVAL_SPLITS) if style == ID_STYLE else EVAL_SPLITS
+def style_loader(name: str, style: str):
+    """The loader of a mini set whose images are all in ``style``: the fine-tuning pool rendered in it (train,
+    seeded) and the fixed test images rendered in it (val / test)."""
 
     def loader(root=None, split="test", transform=None, n_test: Optional[int] = None,
                n_train: Optional[int] = None, seed: int = 0) -> DatasetBundle:
@@ -295,6 +295,13 @@ def _make_loader(style: str):
                        style=style, n_train=n_train, seed=seed)
 
     loader.__doc__ = f"{name}: Fashion-MNIST rendered in the {style!r} style."
+    return loader
+
+
+def _make_loader(style: str):
+    name = f"mini-{style}"
+    splits = ("train", *EVAL_SPLITS) if style == ID_STYLE else EVAL_SPLITS
+    loader = style_loader(name, style)
     register_dataset(name, description=(render_photo if style == ID_STYLE else RENDERERS[style]).__doc__
                      or f"Fashion-MNIST, {style} style", splits=splits, val_split="val")(loader)
 

@@ -45,8 +45,8 @@ import torch
 
 from wiseft_lib.data.fashion_mnist import CLASSNAMES, load_fashion_mnist
 from wiseft_lib.data.mini import (EVAL_SPLITS, MINI_TEMPLATES, TEST_RENDER_SEED, RenderedImages, _gray3,
-                                  _lowfreq_noise, _rendered_test, _u, affine, blur, finetune_subset, render,
-                                  split_indices, test_subset)
+                                  _lowfreq_noise, _u, affine, blur, finetune_subset, render,
+                                  split_indices, style_loader, test_subset)
 from wiseft_lib.data.registry import DatasetBundle, register_dataset
 
 __all__ = ["STYLE_TASKS", "CLASS_TASKS", "TRANSFER_TASKS", "FURTHER_SHIFTS", "FRAME_OFFSETS", "REGIONS",
@@ -168,20 +168,9 @@ def _bundle(name: str, images, labels, transform, classnames=CLASSNAMES, metrics
 
 def _register_style_task(style: str) -> None:
     name = f"mini-task-{style}"
-
-    def loader(root=None, split="test", transform=None, n_test: Optional[int] = None,
-               n_train: Optional[int] = None, seed: int = 0) -> DatasetBundle:
-        if split in EVAL_SPLITS:
-            images, labels = _rendered_test(style, n_test, str(root) if root else None, split)
-            return _bundle(name, images, labels, transform, style=style, n_test=n_test, split=split)
-        images, labels = load_fashion_mnist("train", root)
-        pool = split_indices()["finetune"]
-        idx = pool[finetune_subset(labels[pool], n_train, seed)]
-        return _bundle(name, render(images[idx], style, seed), labels[idx], transform, style=style,
-                       n_train=n_train, seed=seed)
-
     register_dataset(name, description=f"downstream task: the ten classes, every image in the {style!r} style "
-                                       f"(train, val, test)", splits=("train", *EVAL_SPLITS), val_split="val")(loader)
+                                       f"(train, val, test)", splits=("train", *EVAL_SPLITS),
+                     val_split="val")(style_loader(name, style))
 
 
 def _register_class_task(task: str, classes: tuple[str, ...]) -> None:

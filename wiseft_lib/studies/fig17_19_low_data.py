@@ -72,13 +72,11 @@ class LowDataParams(CurveConfig, UsesRuns, StudyParams):
 
     def task_config(self, task: str, k: Optional[int], n_classes: int) -> CurveConfig:
         """The curve of one (task, k): its LC runs long enough to take ``min_steps`` steps."""
-        base = {f.name: getattr(self, f.name) for f in dataclasses.fields(CurveConfig)}
         linear = dict(self.linear)
         if k is not None and self.linear_method == "adamw":
             steps_per_epoch = math.ceil(k * n_classes / linear.get("batch_size", 256))
             linear["epochs"] = max(linear.get("epochs", 30), math.ceil(self.min_steps / steps_per_epoch))
-        return CurveConfig(**{**base, "id_dataset": task, "ood_datasets": list(self.shifts.get(task, [])),
-                              "k_shot": k, "linear": linear})
+        return self.as_curve(id_dataset=task, ood_datasets=list(self.shifts.get(task, [])), k_shot=k, linear=linear)
 
 
 @dataclass

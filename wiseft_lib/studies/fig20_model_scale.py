@@ -34,6 +34,17 @@ MINI_MODELS = {f"budget {b}%": {"model": "wiseft-mini", "pretrained": f"fmnist-b
 MINI_MODELS["budget 100%"] = {"model": "wiseft-mini", "pretrained": "fmnist"}
 
 
+def check_models(models: dict[str, dict[str, Any]], extra: tuple[str, ...] = ()) -> None:
+    """A ``models`` parameter: label -> {model, pretrained[, extra keys]}, at least one."""
+    if not models:
+        raise ParamsError("parameter 'models' must name at least one model")
+    allowed = {"model", "pretrained", *extra}
+    for label, spec in models.items():
+        if not isinstance(spec, dict) or "model" not in spec or set(spec) - allowed:
+            raise ParamsError(f"parameter 'models': entry {label!r} needs 'model' (and may have "
+                              f"{', '.join(repr(k) for k in sorted(allowed - {'model'}))}), got {spec!r}")
+
+
 def pair_flops(model: str, pretrained: Optional[str] = None) -> float:
     """Forward FLOPs of one image and one caption through the model's two towers (counted by
     ``torch.utils.flop_counter`` on the architecture; no weights are loaded)."""
@@ -79,22 +90,15 @@ class ScaleParams(CurveConfig, UsesRuns, StudyParams):
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        if not self.models:
-            raise ParamsError("parameter 'models' must name at least one model")
+        check_models(self.models, extra=("samples_seen",))
         for label, spec in self.models.items():
-            unknown = set(spec) - {"model", "pretrained", "samples_seen"}
-            if "model" not in spec or unknown:
-                raise ParamsError(f"parameter 'models': entry {label!r} needs 'model' (and may have 'pretrained', "
-                                  f"'samples_seen'), got keys {sorted(spec)}")
             seen = spec.get("samples_seen")
             if seen is not None and (isinstance(seen, bool) or not isinstance(seen, (int, float)) or seen <= 0):
                 raise ParamsError(f"parameter 'models': entry {label!r} has samples_seen {seen!r}; give a positive "
                                   f"number (YAML reads 12.8e9 as text: write 1.28e+10)")
 
     def model_config(self, label: str) -> CurveConfig:
-        base = {f.name: getattr(self, f.name) for f in dataclasses.fields(CurveConfig)}
-        spec = self.models[label]
-        return CurveConfig(**{**base, "model": spec["model"], "pretrained": spec.get("pretrained")})
+        return self.as_curve(model=self.models[label]["model"], pretrained=self.models[label].get("pretrained"))
 
 
 @dataclass

@@ -27,7 +27,7 @@ import torch
 from wiseft_lib.curve import CurveConfig
 from wiseft_lib.params import ParamsError, param
 from wiseft_lib.studies.base import StudyParams, UsesRuns, write_study_record
-from wiseft_lib.studies.fig20_model_scale import MINI_MODELS
+from wiseft_lib.studies.fig20_model_scale import MINI_MODELS, check_models
 
 NAME = "fig5_complementarity"
 __all__ = ["ComplementarityParams", "ComplementarityResult", "run", "halves", "pair_measures",
@@ -57,15 +57,10 @@ class ComplementarityParams(CurveConfig, UsesRuns, StudyParams):
         if self.linear_method != "adamw":
             raise ParamsError(f"parameter 'linear_method': the halves baseline retrains the LC with the 'adamw' "
                               f"recipe; got {self.linear_method!r}")
-        for label, spec in self.models.items():
-            if "model" not in spec or set(spec) - {"model", "pretrained"}:
-                raise ParamsError(f"parameter 'models': entry {label!r} needs 'model' (and may have "
-                                  f"'pretrained'), got keys {sorted(spec)}")
+        check_models(self.models)
 
     def model_config(self, label: str) -> CurveConfig:
-        base = {f.name: getattr(self, f.name) for f in dataclasses.fields(CurveConfig)}
-        spec = self.models[label]
-        return CurveConfig(**{**base, "model": spec["model"], "pretrained": spec.get("pretrained")})
+        return self.as_curve(model=self.models[label]["model"], pretrained=self.models[label].get("pretrained"))
 
 
 @dataclass

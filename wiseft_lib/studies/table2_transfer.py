@@ -56,9 +56,8 @@ class Table2Params(CurveConfig, UsesRuns, StudyParams):
             raise ParamsError(f"parameter 'select_split' must be 'val' or None, got {self.select_split!r}")
 
     def task_config(self, task: str, split: str = "test") -> CurveConfig:
-        base = {f.name: getattr(self, f.name) for f in dataclasses.fields(CurveConfig)}
-        return CurveConfig(**{**base, "id_dataset": task, "ood_datasets": [], "eval_split": split,
-                              "n_test": self.n_val if split == "val" else self.n_test})
+        return self.as_curve(id_dataset=task, ood_datasets=[], eval_split=split,
+                             n_test=self.n_val if split == "val" else self.n_test)
 
 
 @dataclass

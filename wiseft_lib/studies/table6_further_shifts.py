@@ -61,13 +61,11 @@ class Table6Params(CurveConfig, UsesRuns, StudyParams):
     def curve_configs(self) -> list[CurveConfig]:
         """One curve per (ID set, fine-tuning mode), each on its shifts; a shift that is its own ID set (WILDS:
         fine-tuned on its train split, scored on its OOD test split) is that curve's ID set alone."""
-        base = {f.name: getattr(self, f.name) for f in dataclasses.fields(CurveConfig)}
         groups: dict[tuple[str, str], list[str]] = {}
         for shift in self.ood_datasets:
             mode = "linear" if shift in self.linear_shifts else "end-to-end"
             groups.setdefault((self.id_for.get(shift, self.id_dataset), mode), []).append(shift)
-        return [CurveConfig(**{**base, "id_dataset": id_set, "modes": [mode],
-                               "ood_datasets": [s for s in shifts if s != id_set]})
+        return [self.as_curve(id_dataset=id_set, modes=[mode], ood_datasets=[s for s in shifts if s != id_set])
                 for (id_set, mode), shifts in groups.items()]
 
 

@@ -57,12 +57,11 @@ class Table7Params(CurveConfig, UsesRuns, StudyParams):
             raise ParamsError("parameter 'alphas' must include 0.5 (Table 7's WiSE-FT rows)")
 
     def curve_config(self, n_classes: int) -> CurveConfig:
-        base = {f.name: getattr(self, f.name) for f in dataclasses.fields(CurveConfig)}
         linear = dict(self.linear)
         if self.linear_method == "adamw":
             steps_per_epoch = math.ceil(self.shots * n_classes / linear.get("batch_size", 256))
             linear["epochs"] = max(linear.get("epochs", 30), math.ceil(self.min_linear_steps / steps_per_epoch))
-        return CurveConfig(**{**base, "k_shot": self.shots, "linear": linear, "n_train": None, "n_train_linear": None})
+        return self.as_curve(k_shot=self.shots, linear=linear, n_train=None, n_train_linear=None)
 
 
 @dataclass
