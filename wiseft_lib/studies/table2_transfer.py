@@ -77,21 +77,24 @@ def transfer_table(curves: pd.DataFrame) -> pd.DataFrame:
     the alpha chosen on val (its test accuracy); one column per task, plus the alphas used."""
     test, val = curves[curves["split"] == "test"], curves[curves["split"] == "val"]
     rows: dict[str, dict[str, Any]] = {}
+
+    def put(row: str, task: str, value: Any) -> None:
+        rows.setdefault(row, {"row": row})[task] = value
+
     for (task, mode), g in test.groupby(["task", "mode"], sort=False):
         g = g.set_index("alpha")["acc"]
         head = "E2E" if mode == "end-to-end" else "LC"
-        put = lambda row, value: rows.setdefault(row, {"row": row})  .__setitem__(task, value)  # noqa: E731
-        put("zero-shot", g.get(0.0))
-        put(f"fine-tuned ({head})", g.get(1.0))
-        put(f"WiSE-FT {head}, alpha=0.5", g.get(0.5))
+        put("zero-shot", task, g.get(0.0))
+        put(f"fine-tuned ({head})", task, g.get(1.0))
+        put(f"WiSE-FT {head}, alpha=0.5", task, g.get(0.5))
         best = g.idxmax()
-        put(f"WiSE-FT {head}, oracle alpha (best on test)", g[best])
-        put(f"  oracle alpha ({head})", best)
+        put(f"WiSE-FT {head}, oracle alpha (best on test)", task, g[best])
+        put(f"  oracle alpha ({head})", task, best)
         v = val[(val["task"] == task) & (val["mode"] == mode)]
         if not v.empty:
             chosen = v.set_index("alpha")["acc"].idxmax()
-            put(f"WiSE-FT {head}, alpha chosen on val", g.get(chosen))
-            put(f"  val-chosen alpha ({head})", chosen)
+            put(f"WiSE-FT {head}, alpha chosen on val", task, g.get(chosen))
+            put(f"  val-chosen alpha ({head})", task, chosen)
     return pd.DataFrame(list(rows.values()))
 
 
