@@ -14,6 +14,7 @@ the two disagree, and the reverse; the margins. Writes ``diversity.*``, ``overri
 """
 from __future__ import annotations
 
+import copy
 import dataclasses
 import time
 from dataclasses import dataclass, field
@@ -189,7 +190,7 @@ def run(params: ComplementarityParams, *, progress: bool = True) -> Complementar
         recipe = dict(cfg.linear)
         for seed in p.seeds:
             ep = Endpoints(cfg, seed, runs, progress)
-            zs_head = ep.zeroshot().classification_head.cpu().float()
+            zs_head = copy.deepcopy(ep.zeroshot().classification_head).cpu().float()  # the classifier stays put
             lc_head = finetuned_run(ep, "linear").load_head(ep).cpu().float()
             mix = type(lc_head)(lc_head.weight, lc_head.bias, normalize=lc_head.normalize)
             mix.load_state_dict(interpolate_weights(zs_head.state_dict(), lc_head.state_dict(), p.alpha))
@@ -199,6 +200,7 @@ def run(params: ComplementarityParams, *, progress: bool = True) -> Complementar
                         (half_a, half_b)]
             for name in cfg.eval_names():
                 feats, labels = ep.features(name)
+                feats = feats.cpu()
                 project = ep.scoring_bundle(name).project_logits
                 with torch.no_grad():
                     logits = {k: h(feats.float()) for k, h in (("zs", zs_head), ("lc", lc_head), ("mix", mix),
