@@ -62,5 +62,5 @@ def test_index_lists_every_paper_item_with_its_notebook_or_why_not(tmp_path):
     run = StudyRun("table2_transfer", "ok", 1.0, tmp_path / "table2_transfer", tmp_path / "x.ipynb")
     index = write_index([run], tmp_path, "mini").read_text()
     assert "| Table 2, Figure 16 | [table2_transfer](#table2-transfer) (ok) |" in index
-    assert "| Figure 26 | `fig26_objectnet_names` (not run in this preset) |" in index
+    assert "| Figure 26 | `fig26_objectnet_names` (not in this run) |" in index
     assert "| Figure 4 | none | BASIC-L" in index

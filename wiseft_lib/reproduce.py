@@ -98,7 +98,7 @@ def _claims_summary(out: Path) -> str:
 PAPER_COVERAGE: tuple[tuple[str, str | None, str], ...] = (
     ("Figure 1", "fig1_id_vs_ood", ""),
     ("Table 1", "table1_shifts", ""),
-    ("Table 2, Figure 16", "table2_transfer", "mini: seven mini tasks in the transfer datasets' places"),
+    ("Table 2, Figure 16", "table2_transfer", "mini: tasks built from the mini's styles and class subsets"),
     ("Figure 3", "fig3_hyperparameters", ""),
     ("Table 3, Tables 4-5", "table1_shifts", "the same sweep as Table 1"),
     ("Figure 4", None, "BASIC-L, JFT ViT-H/14 and ALIGN weights are not public; table8_other_models runs the same rows "
@@ -148,7 +148,7 @@ def write_index(runs: Sequence[StudyRun], base: Path, preset: str, smoke: bool =
         elif notebook in ran:
             cell = f"[{notebook}](#{notebook.replace('_', '-')}) ({ran[notebook].status})"
         else:
-            cell = f"`{notebook}` (not run in this preset)"
+            cell = f"`{notebook}` (not in this run)"
         lines.append(f"| {item} | {cell} | {note} |")
     for r in runs:
         lines += ["", f"## {r.name}", "", f"Status: **{r.status}** in {r.seconds:.0f} s."]
