@@ -29,6 +29,11 @@ __all__ = [
     "barrier",
     "gather_objects",
     "all_ranks_agree",
+    "shard_range",
+    "gather_rows",
+    "broadcast_from_rank0",
+    "is_writer",
+    "barrier_all",
 ]
 
 log = logging.getLogger(__name__)
@@ -124,3 +129,57 @@ def all_ranks_agree(flag: bool) -> bool:
     t = torch.tensor([int(flag)], device=on)
     torch.distributed.all_reduce(t, op=torch.distributed.ReduceOp.MIN)
     return bool(t.item())
+
+
+def shard_range(n: int, rank: int, world: int) -> range:
+    """Rank ``rank``'s contiguous share of ``n`` items: rows ``rank*n//world`` to ``(rank+1)*n//world``.
+
+    Shares differ by at most one item and cover every item exactly once (no padding, no duplicates).
+    """
+    return range(rank * n // world, (rank + 1) * n // world)
+
+
+def gather_rows(local: torch.Tensor, n: int, world: int, device: torch.device) -> torch.Tensor:
+    """Every rank's :func:`shard_range` rows (``local``, ``[n_r, ...]``) concatenated in dataset order.
+
+    Exact: shares are padded to the longest for the collective and the padding is cut off before
+    concatenating, so nothing is counted twice. All ranks get the result (on the CPU).
+    """
+    if world == 1:
+        return local.cpu()
+    dist = torch.distributed
+    comm = device if dist.get_backend() == "nccl" else torch.device("cpu")
+    sizes = [len(shard_range(n, r, world)) for r in range(world)]
+    if local.shape[0] != sizes[dist.get_rank()]:
+        raise ValueError(f"rank {dist.get_rank()} holds {local.shape[0]} rows, its share of {n} is "
+                         f"{sizes[dist.get_rank()]}")
+    # a rank with no rows cannot know the row shape (e.g. the number of classes): take a non-empty rank's
+    shapes = gather_objects((tuple(local.shape[1:]), local.dtype) if local.shape[0] else None, world)
+    row_shape, dtype = next(s for s in shapes if s is not None)
+    longest = max(sizes)
+    pad = torch.zeros((longest, *row_shape), dtype=dtype, device=comm)
+    if local.shape[0]:
+        pad[: local.shape[0]] = local.to(comm)
+    parts = [torch.empty_like(pad) for _ in range(world)]
+    dist.all_gather(parts, pad)
+    return torch.cat([p[:k].cpu() for p, k in zip(parts, sizes)])
+
+
+def broadcast_from_rank0(obj: Any) -> Any:
+    """Rank 0's ``obj`` on every rank (``obj`` itself outside a process group): decisions all ranks must share."""
+    if not is_distributed():
+        return obj
+    box = [obj]
+    torch.distributed.broadcast_object_list(box, src=0)
+    return box[0]
+
+
+def is_writer() -> bool:
+    """True in the process that writes files: rank 0 under torchrun, the only process otherwise."""
+    return not is_distributed() or torch.distributed.get_rank() == 0
+
+
+def barrier_all() -> None:
+    """Wait for every rank of the process group (a no-op outside one)."""
+    if is_distributed():
+        torch.distributed.barrier()

@@ -93,30 +93,16 @@ def predict_logits(
 
     Runs under ``torch.inference_mode()`` with the model in eval mode (its mode is restored),
     bf16 autocast on CUDA only. ``device`` defaults to the model's device; another device
-    moves the model there.
+    moves the model there. Under ``torchrun`` each rank scores a contiguous share of a ``Dataset``
+    and every rank gets all logits, exactly (:mod:`wiseft_lib.sweep`).
     """
-    from tqdm.auto import tqdm
+    from wiseft_lib.sweep import distributed_logits
 
+    if isinstance(dataset_or_loader, DatasetBundle):
+        dataset_or_loader = dataset_or_loader.dataset
     dev = torch.device(device) if device is not None else _model_device(model)
-    model.to(dev)
-    loader = _loader(dataset_or_loader, batch_size, num_workers, pin=dev.type == "cuda")
-    all_logits, all_labels = [], []
-    was_training = model.training
-    model.eval()
-    try:
-        with torch.inference_mode():
-            for batch in tqdm(loader, desc="predict", disable=not progress, leave=False):
-                images, labels = _images_labels(batch)
-                images = _check_images(images).to(dev, non_blocking=True)
-                with torch.autocast("cuda", dtype=torch.bfloat16, enabled=dev.type == "cuda"):
-                    out = model(images)
-                all_logits.append(out.float().cpu())
-                all_labels.append(labels.long().cpu())
-    finally:
-        model.train(was_training)
-    if not all_logits:
-        raise ValueError("the dataset is empty: there is nothing to evaluate")
-    return torch.cat(all_logits), torch.cat(all_labels)
+    return distributed_logits(model, dataset_or_loader, batch_size=batch_size, num_workers=num_workers,
+                              device=dev, progress=progress)
 
 
 def score(logits: Union[torch.Tensor, np.ndarray], labels: Union[torch.Tensor, np.ndarray],
