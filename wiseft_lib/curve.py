@@ -71,8 +71,10 @@ class CurveConfig(Params):
                                                    "instead of training one here")
     augment: str = param("clip", "end-to-end training augmentation: 'clip' (open_clip's random resized crop) or "
                                  "'randaugment' (torchvision's RandAugment, 2 ops at magnitude 9, before it)")
-    eval_batch_size: int = param(512, "images per evaluation batch")
-    num_workers: int = param(0, "data-loading processes for evaluation and feature extraction (8+ on a GPU machine)")
+    eval_batch_size: int = param(256, "images per evaluation batch (256: faster than 512 on a 2-core CPU, "
+                                      "measured in bench/)")
+    num_workers: int = param(0, "data-loading processes for fine-tuning, evaluation and feature extraction (8+ on "
+                                "a GPU machine; 0 on the mini, whose evaluation sets are decoded once)")
     preprocess_eval: bool = param(True, "decode and transform evaluation sets once (False for ImageNet-size sets)")
     device: str = param("auto", "auto (cuda if available), cpu, cuda, cuda:1, ...")
 
@@ -125,7 +127,8 @@ class CurveConfig(Params):
         key = "e2e" if mode == "end-to-end" else "linear"
         recipe = getattr(self, key)
         try:
-            return FinetuneConfig(mode=mode, seed=seed, **recipe)
+            # the loaders' workers follow the study's num_workers unless the recipe says otherwise (not in keys)
+            return FinetuneConfig(mode=mode, seed=seed, **{"num_workers": self.num_workers, **recipe})
         except TypeError as err:  # an unknown field
             from dataclasses import fields
 
@@ -148,9 +151,15 @@ class CurveConfig(Params):
         return CurveConfig(**{**base, **changes})
 
     def resolved_device(self) -> torch.device:
+        """The device; under torchrun "auto" and "cuda" mean this rank's own GPU (cuda:LOCAL_RANK)."""
+        from wiseft_lib.device import default_device
+
         if self.device == "auto":
-            return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-        return torch.device(self.device)
+            return default_device()
+        device = torch.device(self.device)
+        if device.type == "cuda" and device.index is None and torch.cuda.is_available():
+            return default_device()
+        return device
 
     def smoke_version(self):
         """A seconds-long version for tests: tiny data, one epoch, three alphas."""
@@ -197,17 +206,29 @@ def _sweep(ep: Endpoints, run: RunRef, path: str, endpoints: Callable[[], tuple[
 
 
 def _sweep_end_to_end(ep: Endpoints, run: RunRef) -> None:
-    from wiseft_lib.evaluate import evaluate
+    """Each evaluation set is decoded once and scored under every missing alpha (:func:`sweep_logits`)."""
+    from wiseft_lib.evaluate import score
+    from wiseft_lib.sweep import sweep_logits
 
-    def endpoints() -> tuple[nn.Module, nn.Module]:
-        return ep.zeroshot(), run.load_model(ep).to(ep.device)
-
-    def score(model: nn.Module, name: str) -> dict[str, float]:
+    missing = missing_scores(ep, run, "model")
+    if not missing:
+        return
+    by_set: dict[str, list[float]] = {}
+    for alpha in ep.cfg.alphas:
+        for name in missing.get(alpha, []):
+            by_set.setdefault(name, []).append(alpha)
+    zero, tuned = ep.zeroshot(), run.load_model(ep).to(ep.device)
+    theta_0 = {k: v.detach().clone() for k, v in zero.state_dict().items()}
+    theta_1 = {k: v.detach().clone() for k, v in tuned.state_dict().items()}
+    for name, alphas in by_set.items():
         bundle = ep.eval_bundle(name)
-        return {**evaluate(model, bundle, batch_size=ep.cfg.eval_batch_size, num_workers=ep.cfg.num_workers,
-                           progress=False), "n_images": float(len(bundle))}
-
-    _sweep(ep, run, "model", endpoints, score)
+        per_alpha = sweep_logits(tuned, theta_0, theta_1, alphas, bundle.dataset, batch_size=ep.cfg.eval_batch_size,
+                                 num_workers=ep.cfg.num_workers, device=ep.device, progress=ep.progress,
+                                 desc=f"sweep {name}")
+        for alpha, (logits, labels) in per_alpha.items():
+            ep.runs.add_scores(run.kind, run.key, ep.eval_key(name, "model"), alpha,
+                               {**score(logits, labels, bundle), "n_images": float(len(labels))},
+                               ep.eval_record(name))
 
 
 def _sweep_linear(ep: Endpoints, run: RunRef) -> None:
