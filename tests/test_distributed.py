@@ -88,3 +88,73 @@ def test_two_process_gloo_ddp_matches_one_process(tmp_path):
     got = load_file(str(tmp_path / "feats.safetensors"))
     torch.testing.assert_close(got["feats"], feats, atol=1e-6, rtol=0)
     assert torch.equal(got["labels"], labels)
+
+
+EVAL_WORKER = textwrap.dedent("""
+    import sys, torch
+    sys.path.insert(0, {testdir!r})
+    from safetensors.torch import save_file
+    from conftest import AugmentedSet, tiny_classifier
+    from test_sweep import endpoints
+    from wiseft_lib.device import cleanup_distributed, dist_info, setup_distributed, is_distributed
+    from wiseft_lib.evaluate import evaluate, predict_logits
+    from wiseft_lib.features import extract_features
+    from wiseft_lib.sweep import sweep_logits
+    setup_distributed()
+    assert is_distributed()
+    out = {{}}
+    for n in (41, 1):
+        data = AugmentedSet(n=n, augment=False)
+        logits, labels = predict_logits(tiny_classifier(), data, batch_size=4, progress=False)
+        theta_0, theta_1, work = endpoints()
+        swept = sweep_logits(work, theta_0, theta_1, [0.0, 0.5, 1.0], data, batch_size=4, chunk_images=8,
+                             progress=False)
+        feats, flabels = extract_features(tiny_classifier().image_encoder, data, batch_size=4, progress=False)
+        out.update({{f"logits{{n}}": logits, f"labels{{n}}": labels, f"feats{{n}}": feats, f"flabels{{n}}": flabels,
+                    **{{f"sweep{{n}}_{{a}}": v[0] for a, v in swept.items()}}}})
+    if dist_info()[0] == 0:
+        save_file(out, {out_file!r})
+    cleanup_distributed()
+""")
+
+
+@pytest.mark.slow
+def test_two_process_evaluation_sweep_and_features_equal_one_process_exactly(tmp_path):
+    """Each rank scores a contiguous share (41 rows: 20 + 21; 1 row: 0 + 1); the gathered logits, sweep and
+    features equal one process's bit for bit (the shares split on a batch boundary, so batches match)."""
+    script = tmp_path / "eval_worker.py"
+    out_file = tmp_path / "eval.safetensors"
+    script.write_text(EVAL_WORKER.format(testdir=str(Path(__file__).parent), out_file=str(out_file)))
+    base = {k: v for k, v in os.environ.items() if k not in ("RANK", "WORLD_SIZE", "LOCAL_RANK")}
+    base.update(OMP_NUM_THREADS="1", CUDA_VISIBLE_DEVICES="", MASTER_ADDR="127.0.0.1",
+                MASTER_PORT=str(_free_port()), WORLD_SIZE="2", LOCAL_WORLD_SIZE="2")
+    procs = [subprocess.Popen([sys.executable, str(script)], stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                              env={**base, "RANK": str(r), "LOCAL_RANK": str(r)}) for r in range(2)]
+    from test_sweep import endpoints
+
+    from wiseft_lib.evaluate import predict_logits
+    from wiseft_lib.sweep import sweep_logits
+
+    expected = {}
+    for n in (41, 1):
+        data = AugmentedSet(n=n, augment=False)
+        expected[f"logits{n}"], expected[f"labels{n}"] = predict_logits(tiny_classifier(), data, batch_size=4,
+                                                                        progress=False)
+        theta_0, theta_1, work = endpoints()
+        swept = sweep_logits(work, theta_0, theta_1, [0.0, 0.5, 1.0], data, batch_size=4, progress=False)
+        expected.update({f"sweep{n}_{a}": v[0] for a, v in swept.items()})
+        expected[f"feats{n}"], expected[f"flabels{n}"] = extract_features(
+            tiny_classifier().image_encoder, data, batch_size=4, progress=False)
+    try:
+        logs = [p.communicate(timeout=120)[0].decode() for p in procs]
+    finally:
+        for p in procs:
+            if p.poll() is None:
+                p.kill()
+    for p, log in zip(procs, logs):
+        assert p.returncode == 0, log[-3000:]
+    got = load_file(str(out_file))
+    assert set(got) == set(expected)
+    for key, value in expected.items():
+        assert got[key].shape == value.shape, key
+        assert torch.equal(got[key], value), key  # exact: no padded row counted, none lost

@@ -11,6 +11,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import json
 import sys
 from pathlib import Path
@@ -98,7 +99,8 @@ def cmd_run(a: argparse.Namespace) -> int:
             print(f"{study.name:24s} {study.title}")
         return 0 if a.list else 2
     result = run_study(a.study, a.params, a.set or [], progress=not a.no_progress)
-    _print_result(result)
+    if int(os.environ.get("RANK", "0")) == 0:  # under torchrun: rank 0 speaks for all
+        _print_result(result)
     return 0
 
 

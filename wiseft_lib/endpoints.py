@@ -19,7 +19,7 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from wiseft_lib.data import DatasetBundle, eval_split, get_dataset
-from wiseft_lib.device import resolve_precision
+from wiseft_lib.device import is_distributed, is_writer, resolve_precision
 from wiseft_lib.models import PACKAGE_MODELS, RANDOM_INIT, ClassificationHead, ImageClassifier, package_weights_path
 from wiseft_lib.runs import RunCache, file_digest, run_key
 
@@ -187,7 +187,8 @@ class Endpoints:
         clf = zeroshot_classifier(clip_model, self.cfg.model, classnames, self.templates(), self.cfg.pretrained)
         del clip_model  # the classifier keeps only the image tower
         work = self.runs.work_dir("zeroshot", key)
-        clf.save(work / "model.safetensors")
+        if is_writer():
+            clf.save(work / "model.safetensors")
         self.runs.commit("zeroshot", key, work, {"state_hash": state_dict_hash(clf.state_dict()),
                                                  "model": self.cfg.model, "pretrained": self.cfg.pretrained})
 
@@ -267,7 +268,9 @@ def _finetune_end_to_end(ep: Endpoints) -> RunRef:
             train = ep.train_set(ep.cfg.n_train, ep.train_transform())
             finetune(ep.zeroshot(), train.dataset, ft_cfg, output_dir=work, resume=True, device=ep.device,
                      progress=ep.progress)
-            ep.runs.commit("finetune", key, work, {"parts": parts, "seconds": round(time.time() - start, 1)},
+            processes = torch.distributed.get_world_size() if is_distributed() else 1
+            ep.runs.commit("finetune", key, work, {"parts": parts, "seconds": round(time.time() - start, 1),
+                                                   "processes": processes},
                            keep=["finetuned.safetensors", "finetuned.json", "log.jsonl"])
     return RunRef("finetune", key, "end-to-end")
 
@@ -297,7 +300,8 @@ def _train_head(ep: Endpoints, work: Path) -> ClassificationHead:
 
         found = search_linear_head(x, y, zs.classification_head, LinearSearch(**ep.cfg.linear), seed=ep.seed,
                                    device=ep.device, progress=ep.progress)
-        atomic_write_text(work / "trials.csv", found.trials.to_csv(index=False))
+        if is_writer():
+            atomic_write_text(work / "trials.csv", found.trials.to_csv(index=False))
         return found.head
     from wiseft_lib.finetune import finetune
 
@@ -316,8 +320,9 @@ def _finetune_linear(ep: Endpoints) -> RunRef:
             start = time.time()
             work = ep.runs.work_dir("linear", key)
             head = _train_head(ep, work)
-            save_file({"weight": head.weight.detach().cpu().contiguous(),
-                       "bias": head.bias.detach().cpu().contiguous()}, str(work / "head.safetensors"))
+            if is_writer():
+                save_file({"weight": head.weight.detach().cpu().contiguous(),
+                           "bias": head.bias.detach().cpu().contiguous()}, str(work / "head.safetensors"))
             ep.runs.commit("linear", key, work, {"parts": parts, "normalize": bool(head.normalize),
                                                  "seconds": round(time.time() - start, 1)})
     return RunRef("linear", key, "linear")

@@ -20,6 +20,12 @@ A run appears there complete or not at all: it is computed in ``ROOT/<kind>/.<ke
 JSON files under ``<entry>/scores/``, one per evaluation set, one value per alpha and metric,
 updated atomically as each alpha finishes, so a killed sweep loses at most one alpha.
 A lock file per run serialises processes that want the same run at the same time.
+
+Under ``torchrun`` every rank runs the same study code: rank 0 decides what is cached (``has``,
+``scores`` and ``memo_many`` broadcast its answer, so all ranks take the same branch and meet in
+the same collectives), holds the locks, and alone writes (``commit``, ``add_scores``); ``commit``
+waits for every rank before and after the move. The cache folder must be on a filesystem all ranks
+see (one machine, or a shared folder for several).
 """
 from __future__ import annotations
 
@@ -34,6 +40,7 @@ from pathlib import Path
 from typing import Any, Callable, Iterator, Mapping, Optional, Sequence, Union
 
 from wiseft_lib._io import atomic_write_json
+from wiseft_lib.device import barrier_all, broadcast_from_rank0, is_writer
 
 __all__ = ["RUN_FORMAT", "RunCache", "run_key", "file_digest", "alpha_key"]
 
@@ -89,7 +96,7 @@ class RunCache:
         return self.root / kind / key
 
     def has(self, kind: str, key: str) -> bool:
-        return (self.entry(kind, key) / "entry.json").is_file()
+        return broadcast_from_rank0((self.entry(kind, key) / "entry.json").is_file())
 
     def record(self, kind: str, key: str) -> dict[str, Any]:
         """What ``commit`` recorded for a finished run."""
@@ -106,6 +113,11 @@ class RunCache:
         """Move the finished ``work`` folder into place (only the ``keep`` files, if given)."""
         from wiseft_lib import __version__
 
+        final = self.entry(kind, key)
+        barrier_all()  # every rank has finished with ``work`` (e.g. a DDP fine-tune writing into it)
+        if not is_writer():
+            barrier_all()  # rank 0 moves it into place
+            return final
         if keep is not None:
             for p in work.iterdir():
                 if p.name not in keep:
@@ -113,15 +125,18 @@ class RunCache:
         atomic_write_json(work / "entry.json", {"kind": kind, "key": key, "format": RUN_FORMAT,
                                                 "library_version": __version__,
                                                 "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"), **record})
-        final = self.entry(kind, key)
         if final.exists():  # an unfinished leftover (no entry.json) or a concurrent twin: replace it
             shutil.rmtree(final)
         os.replace(work, final)
+        barrier_all()
         return final
 
     @contextlib.contextmanager
     def lock(self, kind: str, key: str) -> Iterator[None]:
         """Hold an exclusive lock on one run (other processes asking for it wait)."""
+        if not is_writer():  # under torchrun rank 0 holds the lock for all ranks (which run in step with it)
+            yield
+            return
         path = self.root / ".locks" / f"{kind}-{key}.lock"
         path.parent.mkdir(parents=True, exist_ok=True)
         with open(path, "a") as fh:
@@ -140,11 +155,13 @@ class RunCache:
     def scores(self, kind: str, key: str, eval_key: str) -> dict[str, dict[str, float]]:
         """``{alpha_key: {metric: value}}`` of a run on one evaluation set (empty if none yet)."""
         path = self._scores_path(kind, key, eval_key)
-        return json.loads(path.read_text())["scores"] if path.is_file() else {}
+        return broadcast_from_rank0(json.loads(path.read_text())["scores"] if path.is_file() else {})
 
     def add_scores(self, kind: str, key: str, eval_key: str, alpha: float, metrics: Mapping[str, float],
                    eval_record: Mapping[str, Any]) -> None:
         """Record one alpha's metrics (read-modify-write under the run's lock, written atomically)."""
+        if not is_writer():
+            return
         path = self._scores_path(kind, key, eval_key)
         with self.lock(kind, f"{key}-scores"):
             data = json.loads(path.read_text()) if path.is_file() else {"eval": dict(eval_record), "scores": {}}
@@ -157,8 +174,9 @@ class RunCache:
         """Values for several keys; ``compute_missing(indices)`` computes only those not cached."""
         keys = [run_key({"kind": kind, **p}) for p in parts]
         paths = [self.root / kind / f"{k}.json" for k in keys]
-        missing = [i for i, p in enumerate(paths) if not p.is_file()]
+        missing = broadcast_from_rank0([i for i, p in enumerate(paths) if not p.is_file()])
         if missing:
             for i, value in zip(missing, compute_missing(missing)):
-                atomic_write_json(paths[i], {"parts": dict(parts[i]), "value": value})
-        return [json.loads(p.read_text())["value"] for p in paths]
+                if is_writer():
+                    atomic_write_json(paths[i], {"parts": dict(parts[i]), "value": value})
+        return broadcast_from_rank0([json.loads(p.read_text())["value"] for p in paths] if is_writer() else None)

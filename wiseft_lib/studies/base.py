@@ -9,7 +9,7 @@ from typing import Any, Optional
 
 from wiseft_lib.params import Params, ParamsError, param
 
-__all__ = ["StudyParams", "UsesRuns", "resolve_path", "write_study_record"]
+__all__ = ["StudyParams", "UsesRuns", "Launches", "resolve_path", "write_study_record"]
 
 
 def resolve_path(path: str | Path) -> Path:
@@ -65,3 +65,17 @@ def write_study_record(out: Path, study: str, params: Params, started: float, **
     record = {"study": study, "library_version": __version__, "seconds": round(time.time() - started, 1),
               "finished": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "params": params.to_dict(), **extra}
     return atomic_write_json(out / "study.json", json.loads(json.dumps(record, default=str)))
+
+
+@dataclass
+class Launches(Params):
+    """Studies that can put their fine-tunes and sweeps on several processes (see :mod:`wiseft_lib.launch`)."""
+
+    processes: int = param(1, "processes for fine-tunes and sweeps: 1 (this one), N (torchrun on N, one per GPU), "
+                              "0 (one per GPU found)")
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.processes < 0:
+            raise ParamsError(f"parameter 'processes' must be 0 (one per GPU found) or a positive count, "
+                              f"got {self.processes}")

@@ -18,14 +18,15 @@ import pandas as pd
 
 from wiseft_lib.curve import CurveConfig, check_claims, curve_table, summary_table, wiseft_curve
 from wiseft_lib.params import param
-from wiseft_lib.studies.base import StudyParams, UsesRuns, write_study_record
+from wiseft_lib.launch import distributable
+from wiseft_lib.studies.base import Launches, StudyParams, UsesRuns, write_study_record
 
 NAME = "fig1_id_vs_ood"
 __all__ = ["Fig1Params", "Fig1Result", "run"]
 
 
 @dataclass
-class Fig1Params(CurveConfig, UsesRuns, StudyParams):
+class Fig1Params(CurveConfig, Launches, UsesRuns, StudyParams):
     """Figure 1's parameters: the curve's, plus its reference populations."""
 
     output_dir: str = param("outputs/mini/fig1_id_vs_ood", "where results, tables and figures go")
@@ -71,6 +72,7 @@ def testbed_points(id_dataset: str, shifts: list[str]) -> pd.DataFrame:
                          "ood_avg": tb[shifts].mean(axis=1), **{s: tb[s] for s in shifts}})
 
 
+@distributable(NAME)
 def run(params: Fig1Params, *, progress: bool = True) -> Fig1Result:
     """Compute (or reuse) the curves and reference models; write tables, figure and results store."""
     from wiseft_lib._io import atomic_write_text
