@@ -33,7 +33,7 @@ import torch.nn.functional as F
 from torch.utils.data import DataLoader, TensorDataset
 
 from wiseft_lib.features import extract_features
-from wiseft_lib.finetune import FinetuneConfig, cosine_lr, finetune, make_optimizer
+from wiseft_lib.finetune import FinetuneConfig, finetune, make_optimizer, warmup_cosine_lr
 from wiseft_lib.models import ClassificationHead, ImageClassifier
 
 
@@ -61,7 +61,7 @@ def bare_loop(clf: ImageClassifier, ds: TensorDataset, config: FinetuneConfig, d
         for x, y in loader:
             x, y = x.to(device), y.to(device)
             for g in opt.param_groups:
-                g["lr"] = cosine_lr(step, config.lr, config.warmup_steps, total)
+                g["lr"] = warmup_cosine_lr(step, config.lr, config.warmup_steps, total)
             opt.zero_grad(set_to_none=True)
             loss = F.cross_entropy(model(x), y, label_smoothing=config.label_smoothing)
             loss.backward()
