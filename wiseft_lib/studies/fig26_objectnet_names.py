@@ -88,8 +88,9 @@ def _objectnet_named_zeroshot(ep, cfg: CurveConfig):
 def _named_rows(cfg: CurveConfig, seed: int, runs: RunCache, progress: bool) -> list[dict[str, Any]]:
     """ObjectNet top-1 along each mode's curve with the ObjectNet-named zero-shot end."""
     from wiseft_lib.endpoints import Endpoints, finetuned_run
-    from wiseft_lib.evaluate import evaluate, evaluate_head
+    from wiseft_lib.evaluate import evaluate_head, score
     from wiseft_lib.interpolate import iter_alphas
+    from wiseft_lib.sweep import sweep_logits
 
     ep = Endpoints(cfg, seed, runs, progress)
     named = _objectnet_named_zeroshot(ep, cfg)
@@ -100,9 +101,12 @@ def _named_rows(cfg: CurveConfig, seed: int, runs: RunCache, progress: bool) -> 
             tuned = run.load_model(ep).to(ep.device)
             theta_0 = {k: v.detach().clone() for k, v in named.state_dict().items()}
             theta_1 = {k: v.detach().clone() for k, v in tuned.state_dict().items()}
-            for alpha, model in iter_alphas(tuned, theta_0, theta_1, cfg.alphas, progress=progress):
-                value = evaluate(model, ep.eval_bundle("objectnet"), batch_size=cfg.eval_batch_size,
-                                 num_workers=cfg.num_workers, progress=False)["top1"]
+            bundle = ep.eval_bundle("objectnet")  # decoded once for every alpha
+            per_alpha = sweep_logits(tuned, theta_0, theta_1, cfg.alphas, bundle.dataset,
+                                     batch_size=cfg.eval_batch_size, num_workers=cfg.num_workers, device=ep.device,
+                                     progress=progress, desc="sweep objectnet")
+            for alpha, (logits, labels) in per_alpha.items():
+                value = score(logits, labels, bundle)["top1"]
                 rows.append({"seed": seed, "mode": mode, "alpha": alpha, "dataset": "objectnet", "value": value})
         else:
             tuned_head = run.load_head(ep).to(ep.device)
