@@ -9,29 +9,45 @@ The cache key hashes the encoder's *current* weights (:func:`wiseft_lib.models.s
 recomputed on every call, so a model changed in place - e.g. by interpolation - never reuses
 old features), the extraction precision, ``len(dataset)`` and every entry of
 ``cache_key_parts`` (the caller states the data identity: dataset name, split, preprocessing,
-pretrained tag, k-shot seed, ...). Files are safetensors written atomically; features are
-returned as float32 on the CPU. Linear probes, linear-classifier fine-tuning and the whole
+pretrained tag, k-shot seed, ...). Linear probes, linear-classifier fine-tuning and the whole
 linear-classifier alpha sweep all reuse one feature pass.
 
-Under ``torchrun`` every rank extracts a strided shard, the shards are all-gathered (every rank
-gets the full tensors), and only rank 0 writes the cache file.
+A cache file is one safetensors file ``{kind}-{key}.safetensors`` holding ``labels`` (N,) int64
+and ``values`` (N, D) float32 (save_file's layout: labels first). It is built for ImageNet scale:
+
+* **reading** never loads the file: the returned tensors are copy-on-write memory maps of its
+  data section (CPU, float32 / int64; pages are read on first touch, in-place edits stay private).
+  Files are replaced atomically, never edited in place: do not truncate or rewrite a cache file
+  while a process holds its tensors (the kernel would kill it with SIGBUS).
+* **writing** streams rows to a temporary file batch by batch, then renames it; memory holds one
+  batch, not the whole tensor. The result is an ordinary safetensors file (``load_file`` reads it).
+
+Under ``torchrun`` without ``cache_dir`` every rank extracts a strided shard and the shards are
+all-gathered in memory (every rank gets the full tensors). With ``cache_dir`` rank ``r`` extracts
+the contiguous rows ``r*N//W`` to ``(r+1)*N//W``, streams them to a part file in ``cache_dir``,
+rank 0 assembles the final file by chunked copies, and every rank memory-maps it. This needs
+``cache_dir`` on a filesystem every rank sees: on several nodes, a shared folder (NFS, Lustre, ...).
 """
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import logging
+import math
+import struct
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Mapping, Optional, Union
+from typing import Any, BinaryIO, Callable, Iterator, Mapping, Optional, Union
 
+import numpy as np
 import torch
-from safetensors.torch import load_file, save_file
 from torch import nn
 from torch.utils.data import DataLoader, Dataset, Subset
 
 from wiseft_lib._io import atomic_path
-from wiseft_lib.device import all_ranks_agree, autocast_context, dist_info, is_distributed, resolve_precision
+from wiseft_lib.device import (all_ranks_agree, autocast_context, dist_info, is_distributed, resolve_precision,
+                               shard_range)
 from wiseft_lib.models import state_dict_hash
 
 __all__ = [
@@ -44,6 +60,9 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 CACHE_FORMAT = "wiseft.features/1"
+COPY_CHUNK_BYTES = 64 * 2**20  # bounded buffer when assembling shard files
+_MAX_HEADER_BYTES = 100 * 2**20  # safetensors' own limit
+_LABEL_BYTES, _VALUE_BYTES = 8, 4  # int64 labels, float32 values
 
 
 @dataclass
@@ -80,12 +99,90 @@ def _cache_file(cache_dir: Union[str, Path], kind: str, key: str) -> Path:
     return Path(cache_dir) / f"{kind}-{key}.safetensors"
 
 
+def _part_file(path: Path, rank: int, world: int) -> Path:
+    """Rank ``rank``'s shard file next to the final cache file ``path``."""
+    return path.with_name(f".{path.stem}.rank{rank}of{world}.part")
+
+
+def _cache_metadata(meta: Mapping[str, Any]) -> dict[str, str]:
+    return {"format": CACHE_FORMAT, "key_parts": json.dumps(meta, sort_keys=True, default=repr)}
+
+
+# ---------------------------------------------------------------- reading: header parsing + memory maps
+@dataclass(frozen=True)
+class _Layout:
+    """Where a cache file's tensors lie: absolute byte offsets of labels and values."""
+
+    n: int
+    d: int
+    labels_at: int
+    values_at: int
+
+
+def _read_header(path: Path) -> tuple[int, dict]:
+    """``(data_start, header)`` of a safetensors file; ValueError if the header is malformed."""
+    size = path.stat().st_size
+    with open(path, "rb") as f:
+        head = f.read(8)
+        if len(head) < 8:
+            raise ValueError(f"{size} bytes: too short for a safetensors file")
+        (hlen,) = struct.unpack("<Q", head)
+        if hlen > min(_MAX_HEADER_BYTES, size - 8):
+            raise ValueError(f"header length {hlen} does not fit a {size}-byte file")
+        header = json.loads(f.read(hlen))
+    if not isinstance(header, dict):
+        raise ValueError("the safetensors header is not a JSON object")
+    return 8 + hlen, header
+
+
+def _entry(header: dict, name: str, dtype: str, ndim: int) -> tuple[list[int], int, int]:
+    """``(shape, begin, end)`` of tensor ``name``, checked for dtype, rank and byte size."""
+    e = header.get(name)
+    if not isinstance(e, dict):
+        raise ValueError(f"no tensor {name!r} (found {sorted(k for k in header if k != '__metadata__')})")
+    shape, offsets = e.get("shape"), e.get("data_offsets")
+    if e.get("dtype") != dtype or not isinstance(shape, list) or len(shape) != ndim:
+        raise ValueError(f"{name!r} is {e.get('dtype')} {shape}; expected {dtype} with {ndim} dimension(s)")
+    if not (isinstance(offsets, list) and len(offsets) == 2 and all(isinstance(v, int) for v in offsets + shape)):
+        raise ValueError(f"{name!r} has malformed shape {shape} or data_offsets {offsets}")
+    begin, end = offsets
+    item = _LABEL_BYTES if dtype == "I64" else _VALUE_BYTES
+    if min(shape + offsets) < 0 or end - begin != math.prod(shape) * item:
+        raise ValueError(f"{name!r}: data_offsets {offsets} do not hold {dtype} {shape}")
+    return shape, begin, end
+
+
+def _layout(path: Path) -> _Layout:
+    """Validate a cache file (F32 values [n, D], I64 labels [n], offsets inside the file)."""
+    start, header = _read_header(path)
+    (n, d), vb, ve = _entry(header, "values", "F32", 2)
+    (nl,), lb, le = _entry(header, "labels", "I64", 1)
+    if nl != n:
+        raise ValueError(f"values hold {n} rows but labels {nl}")
+    size = path.stat().st_size
+    if start + max(ve, le) > size:
+        raise ValueError(f"data ends at byte {start + max(ve, le)} but the file has {size} (truncated?)")
+    return _Layout(n=n, d=d, labels_at=start + lb, values_at=start + vb)
+
+
+def _map(path: Path, offset: int, dtype: str, shape: tuple[int, ...]) -> torch.Tensor:
+    """A CPU tensor over ``shape`` elements of ``path`` at ``offset`` (copy-on-write memory map)."""
+    if math.prod(shape) == 0:  # mmap cannot map zero bytes
+        return torch.from_numpy(np.empty(shape, dtype=dtype))
+    return torch.from_numpy(np.memmap(path, dtype=dtype, mode="c", offset=offset, shape=shape))
+
+
+def _open_cache(path: Path) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(values, labels)`` of a cache file, memory-mapped (nothing is read until used)."""
+    lay = _layout(path)
+    return (_map(path, lay.values_at, "<f4", (lay.n, lay.d)), _map(path, lay.labels_at, "<i8", (lay.n,)))
+
+
 def _read_cache(path: Path, n: int) -> Optional[tuple[torch.Tensor, torch.Tensor]]:
     if not path.exists():
         return None
     try:
-        t = load_file(str(path))
-        values, labels = t["values"], t["labels"]
+        values, labels = _open_cache(path)
     except Exception as e:  # a truncated or foreign file: recompute rather than fail
         log.warning("ignoring unreadable cache file %s (%s); recomputing", path, e)
         return None
@@ -95,10 +192,127 @@ def _read_cache(path: Path, n: int) -> Optional[tuple[torch.Tensor, torch.Tensor
     return values, labels
 
 
+# ---------------------------------------------------------------- writing: a streaming safetensors writer
+def _header_bytes(n: int, d: int, metadata: Mapping[str, str]) -> bytes:
+    """The 8-byte length + JSON header (space-padded to 8 bytes) of a labels-then-values file."""
+    lab, val = n * _LABEL_BYTES, n * d * _VALUE_BYTES
+    header = {"__metadata__": dict(metadata),
+              "labels": {"dtype": "I64", "shape": [n], "data_offsets": [0, lab]},
+              "values": {"dtype": "F32", "shape": [n, d], "data_offsets": [lab, lab + val]}}
+    blob = json.dumps(header, separators=(",", ":")).encode()
+    blob += b" " * (-len(blob) % 8)
+    return struct.pack("<Q", len(blob)) + blob
+
+
+class _RowWriter:
+    """Write ``n`` rows of labels (int64) and values (float32, width ``d``) into a safetensors file.
+
+    The header is written once ``d`` is known (the first rows, or :meth:`begin`), the file is
+    sized to its final length, and each block of rows lands at its offsets, so memory holds one
+    block. The layout is save_file's (labels, then values), so ``load_file`` reads the result.
+    """
+
+    def __init__(self, f: BinaryIO, n: int, metadata: Mapping[str, str]):
+        self.f, self.n, self.metadata = f, n, metadata
+        self.d: Optional[int] = None
+        self.rows = 0
+        self._start = 0
+
+    def begin(self, d: int) -> None:
+        head = _header_bytes(self.n, d, self.metadata)
+        self.f.seek(0)
+        self.f.write(head)
+        self.f.truncate(len(head) + self.n * (_LABEL_BYTES + d * _VALUE_BYTES))
+        self.d, self._start = d, len(head)
+
+    def labels_at(self, row: int) -> int:
+        return self._start + row * _LABEL_BYTES
+
+    def values_at(self, row: int) -> int:
+        return self._start + self.n * _LABEL_BYTES + row * self.d * _VALUE_BYTES
+
+    def write_at(self, offset: int, data) -> None:
+        self.f.seek(offset)
+        self.f.write(data)
+
+    def append(self, values: torch.Tensor, labels: torch.Tensor) -> None:
+        """Write the next rows (any device; values become float32, labels int64)."""
+        v = values.detach().to("cpu", torch.float32).contiguous()
+        y = labels.detach().to("cpu", torch.int64).contiguous()
+        if v.ndim != 2 or y.shape != (v.shape[0],):
+            raise ValueError(f"expected values (B, D) and labels (B,); got {tuple(v.shape)} and {tuple(y.shape)}: "
+                             f"the module must return one feature vector per image")
+        if self.d is None:
+            self.begin(v.shape[1])
+        if v.shape[1] != self.d or self.rows + v.shape[0] > self.n:
+            raise ValueError(f"rows {self.rows}+{v.shape[0]} of width {v.shape[1]} do not fit "
+                             f"a ({self.n}, {self.d}) cache")
+        self.write_at(self.labels_at(self.rows), y.numpy())
+        self.write_at(self.values_at(self.rows), v.numpy())
+        self.rows += v.shape[0]
+
+    def finish(self) -> None:
+        if self.d is None:  # no rows at all (n == 0): a valid empty file
+            self.begin(0)
+        if self.rows != self.n:
+            raise RuntimeError(f"wrote {self.rows} rows of the {self.n} the cache file needs")
+        self.f.flush()
+
+
+def _write_rows(path: Path, rows: Iterator[tuple[torch.Tensor, torch.Tensor]], n: int,
+                metadata: Mapping[str, str]) -> None:
+    """Stream ``(values, labels)`` blocks into the safetensors file ``path`` (atomically)."""
+    try:
+        with atomic_path(path) as tmp, open(tmp, "r+b") as f:
+            w = _RowWriter(f, n, metadata)
+            for values, labels in rows:
+                w.append(values, labels)
+            w.finish()
+    finally:
+        if hasattr(rows, "close"):  # stop a half-consumed generator now (it restores the module's mode)
+            rows.close()
+
+
 def _write_cache(path: Path, values: torch.Tensor, labels: torch.Tensor, meta: dict) -> None:
-    with atomic_path(path) as tmp:
-        save_file({"values": values.contiguous(), "labels": labels.contiguous()}, str(tmp),
-                  metadata={"format": CACHE_FORMAT, "key_parts": json.dumps(meta, sort_keys=True, default=repr)})
+    """Write whole tensors as a cache file (the streaming writer with one block)."""
+    _write_rows(path, iter([(values, labels)]), values.shape[0], _cache_metadata(meta))
+
+
+def _copy_range(src: BinaryIO, src_at: int, dst: _RowWriter, dst_at: int, nbytes: int) -> None:
+    """Copy ``nbytes`` from ``src`` to ``dst`` through a buffer of at most ``COPY_CHUNK_BYTES``."""
+    buf = memoryview(bytearray(min(nbytes, COPY_CHUNK_BYTES)))
+    src.seek(src_at)
+    done = 0
+    while done < nbytes:
+        k = src.readinto(buf[: min(len(buf), nbytes - done)])
+        if not k:
+            raise EOFError(f"{src.name} ended {nbytes - done} bytes early")
+        dst.write_at(dst_at + done, buf[:k])
+        done += k
+
+
+def _assemble(path: Path, parts: list[tuple[Path, int]], n: int, metadata: Mapping[str, str]) -> None:
+    """Join shard files ``(part, rows)`` (in row order) into the cache file ``path`` by chunked copies."""
+    missing = [str(p) for p, _ in parts if not p.exists()]
+    if missing:
+        raise FileNotFoundError(f"rank 0 cannot see the shard files {missing}: with several nodes, cache_dir "
+                                f"must be on a filesystem every rank sees (or pass cache_dir=None)")
+    layouts = [_layout(p) for p, _ in parts]
+    for (p, rows), lay in zip(parts, layouts):
+        if lay.n != rows:
+            raise ValueError(f"shard file {p} holds {lay.n} rows, expected {rows}")
+    widths = {lay.d for lay in layouts if lay.n}
+    if len(widths) > 1:
+        raise ValueError(f"shard files disagree on the feature width: {sorted(widths)}")
+    with atomic_path(path) as tmp, open(tmp, "r+b") as f:
+        w = _RowWriter(f, n, metadata)
+        w.begin(widths.pop() if widths else 0)
+        for (p, _), lay in zip(parts, layouts):
+            with open(p, "rb") as src:
+                _copy_range(src, lay.labels_at, w, w.labels_at(w.rows), lay.n * _LABEL_BYTES)
+                _copy_range(src, lay.values_at, w, w.values_at(w.rows), lay.n * lay.d * _VALUE_BYTES)
+            w.rows += lay.n
+        w.finish()
 
 
 # ---------------------------------------------------------------- the batched pass
@@ -106,31 +320,51 @@ def _label_tensor(labels: Any) -> torch.Tensor:
     return labels if isinstance(labels, torch.Tensor) else torch.as_tensor(labels)
 
 
+@contextlib.contextmanager
+def _on_device(module: nn.Module, device: torch.device) -> Iterator[None]:
+    """Move ``module`` to ``device`` for the block, then back where the caller had it."""
+    home = next(module.parameters()).device
+    module.to(device)
+    try:
+        yield
+    finally:
+        module.to(home)
+
+
 @torch.no_grad()
+def _batches(fn: Callable[[torch.Tensor], torch.Tensor], module: nn.Module, dataset: Dataset, *,
+             batch_size: int, device: torch.device, precision: str, num_workers: int,
+             show: bool, desc: str) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    """``(fn(images) as float32, labels as int64)`` per batch of ``dataset``, on ``device``, in order."""
+    from tqdm.auto import tqdm
+
+    loader = DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=num_workers,
+                        pin_memory=device.type == "cuda")
+    was_training = module.training
+    module.eval()
+    try:
+        for images, labels in tqdm(loader, desc=desc, disable=not show, leave=False):
+            with autocast_context(precision, device):
+                out = fn(images.to(device, non_blocking=True))
+            yield out.float(), _label_tensor(labels).long().to(device)
+    finally:
+        module.train(was_training)
+
+
 def _run(fn: Callable[[torch.Tensor], torch.Tensor], module: nn.Module, dataset: Dataset, *,
          batch_size: int, device: torch.device, precision: str, num_workers: int,
          progress: bool, desc: str) -> tuple[torch.Tensor, torch.Tensor]:
-    """Run ``fn`` over this rank's shard of ``dataset``; gather all shards; return CPU fp32."""
-    from tqdm.auto import tqdm
-
+    """In memory: run ``fn`` over this rank's strided shard; gather all shards; return CPU fp32."""
     rank, world, _ = dist_info()
     world = world if is_distributed() else 1
     rank = rank if world > 1 else 0
     n = len(dataset)
     shard = Subset(dataset, range(rank, n, world)) if world > 1 else dataset
-    loader = DataLoader(shard, batch_size=batch_size, shuffle=False, num_workers=num_workers,
-                        pin_memory=device.type == "cuda")
-    was_training = module.training
-    module.eval()
     outs, labs = [], []
-    try:
-        for images, labels in tqdm(loader, desc=desc, disable=not progress or rank != 0, leave=False):
-            with autocast_context(precision, device):
-                out = fn(images.to(device, non_blocking=True))
-            outs.append(out.float())
-            labs.append(_label_tensor(labels).long().to(device))
-    finally:
-        module.train(was_training)
+    for out, lab in _batches(fn, module, shard, batch_size=batch_size, device=device, precision=precision,
+                             num_workers=num_workers, show=progress and rank == 0, desc=desc):
+        outs.append(out)
+        labs.append(lab)
     values = torch.cat(outs) if outs else torch.empty(0)
     labels_t = torch.cat(labs) if labs else torch.empty(0, dtype=torch.long)
     if world > 1:
@@ -148,8 +382,9 @@ def _gather_strided(values: torch.Tensor, labels: torch.Tensor, n: int, world: i
     dist.all_reduce(dim, op=dist.ReduceOp.MAX)  # ranks with no rows learn the width
     pad_v = torch.zeros(per, int(dim.item()), device=comm)
     pad_l = torch.full((per,), -1, dtype=torch.long, device=comm)
-    pad_v[: values.shape[0]] = values.to(comm)
-    pad_l[: labels.shape[0]] = labels.to(comm)
+    if values.shape[0]:  # a rank with no rows holds a 1-D empty tensor: nothing to copy
+        pad_v[: values.shape[0]] = values.to(comm)
+        pad_l[: labels.shape[0]] = labels.to(comm)
     all_v = [torch.empty_like(pad_v) for _ in range(world)]
     all_l = [torch.empty_like(pad_l) for _ in range(world)]
     dist.all_gather(all_v, pad_v)
@@ -158,6 +393,40 @@ def _gather_strided(values: torch.Tensor, labels: torch.Tensor, n: int, world: i
     v = torch.stack(all_v, dim=1).reshape(per * world, -1)[:n]
     l = torch.stack(all_l, dim=1).reshape(per * world)[:n]
     return v, l
+
+
+def _agree_or_raise(err: Optional[BaseException], what: str) -> None:
+    """Raise on every rank if ``err`` happened on any rank (so no rank waits forever on the others)."""
+    if all_ranks_agree(err is None):
+        return
+    if err is not None:
+        raise err
+    raise RuntimeError(f"{what} failed on another rank; see that rank's log")
+
+
+def _write_sharded(path: Path, rows_of: Callable[[Dataset], Iterator[tuple[torch.Tensor, torch.Tensor]]],
+                   dataset: Dataset, metadata: Mapping[str, str]) -> None:
+    """Every rank streams its contiguous shard to a part file; rank 0 joins them into ``path``."""
+    rank, world, _ = dist_info()
+    n = len(dataset)
+    part = _part_file(path, rank, world)
+    err: Optional[BaseException] = None
+    try:
+        shard = shard_range(n, rank, world)
+        _write_rows(part, rows_of(Subset(dataset, shard)), len(shard), metadata)
+    except Exception as e:
+        err = e
+    try:
+        _agree_or_raise(err, "feature extraction")
+        if rank == 0:
+            try:
+                _assemble(path, [(_part_file(path, r, world), len(shard_range(n, r, world))) for r in range(world)],
+                          n, metadata)
+            except Exception as e:
+                err = e
+        _agree_or_raise(err, f"assembling {path.name}")
+    finally:
+        part.unlink(missing_ok=True)
 
 
 def _cached_pass(kind: str, module: nn.Module, fn: Callable[[torch.Tensor], torch.Tensor], dataset: Dataset,
@@ -169,36 +438,44 @@ def _cached_pass(kind: str, module: nn.Module, fn: Callable[[torch.Tensor], torc
     device = torch.device(device) if device is not None else next(module.parameters()).device
     precision = resolve_precision(precision, device)
     n = len(dataset)
-    path = None
-    if cache_dir is not None:
-        if not cache_key_parts:
-            raise ValueError(
-                f"cache_dir is set but cache_key_parts is empty: say what the data is, e.g. "
-                f"cache_key_parts={{'dataset': 'imagenet', 'split': 'train', 'preprocess': repr(eval_tf), "
-                f"'pretrained': 'openai'}}, or pass cache_dir=None"
-            )
-        key = feature_cache_key(module, cache_key_parts, kind=kind, n=n, precision=precision)
-        path = _cache_file(cache_dir, kind, key)
-        hit = _read_cache(path, n)
-        if all_ranks_agree(hit is not None):
-            CACHE_STATS.hits += 1
-            log.info("%s cache hit: %s", kind, path)
-            return hit
+    if cache_dir is None:
+        CACHE_STATS.misses += 1
+        with _on_device(module, device):
+            return _run(fn, module, dataset, batch_size=batch_size, device=device, precision=precision,
+                        num_workers=num_workers, progress=progress, desc=kind)
+    if not cache_key_parts:
+        raise ValueError(
+            "cache_dir is set but cache_key_parts is empty: say what the data is, e.g. "
+            "cache_key_parts={'dataset': 'imagenet', 'split': 'train', 'preprocess': repr(eval_tf), "
+            "'pretrained': 'openai'}, or pass cache_dir=None"
+        )
+    key = feature_cache_key(module, cache_key_parts, kind=kind, n=n, precision=precision)
+    path = _cache_file(cache_dir, kind, key)
+    hit = _read_cache(path, n)
+    if all_ranks_agree(hit is not None):
+        CACHE_STATS.hits += 1
+        log.info("%s cache hit: %s", kind, path)
+        return hit
+    del hit  # drop a stale map before the file is replaced
     CACHE_STATS.misses += 1
-    home = next(module.parameters()).device
-    module.to(device)
-    try:
-        values, labels = _run(fn, module, dataset, batch_size=batch_size, device=device,
-                              precision=precision, num_workers=num_workers, progress=progress, desc=kind)
-    finally:
-        module.to(home)  # leave the caller's module where it was
-    if path is not None:
-        if dist_info()[0] == 0 or not is_distributed():
-            _write_cache(path, values, labels, {"kind": kind, "n": n, "precision": precision,
-                                                **{str(k): v for k, v in cache_key_parts.items()}})
+    metadata = _cache_metadata({"kind": kind, "n": n, "precision": precision,
+                                **{str(k): v for k, v in cache_key_parts.items()}})
+    show = progress and dist_info()[0] == 0
+
+    def rows_of(data: Dataset) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        return _batches(fn, module, data, batch_size=batch_size, device=device, precision=precision,
+                        num_workers=num_workers, show=show, desc=kind)
+
+    with _on_device(module, device):
         if is_distributed():
-            torch.distributed.barrier()
-    return values, labels
+            _write_sharded(path, rows_of, dataset, metadata)
+        else:
+            _write_rows(path, rows_of(dataset), n, metadata)
+    out = _read_cache(path, n)
+    if not all_ranks_agree(out is not None):
+        raise RuntimeError(f"the cache file {path} was written but cannot be read back on every rank: with several "
+                           f"nodes, cache_dir must be on a filesystem every rank sees (or pass cache_dir=None)")
+    return out
 
 
 def extract_features(image_encoder: nn.Module, dataset: Dataset, *, cache_dir: Union[str, Path, None] = None,
@@ -209,8 +486,9 @@ def extract_features(image_encoder: nn.Module, dataset: Dataset, *, cache_dir: U
 
     ``dataset`` yields ``(image tensor, label)`` with the *eval* transform (or is a
     ``DatasetBundle``, whose name joins the key). With ``cache_dir`` the result is read from /
-    written to ``cache_dir`` under a key of the encoder's weights hash, ``precision``, ``len``
-    and ``cache_key_parts``. Runs under ``no_grad`` with autocast on GPUs (``precision``).
+    streamed to ``cache_dir`` under a key of the encoder's weights hash, ``precision``, ``len``
+    and ``cache_key_parts``, and returned memory-mapped from that file. Runs under ``no_grad``
+    with autocast on GPUs (``precision``).
     """
     return _cached_pass("features", image_encoder, image_encoder, dataset, cache_dir=cache_dir,
                         cache_key_parts=cache_key_parts, batch_size=batch_size, device=device,

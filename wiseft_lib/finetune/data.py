@@ -87,12 +87,21 @@ class ImageBatches:
             yield x.to(self.device, non_blocking=True), torch.as_tensor(y).to(self.device, non_blocking=True)
 
 
+DEVICE_FEATURE_BYTES = 2 * 2**30
+"""Features smaller than this move to the training device once; larger ones stay on the CPU."""
+
+
 class FeatureBatches:
-    """Mini-batches of cached features (no DataLoader: plain indexing is faster)."""
+    """Mini-batches of cached features (no DataLoader: plain indexing is faster).
+
+    Features under :data:`DEVICE_FEATURE_BYTES` are moved to ``device`` once; larger ones stay
+    where they are on the CPU - a memory-mapped cache stays mapped (``.to("cpu")`` does not copy),
+    so each batch reads only its own rows from the file.
+    """
 
     def __init__(self, features: torch.Tensor, labels: torch.Tensor, batch: int, seed: int, rank: int,
                  world: int, device: torch.device):
-        on_device = features.numel() * features.element_size() < 2 * 2**30
+        on_device = features.numel() * features.element_size() < DEVICE_FEATURE_BYTES
         store = device if on_device else torch.device("cpu")
         self.features, self.labels = features.to(store), labels.long().to(store)
         self.batch, self.seed, self.rank, self.world, self.device = batch, seed, rank, world, device
