@@ -114,3 +114,14 @@ def test_pretraining_budget_tags_load_and_more_pretraining_is_a_better_zero_shot
     assert zeroshot_scores("wiseft-mini", "fmnist-budget5", datasets=("mini-photo",), n_test=1000) == scores[1]
     assert acc["fmnist-budget5"] < acc["fmnist-budget25"] < acc["fmnist"], acc
     assert acc["fmnist-budget5"] > 30, "even the smallest budget is a real zero-shot model"
+
+
+def test_open_clip_models_get_random_weights_only_when_asked_by_name():
+    with pytest.raises(ValueError, match="pretrained is unset.*'random'"):
+        create_model("ViT-B-32")
+    from wiseft_lib.curve import CurveConfig
+    from wiseft_lib.params import ParamsError
+
+    with pytest.raises(ParamsError, match="pretrained.*no default weights"):
+        CurveConfig(model="ViT-B-32")
+    assert CurveConfig(model="ViT-B-32", pretrained="random").pretrained == "random"

@@ -133,6 +133,13 @@ def _resolve_pretrained(name: str, pretrained: Optional[str]) -> Optional[str]:
                 f"{RANDOM_INIT!r}, or a path to a weights file"
             )
         return tag
+    if pretrained is None and not name.startswith(("hf-hub:", "local-dir:")):  # random weights only by name
+        tags = open_clip.list_pretrained_tags_by_model(name) if hasattr(open_clip, "list_pretrained_tags_by_model") else []
+        known = f"its open_clip tags: {', '.join(tags)}; " if tags else ""
+        raise ValueError(
+            f"model {name!r} needs its weights named: pretrained is unset. Give {known}a weights file, or "
+            f"pretrained={RANDOM_INIT!r} for random initialisation (used only when asked for by name)."
+        )
     return pretrained
 
 
@@ -146,7 +153,7 @@ def create_model(
 
     ``pretrained`` is an open_clip tag (``"openai"``), a weights file, ``"random"`` for random
     initialisation, or ``None``: the default tag for package models (``wiseft-mini`` ships
-    trained weights) and random initialisation for open_clip models.
+    trained weights); an open_clip model without a tag is an error (random weights only by name).
     """
     _register_package_configs()
     _check_name(name)
