@@ -80,3 +80,23 @@ def test_shards_cover_every_row_once(n, world):
 def test_gather_rows_is_the_identity_on_one_process():
     x = torch.randn(7, 3)
     assert torch.equal(gather_rows(x, 7, 1, torch.device("cpu")), x)
+
+
+def test_evaluation_precision_is_a_parameter():
+    from wiseft_lib.curve import CurveConfig
+    from wiseft_lib.endpoints import Endpoints
+    from wiseft_lib.params import ParamsError
+    from wiseft_lib.runs import RunCache
+
+    data = AugmentedSet(n=9, augment=False)
+    fp32, _ = predict_logits(tiny_classifier(), data, batch_size=4, progress=False)
+    bf16, _ = predict_logits(tiny_classifier(), data, batch_size=4, precision="bf16", progress=False)
+    assert not torch.equal(fp32, bf16) and torch.allclose(fp32, bf16, atol=0.5)  # bf16 autocast really ran
+    ep = Endpoints(CurveConfig(device="cpu"), 0, RunCache(None), progress=False)
+    assert (ep.eval_precision("model"), ep.eval_precision("features")) == ("fp32", "fp32")
+    ep = Endpoints(CurveConfig(device="cpu", eval_precision="bf16"), 0, RunCache(None), progress=False)
+    assert ep.eval_precision("model") == "bf16"
+    assert ep.eval_key("mini-photo", "model") != Endpoints(CurveConfig(device="cpu"), 0, RunCache(None)).eval_key(
+        "mini-photo", "model")  # scores at another precision are other scores
+    with pytest.raises(ParamsError, match="eval_precision"):
+        CurveConfig(eval_precision="fp8")

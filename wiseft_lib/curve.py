@@ -44,7 +44,8 @@ class CurveConfig(Params):
     """Everything one WiSE-FT curve depends on (checked when built; see :mod:`wiseft_lib.params`)."""
 
     model: str = param("wiseft-mini", "any open_clip model name (e.g. ViT-B-16) or the package's wiseft-mini")
-    pretrained: Optional[str] = param(None, "open_clip tag (openai), a weights file, or None for the model's default")
+    pretrained: Optional[str] = param(None, "open_clip tag (openai), a weights file, 'random' (random weights), or "
+                                            "None for a package model's shipped weights")
     data_root: Optional[str] = param(None, "data folder (default: $WISEFT_DATA, then the usual places)")
     id_dataset: str = param(MINI_ID, "the fine-tuning (ID) dataset; its classes and templates make the zero-shot head")
     ood_datasets: list[str] = param(list(MINI_OOD), "the distribution shifts, scored at every alpha")
@@ -71,6 +72,8 @@ class CurveConfig(Params):
                                                    "instead of training one here")
     augment: str = param("clip", "end-to-end training augmentation: 'clip' (open_clip's random resized crop) or "
                                  "'randaugment' (torchvision's RandAugment, 2 ops at magnitude 9, before it)")
+    eval_precision: str = param("auto", "evaluation and feature-extraction precision: auto (fp32 on the CPU; bf16 "
+                                        "autocast on GPUs), fp32, bf16 or fp16")
     eval_batch_size: int = param(256, "images per evaluation batch (256: faster than 512 on a 2-core CPU, "
                                       "measured in bench/)")
     num_workers: int = param(0, "data-loading processes for fine-tuning, evaluation and feature extraction (8+ on "
@@ -85,6 +88,12 @@ class CurveConfig(Params):
         def bad(key: str, why: str) -> ParamsError:
             return ParamsError(f"parameter {key!r}: {why}")
 
+        from wiseft_lib.models import PACKAGE_MODELS, RANDOM_INIT
+
+        if self.pretrained is None and self.model not in PACKAGE_MODELS and not self.model.startswith(
+                ("hf-hub:", "local-dir:")):
+            raise bad("pretrained", f"{self.model!r} has no default weights: name them (an open_clip tag such as "
+                                    f"'openai', a weights file), or {RANDOM_INIT!r} for random initialisation")
         if not self.modes or any(m not in MODES for m in self.modes):
             raise bad("modes", f"must be a non-empty subset of {list(MODES)}, got {self.modes}")
         if not self.alphas:
@@ -103,6 +112,10 @@ class CurveConfig(Params):
             except (TypeError, ValueError) as err:
                 raise bad("linear", f"{err} (linear_method 'search' takes LinearSearch fields: regularizer, "
                                     f"n_configs, epochs, warmup_steps, holdout_fraction, head_init, ...)") from None
+        from wiseft_lib.device import PRECISIONS
+
+        if self.eval_precision not in PRECISIONS:
+            raise bad("eval_precision", f"must be one of {list(PRECISIONS)}, not {self.eval_precision!r}")
         if self.augment not in AUGMENTS:
             raise bad("augment", f"must be one of {list(AUGMENTS)}, not {self.augment!r}")
         if self.eval_split not in ("test", "val"):
@@ -223,8 +236,8 @@ def _sweep_end_to_end(ep: Endpoints, run: RunRef) -> None:
     for name, alphas in by_set.items():
         bundle = ep.eval_bundle(name)
         per_alpha = sweep_logits(tuned, theta_0, theta_1, alphas, bundle.dataset, batch_size=ep.cfg.eval_batch_size,
-                                 num_workers=ep.cfg.num_workers, device=ep.device, progress=ep.progress,
-                                 desc=f"sweep {name}")
+                                 num_workers=ep.cfg.num_workers, device=ep.device, precision=ep.eval_precision("model"),
+                                 progress=ep.progress, desc=f"sweep {name}")
         for alpha, (logits, labels) in per_alpha.items():
             ep.runs.add_scores(run.kind, run.key, ep.eval_key(name, "model"), alpha,
                                {**score(logits, labels, bundle), "n_images": float(len(labels))},

@@ -86,10 +86,18 @@ class Endpoints:
 
     def eval_key(self, name: str, path: str) -> str:
         """Scores key of a set: its images, and how logits are computed (whole model or cached features)."""
-        precision = "bf16" if self.device.type == "cuda" else "fp32"  # what evaluate / extract_features use
+        return run_key({"eval": self.eval_record(name), "path": path, "precision": self.eval_precision(path)})
+
+    def eval_precision(self, path: str) -> str:
+        """The resolved precision of evaluation (``path`` "model") or feature extraction ("features").
+
+        ``auto`` is bf16 autocast for whole models on GPUs (bf16, else fp16, for features) and fp32 on the CPU.
+        """
+        if self.cfg.eval_precision != "auto":
+            return resolve_precision(self.cfg.eval_precision, self.device)
         if path == "features":
-            precision = resolve_precision("auto", self.device)
-        return run_key({"eval": self.eval_record(name), "path": path, "precision": precision})
+            return resolve_precision("auto", self.device)
+        return "bf16" if self.device.type == "cuda" else "fp32"
 
     def _raw_bundle(self, name: str) -> DatasetBundle:
         if name not in self._raw:
@@ -202,7 +210,7 @@ class Endpoints:
                 self.zeroshot().image_encoder, self.eval_bundle(name).dataset, cache_dir=self.runs.root / "features",
                 cache_key_parts={**self.eval_record(name), "zeroshot": self.zeroshot_key()},
                 batch_size=self.cfg.eval_batch_size, device=self.device, num_workers=self.cfg.num_workers,
-                progress=self.progress)
+                precision=self.eval_precision("features"), progress=self.progress)
         return self._features[name]
 
 
@@ -218,7 +226,8 @@ class Endpoints:
         train = self.train_set(self.cfg.n_train_linear, self.transforms()[1])
         return extract_features(self.zeroshot().image_encoder, train.dataset, cache_dir=self.runs.root / "features",
                                 cache_key_parts=self.train_feature_key(), batch_size=self.cfg.eval_batch_size,
-                                device=self.device, num_workers=self.cfg.num_workers, progress=self.progress)
+                                device=self.device, num_workers=self.cfg.num_workers,
+                                precision=self.eval_precision("features"), progress=self.progress)
 
 
 @dataclass(frozen=True)

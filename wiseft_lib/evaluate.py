@@ -87,12 +87,13 @@ def predict_logits(
     batch_size: int = 256,
     device: Union[str, torch.device, None] = None,
     num_workers: int = 0,
+    precision: str = "auto",
     progress: bool = True,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Return ``(logits [N, C] fp32 on CPU, labels [N] int64)`` in dataset order.
 
-    Runs under ``torch.inference_mode()`` with the model in eval mode (its mode is restored),
-    bf16 autocast on CUDA only. ``device`` defaults to the model's device; another device
+    Runs under ``torch.inference_mode()`` with the model in eval mode (its mode is restored);
+    ``precision`` "auto" is bf16 autocast on CUDA and fp32 elsewhere (or fp32 / bf16 / fp16). ``device`` defaults to the model's device; another device
     moves the model there. Under ``torchrun`` each rank scores a contiguous share of a ``Dataset``
     and every rank gets all logits, exactly (:mod:`wiseft_lib.sweep`).
     """
@@ -102,7 +103,7 @@ def predict_logits(
         dataset_or_loader = dataset_or_loader.dataset
     dev = torch.device(device) if device is not None else _model_device(model)
     return distributed_logits(model, dataset_or_loader, batch_size=batch_size, num_workers=num_workers,
-                              device=dev, progress=progress)
+                              device=dev, precision=precision, progress=progress)
 
 
 def score(logits: Union[torch.Tensor, np.ndarray], labels: Union[torch.Tensor, np.ndarray],
