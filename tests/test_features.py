@@ -72,3 +72,21 @@ def test_cache_needs_data_identity_and_ignores_corrupt_files(tmp_path):
     f, _ = extract_features(clf.image_encoder, data, cache_dir=tmp_path, cache_key_parts=KEY, progress=False)
     assert CACHE_STATS.misses == 2 and f.shape == (5, 32)
     assert clf.image_encoder.training  # extraction restores the module's mode
+
+
+def test_fallback_feature_key_hashes_every_example():
+    """Two datasets that differ in one example (not the first, middle or last) get different cache keys."""
+    from torch.utils.data import TensorDataset
+
+    from wiseft_lib.finetune.data import dataset_fingerprint
+
+    x = torch.randn(10, 3, 4, 4)
+    y = torch.arange(10) % 3
+    other = x.clone()
+    other[3, 0, 0, 0] += 1.0
+    a, b = dataset_fingerprint(TensorDataset(x, y)), dataset_fingerprint(TensorDataset(other, y))
+    assert a != b
+    assert a == dataset_fingerprint(TensorDataset(x.clone(), y.clone()))
+    relabelled = y.clone()
+    relabelled[7] = (relabelled[7] + 1) % 3
+    assert dataset_fingerprint(TensorDataset(x, relabelled)) != a
