@@ -64,6 +64,10 @@ def test_fig1_paper_preset_under_torchrun_writes_the_same_curve(fixture_env, tmp
                       "-m", "wiseft_lib.cli"], tmp_path / "two", data, env)
     launched = wiseft_run([sys.executable, "-m", "wiseft_lib.cli"], tmp_path / "launched", data, env, "processes=2")
 
+    # the fixture's corrupt ImageNet val file is counted, not silently dropped
+    data = pd.read_csv(one / "out" / "data.csv").set_index("dataset")
+    assert data.loc["imagenet", "skipped"] == 1 and data.loc["imagenet-v2", "skipped"] == 0
+    pd.testing.assert_frame_equal(pd.read_csv(two / "out" / "data.csv").set_index("dataset"), data)
     curve = pd.read_csv(one / "out" / "curve.csv")
     assert len(curve) == 6 and set(curve["mode"]) == {"end-to-end", "linear"}
     for other in (two, launched):

@@ -30,7 +30,7 @@ from wiseft_lib.endpoints import Endpoints, RunRef, finetuned_run
 from wiseft_lib.params import Params, ParamsError, param
 from wiseft_lib.runs import RunCache, alpha_key, run_key
 
-__all__ = ["MODES", "ALPHAS_11", "CurveConfig", "wiseft_curve", "curve_table", "summary_table",
+__all__ = ["MODES", "ALPHAS_11", "CurveConfig", "wiseft_curve", "curve_table", "summary_table", "data_table",
            "CLAIMS", "claim_values", "check_claims"]
 
 MODES = ("end-to-end", "linear")
@@ -240,7 +240,8 @@ def _sweep_end_to_end(ep: Endpoints, run: RunRef) -> None:
                                  progress=ep.progress, desc=f"sweep {name}")
         for alpha, (logits, labels) in per_alpha.items():
             ep.runs.add_scores(run.kind, run.key, ep.eval_key(name, "model"), alpha,
-                               {**score(logits, labels, bundle), "n_images": float(len(labels))},
+                               {**score(logits, labels, bundle), "n_images": float(len(labels)),
+                                "n_skipped": float(bundle.skipped)},
                                ep.eval_record(name))
 
 
@@ -252,7 +253,8 @@ def _sweep_linear(ep: Endpoints, run: RunRef) -> None:
 
     def score(head: nn.Module, name: str) -> dict[str, float]:
         x, y = ep.features(name)
-        return {**evaluate_head(head, x, y, ep.scoring_bundle(name)), "n_images": float(len(y))}
+        bundle = ep.scoring_bundle(name)
+        return {**evaluate_head(head, x, y, bundle), "n_images": float(len(y)), "n_skipped": float(bundle.skipped)}
 
     _sweep(ep, run, "features", endpoints, score)
 
@@ -266,6 +268,8 @@ def tidy_scores(ep: Endpoints, mode: str, run: RunRef, path: str) -> list[dict[s
             values = scores[name][alpha_key(alpha)]
             if "n_images" not in values:  # scored before the count was kept: the set's size
                 values = {**values, "n_images": float(ep.eval_set_size(name))}
+            if "n_skipped" not in values:  # scored before skipped files were counted: the set's count
+                values = {**values, "n_skipped": float(ep.scoring_bundle(name).skipped)}
             rows.extend({"seed": ep.seed, "mode": mode, "alpha": alpha, "dataset": name, "metric": k, "value": v}
                         for k, v in values.items())
     return rows
@@ -299,6 +303,24 @@ def wiseft_curve(cfg: CurveConfig, seed: int = 0, *, runs: Optional[RunCache] = 
 
 
 # ---------------------------------------------------------------- tables
+def data_table(tidy: pd.DataFrame) -> pd.DataFrame:
+    """Per evaluation set: images scored and unreadable image files skipped while indexing (first seed/mode/alpha).
+
+    A non-zero ``skipped`` means the data folder has broken files: the accuracies are over the readable ones.
+    """
+    counts = tidy[tidy["metric"].isin(["n_images", "n_skipped"])]
+    if counts.empty:
+        return pd.DataFrame(columns=["dataset", "images", "skipped"])
+    first = counts[(counts["seed"] == counts["seed"].iloc[0]) & (counts["mode"] == counts["mode"].iloc[0])
+                   & (counts["alpha"] == counts["alpha"].iloc[0])]
+    wide = first.pivot_table(index="dataset", columns="metric", values="value", sort=False).reset_index()
+    wide = wide.rename(columns={"n_images": "images", "n_skipped": "skipped"})
+    for col in ("images", "skipped"):
+        wide[col] = wide[col].fillna(0).astype(int) if col in wide else 0
+    wide.columns.name = None
+    return wide[["dataset", "images", "skipped"]]
+
+
 def curve_table(tidy: pd.DataFrame, id_dataset: str = MINI_ID, metric: str = "top1",
                 ood_datasets: Optional[list[str]] = None) -> pd.DataFrame:
     """One row per (seed, mode, alpha): ``id_acc``, ``ood_avg`` and one column per OOD set.

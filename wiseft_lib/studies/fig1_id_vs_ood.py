@@ -16,7 +16,7 @@ from typing import Any, Optional
 
 import pandas as pd
 
-from wiseft_lib.curve import CurveConfig, check_claims, curve_table, summary_table, wiseft_curve
+from wiseft_lib.curve import CurveConfig, check_claims, curve_table, data_table, summary_table, wiseft_curve
 from wiseft_lib.params import param
 from wiseft_lib.launch import distributable
 from wiseft_lib.studies.base import Launches, StudyParams, UsesRuns, write_study_record
@@ -57,6 +57,7 @@ class Fig1Result:
     figure: Any  # matplotlib Figure
     paths: dict[str, Path] = field(default_factory=dict)
     seconds: float = 0.0
+    data: Optional[pd.DataFrame] = None  # per evaluation set: images scored, unreadable files skipped
 
 
 def testbed_points(id_dataset: str, shifts: list[str]) -> pd.DataFrame:
@@ -90,6 +91,8 @@ def run(params: Fig1Params, *, progress: bool = True) -> Fig1Result:
                       for seed in p.seeds])
     curve = curve_table(tidy, id_dataset=p.id_dataset, ood_datasets=p.ood_datasets)
     paths = {"curve": atomic_write_text(out / "curve.csv", curve.round(4).to_csv(index=False))}
+    data = data_table(tidy)
+    paths["data"] = atomic_write_text(out / "data.csv", data.to_csv(index=False))
     baselines = baseline_points(p, p.standard_models, p.zeroshot_pretrained, seed=p.seeds[0],
                                 n_train_standard=p.n_train_standard, runs=runs, progress=progress)
     if p.testbed:
@@ -111,4 +114,4 @@ def run(params: Fig1Params, *, progress: bool = True) -> Fig1Result:
     figure = plot_id_vs_ood(curve, extra=baselines if not baselines.empty else None, fit=fitted, title=title)
     paths.update({f"figure_{f.suffix[1:]}": f for f in save_figure(figure, out / NAME)})
     paths["record"] = write_study_record(out, NAME, params, started)
-    return Fig1Result(p, curve, baselines, summary, claims, figure, paths, round(time.time() - started, 1))
+    return Fig1Result(p, curve, baselines, summary, claims, figure, paths, round(time.time() - started, 1), data)
