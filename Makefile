@@ -35,7 +35,7 @@ demo: setup
 	@cat $(OUT)/summary.md
 
 test: setup
-	@$(PY) -m pytest -q
+	@WISEFT_REQUIRE_DATA=1 $(PY) -m pytest -q
 
 test-fast: setup
 	@$(PY) -m pytest -q -m "not slow"
