@@ -2,11 +2,26 @@
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
 import os
 import tempfile
 from pathlib import Path
 from typing import Any, Iterator, Union
+
+
+DISK_FULL = (errno.ENOSPC, errno.EDQUOT)
+
+
+def is_disk_full(err: BaseException) -> bool:
+    """True for "no space left on device" and "disk quota exceeded"."""
+    return isinstance(err, OSError) and err.errno in DISK_FULL
+
+
+def disk_full_error(path: Union[str, Path], kept: str) -> OSError:
+    """The error for a write that found the disk full: where, what was kept, what to do."""
+    return OSError(errno.ENOSPC, f"no space left on the device while writing {path}: {kept}. Free space (or point "
+                                 f"output_dir / runs_dir at a disk with room) and run again; finished work is reused")
 
 
 @contextlib.contextmanager
@@ -26,6 +41,10 @@ def atomic_path(path: Union[str, Path]) -> Iterator[Path]:
     try:
         yield tmp_path
         os.replace(tmp_path, path)
+    except OSError as err:
+        if is_disk_full(err):
+            raise disk_full_error(path, f"{path.name} keeps its previous content") from None
+        raise
     finally:
         if tmp_path.exists():
             tmp_path.unlink()

@@ -30,6 +30,8 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Optional, TypeVar, Union
 
+from wiseft_lib._io import disk_full_error
+
 if TYPE_CHECKING:  # pandas is imported lazily: writers in worker processes don't need it
     import pandas as pd
 
@@ -197,7 +199,13 @@ class ResultsStore:
                         conn.execute("ROLLBACK")
                     raise
 
-        return self._retry(attempt)
+        try:
+            return self._retry(attempt)
+        except sqlite3.OperationalError as err:
+            if "disk is full" in str(err) or "disk I/O error" in str(err):
+                raise disk_full_error(self.path, "the write was rolled back: the store keeps every row written "
+                                                 "before") from None
+            raise
 
     # -- creation and validation ---------------------------------------------------------
 

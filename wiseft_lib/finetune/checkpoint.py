@@ -18,7 +18,7 @@ import numpy as np
 import torch
 from safetensors.torch import load_file
 
-from wiseft_lib._io import atomic_write_text
+from wiseft_lib._io import atomic_write_text, disk_full_error, is_disk_full
 from wiseft_lib.device import barrier, gather_objects
 from wiseft_lib.finetune.config import RESUMABLE_CHANGES, FinetuneConfig
 from wiseft_lib.models import ImageClassifier
@@ -90,9 +90,17 @@ def save_checkpoint(output_dir: Path, model: ImageClassifier, state: dict[str, A
     if rank == 0:
         tmp = root / f".{final.name}.tmp"
         shutil.rmtree(tmp, ignore_errors=True)
-        tmp.mkdir(parents=True)
-        model.save(tmp / "model.safetensors")
-        torch.save({**state, "rng": rngs}, tmp / "train_state.pt")
+        try:
+            tmp.mkdir(parents=True)
+            model.save(tmp / "model.safetensors")
+            torch.save({**state, "rng": rngs}, tmp / "train_state.pt")
+        except (OSError, RuntimeError) as err:  # torch.save reports a full disk as a RuntimeError
+            shutil.rmtree(tmp, ignore_errors=True)
+            if is_disk_full(err) or "No space left" in str(err) or "file write failed" in str(err):
+                previous = latest_checkpoint(output_dir)
+                kept = f"the previous checkpoint {previous} is intact" if previous else "no checkpoint was written yet"
+                raise disk_full_error(final, kept + " and resume=True continues from it") from None
+            raise
         shutil.rmtree(final, ignore_errors=True)
         os.replace(tmp, final)  # the folder appears complete or not at all
         for old in sorted(p for p in root.glob("step_*") if p.is_dir())[:-keep]:
