@@ -11,14 +11,28 @@ PIP_FLAGS ?= -q --disable-pip-version-check
 OUT ?= outputs/mini/fig1_id_vs_ood
 PRESET ?= mini
 
-.PHONY: demo test test-fast setup data lab bench reproduce notebooks clean-outputs
+.PHONY: demo test test-fast setup data lab bench reproduce notebooks clean-outputs lock check
 
-$(VENV)/.installed: pyproject.toml
+# requirements.lock: the exact versions the tests passed with (`make lock` regenerates it with pip-compile);
+# LOCK= (empty) installs from pyproject.toml's ranges instead.
+LOCK ?= $(wildcard requirements.lock)
+
+$(VENV)/.installed: pyproject.toml $(LOCK)
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	@echo "== installing wiseft and its dependencies into $(VENV) (first time: a few minutes)"
 	@$(PY) -m pip install $(PIP_FLAGS) --upgrade pip 2>&1 | { grep -v "^WARNING: Location" || true; }
-	@$(PY) -m pip install $(PIP_FLAGS) -e ".[dev,lab]" 2>&1 | { grep -v "^WARNING: Location" || true; }
+	@$(PY) -m pip install $(PIP_FLAGS) $(if $(LOCK),-c $(LOCK),) -e ".[dev,lab]" 2>&1 | { grep -v "^WARNING: Location" || true; }
 	@touch $@
+
+lock: $(VENV)/.installed
+	@$(PY) -m pip freeze --exclude-editable 2>/dev/null | grep -v "^#" > $(VENV)/installed.txt
+	@$(VENV)/bin/pip-compile --quiet --extra dev --extra lab --strip-extras --no-emit-index-url --no-emit-find-links \
+		-c $(VENV)/installed.txt -o requirements.lock pyproject.toml
+	@echo "== requirements.lock: the versions installed in $(VENV), resolved from pyproject.toml by pip-compile"
+
+check: $(VENV)/.installed
+	@$(PY) -m pip check
+	@$(VENV)/bin/ruff check .
 
 setup: $(VENV)/.installed data
 
@@ -51,7 +65,7 @@ lab: setup
 	@$(VENV)/bin/jupyter lab $(if $(shell [ "$$(id -u)" = 0 ] && echo root),--allow-root,) notebooks/
 
 bench: setup
-	@$(PY) bench/finetune_step.py
+	@$(PY) bench/run_all.py $(BENCH_ARGS)
 
 clean-outputs:
 	rm -rf outputs/mini outputs/paper

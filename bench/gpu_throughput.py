@@ -170,9 +170,7 @@ def model_only_train(clf: ImageClassifier, batch: int, size: int, steps: int, bf
             opt.step()
 
     run(2)
-    t = clock(timed(lambda: run(steps), device), device)
-    del model, opt
-    return t
+    return clock(timed(lambda: run(steps), device), device)
 
 
 def bench_train(clf: ImageClassifier, args: argparse.Namespace, device: torch.device, precision: str) -> dict:
