@@ -120,6 +120,12 @@ def score(logits: Union[torch.Tensor, np.ndarray], labels: Union[torch.Tensor, n
             f"logits must be [N, C] with N = number of labels ({len(labels_np)}), got shape "
             f"{tuple(logits_t.shape)}"
         )
+    if bundle.project_logits is None and bundle.classnames and logits_t.shape[1] != len(bundle.classnames):
+        raise ValueError(
+            f"{bundle.name}: the model gives {logits_t.shape[1]} logits per image but the dataset has "
+            f"{len(bundle.classnames)} classes; evaluate a model whose head was built for {bundle.name}'s classes "
+            f"(a zero-shot head from its class names, or a model fine-tuned on it)"
+        )
     if bundle.project_logits is not None:
         logits_t = torch.as_tensor(bundle.project_logits(logits_t))
         if logits_t.shape[0] != len(labels_np):

@@ -36,6 +36,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterable, Iterator, Mapping
+from pathlib import Path
 from typing import Any, Callable, Optional, TypeVar, Union
 
 import torch
@@ -49,6 +50,7 @@ __all__ = [
     "bernoulli_interpolate",
     "fisher_interpolate",
     "compute_fisher",
+    "load_fisher",
     "interpolate_in_place",
     "iter_alphas",
     "sweep_alphas",
@@ -227,7 +229,11 @@ def fisher_interpolate(
                 f"the same parameters (compute_fisher on both models), or drop the key from both."
             )
         if key not in theta_0:
-            raise ValueError(f"Fisher key {key!r} is not a key of the state dicts being merged")
+            raise ValueError(
+                f"Fisher key {key!r} is not a key of the state dicts being merged (their keys look like "
+                f"{next(iter(theta_0), None)!r}): the Fisher was computed for another model. Compute both "
+                f"Fishers with compute_fisher on the two endpoints being merged."
+            )
         for name, f in (("fisher_0", fisher_0), ("fisher_1", fisher_1)):
             if f[key].shape != theta_0[key].shape:
                 raise ValueError(
@@ -248,6 +254,33 @@ def fisher_interpolate(
         weight = torch.where(f0 == f1, torch.full_like(f0, a), c1 / (c0 + c1))
         out[key] = _lerp(t0, t1, weight.float() if t0.dtype != torch.float64 else weight)
     return out
+
+
+def load_fisher(path: Union[str, Path]) -> dict[str, torch.Tensor]:
+    """A diagonal Fisher saved as safetensors (``save_file(compute_fisher(...), path)``), checked.
+
+    The file must be readable safetensors holding floating tensors, finite and non-negative (squared
+    gradients); anything else is a ``ValueError`` naming the file and what to do (never a pickle: nothing
+    in the file can run).
+    """
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file
+
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"Fisher file {path} does not exist; save one with "
+                                f"safetensors.torch.save_file(compute_fisher(model, loader), path)")
+    try:
+        fisher = load_file(str(path))
+    except (SafetensorError, OSError) as err:
+        raise ValueError(f"Fisher file {path} is not a readable safetensors file ({err}): it is corrupt, truncated "
+                         f"or another format; save it again with safetensors.torch.save_file(compute_fisher(...), "
+                         f"path)") from None
+    for key, t in fisher.items():
+        if not t.is_floating_point() or not bool(torch.isfinite(t).all()) or bool((t < 0).any()):
+            raise ValueError(f"Fisher file {path}: {key!r} ({_describe(t)}) is not a diagonal Fisher (floating, "
+                             f"finite, >= 0); compute it again with compute_fisher")
+    return fisher
 
 
 def _split_batch(batch: Any) -> torch.Tensor:

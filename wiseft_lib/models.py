@@ -248,6 +248,62 @@ def state_dict_hash(state_dict: dict[str, torch.Tensor]) -> str:
     return h.hexdigest()[:16]
 
 
+# ---------------------------------------------------------------- checkpoint checks (ImageClassifier.load)
+_RESAVE = "save the model again with ImageClassifier.save (it writes both files), or copy both files again"
+
+
+def _read_sidecar(side: Path, fmt: str) -> dict[str, Any]:
+    """A checkpoint's JSON sidecar, checked: a mapping of ``fmt`` naming the model and the head shape."""
+    try:
+        meta = json.loads(side.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise ValueError(f"checkpoint sidecar {side} is not valid JSON ({err}); it is the .json file "
+                         f"ImageClassifier.save writes next to the weights: {_RESAVE}") from None
+    if not isinstance(meta, dict) or meta.get("format") != fmt:
+        found = meta.get("format") if isinstance(meta, dict) else type(meta).__name__
+        raise ValueError(f"{side} is not a wiseft ImageClassifier sidecar (format={found!r}); {_RESAVE}")
+    shape = meta.get("head_shape")
+    if not isinstance(meta.get("model_name"), str) or not (
+            isinstance(shape, list) and len(shape) == 2 and all(isinstance(v, int) and v > 0 for v in shape)):
+        raise ValueError(f"sidecar {side} lacks a 'model_name' (got {meta.get('model_name')!r}) or a 'head_shape' "
+                         f"[classes, width] (got {shape!r}); {_RESAVE}")
+    return meta
+
+
+def _read_weights(path: Path, device: Union[str, torch.device]) -> dict[str, torch.Tensor]:
+    from safetensors import SafetensorError
+
+    try:
+        return load_file(str(path), device=str(device))
+    except (SafetensorError, OSError) as err:  # SafetensorError is no ValueError: say what it means
+        raise ValueError(f"{path} is not a readable safetensors file ({err}): it is corrupt or truncated (an "
+                         f"interrupted copy or write?); {_RESAVE}") from None
+
+
+def _check_weights(model: nn.Module, tensors: dict[str, torch.Tensor], path: Path, meta: dict[str, Any]) -> None:
+    """The weights file holds exactly the tensors of the model its sidecar describes, all finite."""
+    expected = model.state_dict()
+
+    def shown(keys: list[str]) -> str:
+        return ", ".join(repr(k) for k in keys[:3]) + (f" and {len(keys) - 3} more" if len(keys) > 3 else "")
+
+    missing = [k for k in expected if k not in tensors]
+    extra = [k for k in tensors if k not in expected]
+    wrong = [k for k in expected if k in tensors and tensors[k].shape != expected[k].shape]
+    problems = ([f"it lacks {shown(missing)}"] if missing else []) + (
+        [f"it has unexpected {shown(extra)}"] if extra else []) + [
+        f"{k!r} is {tuple(tensors[k].shape)}, the sidecar's model needs {tuple(expected[k].shape)}" for k in wrong[:3]]
+    if problems:
+        raise ValueError(f"{path.name} does not match its sidecar {path.with_suffix('.json').name} (model "
+                         f"{meta['model_name']!r}, head {meta['head_shape']}): {'; '.join(problems)}. The two files "
+                         f"come from different models, or one was replaced: {_RESAVE}")
+    bad = [k for k, t in tensors.items() if t.is_floating_point() and not bool(torch.isfinite(t).all())]
+    if bad:
+        raise ValueError(f"{path} holds non-finite weights (NaN or Inf) in {shown(bad)}: the run that wrote it "
+                         f"diverged (train again with a lower learning rate) or the file is damaged; use an earlier "
+                         f"checkpoint")
+
+
 class ImageClassifier(nn.Module):
     """CLIP image tower + classification head, with safetensors save/load.
 
@@ -279,7 +335,6 @@ class ImageClassifier(nn.Module):
         path = Path(path)
         if path.suffix != ".safetensors":
             path = path.with_suffix(".safetensors")
-        path.parent.mkdir(parents=True, exist_ok=True)
         tensors = {k: v.detach().cpu().contiguous() for k, v in self.state_dict().items()}
         from wiseft_lib import __version__
 
@@ -306,16 +361,17 @@ class ImageClassifier(nn.Module):
         if not path.exists() or not side.exists():
             raise FileNotFoundError(
                 f"checkpoint {path} needs both {path.name} and {side.name}; found "
-                f"{[p.name for p in (path, side) if p.exists()] or 'neither'}"
+                f"{[p.name for p in (path, side) if p.exists()] or 'neither'}; pass the .safetensors file that "
+                f"ImageClassifier.save or `wiseft finetune` wrote (its .json sidecar sits next to it)"
             )
-        meta = json.loads(side.read_text())
-        if meta.get("format") != cls.FORMAT:
-            raise ValueError(f"{side} is not a wiseft ImageClassifier sidecar (format={meta.get('format')!r})")
+        meta = _read_sidecar(side, cls.FORMAT)
+        tensors = _read_weights(path, device)
         clip_model, _, _ = create_architecture(meta["model_name"], meta.get("pretrained"), device=device)
         out_f, in_f = meta["head_shape"]
         head = ClassificationHead(torch.zeros(out_f, in_f), normalize=meta.get("head_normalize", True))
         keep = {k: v for k, v in meta.items()
                 if k not in ("format", "library_version", "head_shape", "head_normalize")}
         model = cls(clip_model.visual, head, keep)
-        model.load_state_dict(load_file(str(path), device=str(device)))
+        _check_weights(model, tensors, path, meta)
+        model.load_state_dict(tensors)
         return model.to(device).eval()

@@ -30,7 +30,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Optional, TypeVar, Union
 
-from wiseft_lib._io import disk_full_error
+from wiseft_lib._io import disk_full_error, unwritable
 
 if TYPE_CHECKING:  # pandas is imported lazily: writers in worker processes don't need it
     import pandas as pd
@@ -224,7 +224,10 @@ class ResultsStore:
                 head = fh.read(len(SQLITE_HEADER))
             if head != SQLITE_HEADER:
                 raise self._not_ours(f"it is not a SQLite file (it starts with {head[:16]!r})")
-        self.path.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as err:
+            raise unwritable(self.path, err) from None
 
         def init(conn: sqlite3.Connection) -> None:
             app_id = conn.execute("PRAGMA application_id").fetchone()[0]

@@ -36,10 +36,11 @@ import os
 import shutil
 import tempfile
 import time
+import warnings
 from pathlib import Path
 from typing import Any, Callable, Iterator, Mapping, Optional, Sequence, Union
 
-from wiseft_lib._io import atomic_write_json
+from wiseft_lib._io import atomic_write_json, unwritable
 from wiseft_lib.device import barrier_all, broadcast_from_rank0, is_writer
 
 __all__ = ["RUN_FORMAT", "RunCache", "run_key", "file_digest", "alpha_key"]
@@ -100,12 +101,23 @@ class RunCache:
 
     def record(self, kind: str, key: str) -> dict[str, Any]:
         """What ``commit`` recorded for a finished run."""
-        return json.loads((self.entry(kind, key) / "entry.json").read_text())
+        path = self.entry(kind, key) / "entry.json"
+        try:
+            record = json.loads(path.read_text())
+        except (json.JSONDecodeError, UnicodeDecodeError) as err:
+            record = err
+        if not isinstance(record, dict):
+            raise ValueError(f"run cache entry {path} is damaged (not a JSON record: {record}); delete the folder "
+                             f"{path.parent} and the run is computed again")
+        return record
 
     def work_dir(self, kind: str, key: str) -> Path:
         """Scratch folder for computing a run; what a killed computation left there is kept."""
         path = self.root / kind / f".{key}.partial"
-        path.mkdir(parents=True, exist_ok=True)
+        try:
+            path.mkdir(parents=True, exist_ok=True)
+        except OSError as err:
+            raise unwritable(path / "run", err) from None
         return path
 
     def commit(self, kind: str, key: str, work: Path, record: Mapping[str, Any], *,
@@ -138,7 +150,10 @@ class RunCache:
             yield
             return
         path = self.root / ".locks" / f"{kind}-{key}.lock"
-        path.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as err:
+            raise unwritable(path, err) from None
         with open(path, "a") as fh:
             if fcntl is not None:
                 fcntl.flock(fh, fcntl.LOCK_EX)
@@ -154,8 +169,22 @@ class RunCache:
 
     def scores(self, kind: str, key: str, eval_key: str) -> dict[str, dict[str, float]]:
         """``{alpha_key: {metric: value}}`` of a run on one evaluation set (empty if none yet)."""
-        path = self._scores_path(kind, key, eval_key)
-        return broadcast_from_rank0(json.loads(path.read_text())["scores"] if path.is_file() else {})
+        return broadcast_from_rank0(self._read_scores(self._scores_path(kind, key, eval_key))["scores"])
+
+    @staticmethod
+    def _read_scores(path: Path) -> dict[str, Any]:
+        """A scores file's content; a damaged one (cut by a full disk, a bad copy) is ignored with a warning."""
+        if not path.is_file():
+            return {"scores": {}}
+        try:
+            data = json.loads(path.read_text())
+            if isinstance(data, dict) and isinstance(data.get("scores"), dict):
+                return data
+            why = "not a scores record"
+        except (json.JSONDecodeError, UnicodeDecodeError) as err:
+            why = str(err)
+        warnings.warn(f"ignoring unreadable run-cache scores {path} ({why}); recomputing them", stacklevel=3)
+        return {"scores": {}}
 
     def add_scores(self, kind: str, key: str, eval_key: str, alpha: float, metrics: Mapping[str, float],
                    eval_record: Mapping[str, Any]) -> None:
@@ -164,7 +193,8 @@ class RunCache:
             return
         path = self._scores_path(kind, key, eval_key)
         with self.lock(kind, f"{key}-scores"):
-            data = json.loads(path.read_text()) if path.is_file() else {"eval": dict(eval_record), "scores": {}}
+            data = self._read_scores(path)
+            data.setdefault("eval", dict(eval_record))
             data["scores"][alpha_key(alpha)] = {k: float(v) for k, v in metrics.items()}
             atomic_write_json(path, data)
 

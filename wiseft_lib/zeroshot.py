@@ -24,7 +24,8 @@ __all__ = ["IMAGENET_TEMPLATES", "SIMPLE_TEMPLATES", "zeroshot_weights", "zerosh
 
 def _format(template: str, classname: str) -> str:
     if "{}" not in template:
-        raise ValueError(f"template {template!r} has no '{{}}' placeholder for the class name")
+        raise ValueError(f"template {template!r} has no '{{}}' placeholder for the class name; write it with one, "
+                         f"e.g. 'a photo of a {{}}.'")
     return template.format(classname)
 
 

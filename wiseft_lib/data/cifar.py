@@ -34,50 +34,74 @@ $WISEFT_DATA/{folder}/            the extracted python-version tarball
 _TV_SOURCE = "https://www.cs.toronto.edu/~kriz/cifar.html (CIFAR-{n} python version)"
 
 
-class _NoMd5(object):
-    """Mixin: check that the files exist instead of hashing them (download is off; a
-    truncated file still fails when it is unpickled)."""
-
-    def _check_integrity(self) -> bool:  # type: ignore[override]
-        base = Path(self.root) / self.base_folder
-        return all((base / name).is_file() for name, _ in self.train_list + self.test_list)
-
-    def _load_meta(self) -> None:  # type: ignore[override]
-        with open(Path(self.root) / self.base_folder / self.meta["filename"], "rb") as f:
-            data = pickle.load(f, encoding="latin1")  # the CIFAR release format (as torchvision)
-        self.classes = data[self.meta["key"]]
-        self.class_to_idx = {c: i for i, c in enumerate(self.classes)}
+# The CIFAR python-version files are pickles (and so is the CIFAR-10.2 .npy release): read them with an
+# unpickler that builds only dicts, lists, strings, numbers and numpy arrays. A pickle asking for anything else
+# (e.g. ``os.system``: a pickle can call any function while it loads) is refused, never run.
+_SAFE_GLOBALS = {
+    ("numpy", "ndarray"), ("numpy", "dtype"),
+    ("numpy._core.multiarray", "_reconstruct"), ("numpy._core.multiarray", "scalar"),
+    ("numpy._core.numeric", "_frombuffer"),
+    ("_codecs", "encode"), ("builtins", "bytearray"),
+}
 
 
-class _CIFAR10(_NoMd5, CIFAR10):
-    pass
+class _SafeUnpickler(pickle.Unpickler):
+    def find_class(self, module: str, name: str):
+        canonical = module.replace("numpy.core.", "numpy._core.", 1)  # numpy 1.x names numpy.core
+        if (canonical, name) not in _SAFE_GLOBALS:
+            raise pickle.UnpicklingError(f"it asks to load {module}.{name}, which a data file never holds: refused "
+                                         f"(loading it could run code)")
+        try:
+            return super().find_class(canonical, name)
+        except ImportError:  # numpy 1.x has no numpy._core
+            return super().find_class(canonical.replace("numpy._core.", "numpy.core.", 1), name)
 
 
-class _CIFAR100(_NoMd5, CIFAR100):
-    pass
+def safe_unpickle(f, what: str, fix: str):
+    """Unpickle data (dicts, lists, strings, numbers, numpy arrays) from the open file ``f``; ValueError otherwise."""
+    try:
+        return _SafeUnpickler(f, encoding="latin1").load()
+    except (pickle.UnpicklingError, EOFError, ValueError, TypeError, AttributeError, IndexError, KeyError) as err:
+        raise ValueError(f"{what} is not a readable data pickle ({err or type(err).__name__}); {fix}") from None
+
+
+def _read_batch(path: Path, keys: tuple[str, ...], n: int) -> dict:
+    fix = f"it is damaged or not the CIFAR-{n} python version: download it again from {_TV_SOURCE.format(n=n)}"
+    with open(path, "rb") as f:
+        entry = safe_unpickle(f, str(path), fix)
+    if not isinstance(entry, dict) or not any(k in entry for k in keys):
+        found = sorted(entry) if isinstance(entry, dict) else type(entry).__name__
+        raise ValueError(f"{path} holds {found}, not a CIFAR batch with {' or '.join(keys)}; {fix}")
+    return entry
 
 
 def _torchvision_cifar(cls, n: int, root, split: str) -> tuple[np.ndarray, list[int], list[str]]:
+    """torchvision's CIFAR layout (``cls`` names the files), read with :func:`safe_unpickle`."""
     files = [name for name, _ in cls.train_list + cls.test_list] + [cls.meta["filename"]]
     layout = _TV_LAYOUT.format(folder=cls.base_folder, files=", ".join(files))
     folder = find_folder(root, [cls.base_folder, f"cifar{n}/{cls.base_folder}", f"CIFAR-{n}/{cls.base_folder}"],
                          files, dataset=f"cifar{n}", layout=layout, source=_TV_SOURCE.format(n=n))
-    ds = cls(str(folder.parent), train=split == "train", download=False)
-    classes = [c.replace("_", " ") for c in ds.classes]
-    return ds.data, list(ds.targets), classes
+    data, targets = [], []
+    for name, _ in cls.train_list if split == "train" else cls.test_list:
+        entry = _read_batch(folder / name, ("data",), n)
+        data.append(np.asarray(entry["data"], dtype=np.uint8))
+        targets.extend(int(y) for y in entry.get("labels", entry.get("fine_labels", [])))
+    meta = _read_batch(folder / cls.meta["filename"], (cls.meta["key"],), n)
+    images = np.vstack(data).reshape(-1, 3, 32, 32).transpose((0, 2, 3, 1))
+    return images, targets, [str(c).replace("_", " ") for c in meta[cls.meta["key"]]]
 
 
 @register_dataset("cifar10", description="CIFAR-10 (torchvision layout)", splits=("train", "test"))
 def load_cifar10(root: Optional[PathLike] = None, split: str = "test",
                  transform: Optional[Callable] = None) -> DatasetBundle:
-    data, targets, classes = _torchvision_cifar(_CIFAR10, 10, root, split)
+    data, targets, classes = _torchvision_cifar(CIFAR10, 10, root, split)
     return DatasetBundle("cifar10", ImageArrays(data, targets, transform), classes, list(CIFAR_TEMPLATES))
 
 
 @register_dataset("cifar100", description="CIFAR-100 (torchvision layout)", splits=("train", "test"))
 def load_cifar100(root: Optional[PathLike] = None, split: str = "test",
                   transform: Optional[Callable] = None) -> DatasetBundle:
-    data, targets, classes = _torchvision_cifar(_CIFAR100, 100, root, split)
+    data, targets, classes = _torchvision_cifar(CIFAR100, 100, root, split)
     return DatasetBundle("cifar100", ImageArrays(data, targets, transform), classes, list(CIFAR_TEMPLATES))
 
 
@@ -113,9 +137,24 @@ def _read_cifar102(path: Path) -> tuple[np.ndarray, np.ndarray]:
     if path.suffix == ".npz":
         with np.load(path, allow_pickle=False) as z:
             return z["images"], z["labels"]
-    # The released .npy files hold one pickled dict {'images', 'labels'} (numpy object array).
-    obj = np.load(path, allow_pickle=True)
-    d = obj.item() if obj.dtype == object and obj.shape == () else None
+    # The released .npy files hold one pickled dict {'images', 'labels'} (numpy object array): read its header,
+    # then the pickle with the safe unpickler (np.load(allow_pickle=True) would run whatever the pickle asks).
+    fix = f"it is damaged or not the CIFAR-10.2 release: download it again from {_C102_SOURCE}"
+    with open(path, "rb") as f:
+        try:
+            version = np.lib.format.read_magic(f)
+            read_header = {(1, 0): np.lib.format.read_array_header_1_0,
+                           (2, 0): np.lib.format.read_array_header_2_0}.get(version)
+            if read_header is None:
+                raise ValueError(f"unsupported .npy version {version}")
+            shape, _, dtype = read_header(f)
+        except ValueError as err:
+            raise ValueError(f"{path} is not a readable .npy file ({err}); {fix}") from None
+        if dtype.hasobject:
+            obj = np.asarray(safe_unpickle(f, str(path), fix), dtype=object)
+        else:
+            obj = None
+    d = obj.item() if obj is not None and obj.shape == () else None
     if not isinstance(d, dict) or "images" not in d or "labels" not in d:
         raise layout_error("cifar10.2", f"{path} does not hold a dict with 'images' and 'labels'",
                            _C102_LAYOUT, _C102_SOURCE)

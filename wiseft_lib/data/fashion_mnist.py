@@ -13,6 +13,7 @@ import functools
 import gzip
 import os
 import urllib.request
+import zlib
 from pathlib import Path
 from typing import Optional
 
@@ -70,18 +71,27 @@ def find_fashion_mnist(root: Optional[str | Path] = None) -> Path:
     )
 
 
+_REFETCH = ("delete it and install the files again (`wiseft data --ensure`, or reinstall the Debian package "
+            "dataset-fashion-mnist)")
+
+
 def _read_idx(path: Path) -> np.ndarray:
     opener = gzip.open if path.suffix == ".gz" else open
-    with opener(path, "rb") as f:
-        data = f.read()
+    try:
+        with opener(path, "rb") as f:
+            data = f.read()
+    except (EOFError, gzip.BadGzipFile, zlib.error) as err:  # a cut download, or not gzip at all
+        raise ValueError(f"{path} is truncated or not a gzip file ({err}); {_REFETCH}") from None
     magic = int.from_bytes(data[:4], "big")
     ndim = magic & 0xFF
-    if magic >> 8 != 0x08:
-        raise ValueError(f"{path} is not an unsigned-byte IDX file (magic {magic:#x})")
+    if len(data) < 4 or magic >> 8 != 0x08:
+        raise ValueError(f"{path} is not an unsigned-byte IDX file (magic {magic:#x}); {_REFETCH}")
+    if len(data) < 4 + 4 * ndim:
+        raise ValueError(f"{path} is truncated: its header ends after {len(data)} bytes; {_REFETCH}")
     shape = tuple(int.from_bytes(data[4 + 4 * i: 8 + 4 * i], "big") for i in range(ndim))
     arr = np.frombuffer(data, dtype=np.uint8, offset=4 + 4 * ndim)
     if arr.size != int(np.prod(shape)):
-        raise ValueError(f"{path} is truncated: expected {np.prod(shape)} values, found {arr.size}")
+        raise ValueError(f"{path} is truncated: expected {np.prod(shape)} values, found {arr.size}; {_REFETCH}")
     return arr.reshape(shape)
 
 

@@ -5,10 +5,11 @@
 
 The choice depends only on (labels, k, seed): per class, a seeded permutation of that
 class's examples (in dataset order) is cut at ``k``. Classes with fewer than ``k`` examples
-keep all of them. The bundle's metadata records ``kshot_k`` and ``kshot_seed``.
+keep all of them (with a warning naming them). The bundle's metadata records ``kshot_k`` and ``kshot_seed``.
 """
 from __future__ import annotations
 
+import warnings
 from typing import Any, Optional
 
 import numpy as np
@@ -25,12 +26,19 @@ def kshot_indices(labels: np.ndarray, k: int, seed: int) -> np.ndarray:
     labels = np.asarray(labels)
     if labels.ndim != 1:
         raise ValueError(f"labels must be one-dimensional, got shape {labels.shape}")
-    picks = []
+    picks, short = [], {}
     for c in np.unique(labels):
         members = np.flatnonzero(labels == c)
+        if len(members) < k:
+            short[int(c)] = len(members)
         # one generator per (seed, class): a class's pick does not depend on the other classes
         rng = np.random.default_rng([seed, int(c)])
         picks.append(members[rng.permutation(len(members))[:k]])
+    if short:
+        shown = ", ".join(f"class {c}: {n}" for c, n in list(short.items())[:5]) + (" ..." if len(short) > 5 else "")
+        warnings.warn(f"k={k} examples per class, but {len(short)} class(es) have fewer ({shown}); they keep all "
+                      f"their examples, so the subset is not {k}-shot for them. Choose k <= {min(short.values())} "
+                      f"for a balanced subset.", stacklevel=2)
     return np.sort(np.concatenate(picks)) if picks else np.zeros(0, dtype=np.int64)
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import pickle
 import random
 import shutil
 from pathlib import Path
@@ -16,6 +17,7 @@ from typing import Any, Mapping, Optional, Union
 
 import numpy as np
 import torch
+from safetensors import SafetensorError
 from safetensors.torch import load_file
 
 from wiseft_lib._io import atomic_write_text, disk_full_error, is_disk_full
@@ -123,17 +125,36 @@ def _check_resumable(saved: Mapping[str, Any], config: FinetuneConfig, where: Pa
 def load_resume_state(ckpt: Path, work: ImageClassifier, cfg: FinetuneConfig, spe: int,
                       device: torch.device) -> dict[str, Any]:
     """Check a checkpoint fits this run, load its weights into ``work``; return its train state."""
-    loaded = torch.load(ckpt / "train_state.pt", map_location="cpu", weights_only=True)
-    if loaded.get("format") != STATE_FORMAT:
-        raise ValueError(f"{ckpt / 'train_state.pt'} is not a wiseft fine-tuning state file")
+    fix = (f"delete the folder {ckpt} to resume from the checkpoint before it, or start afresh in a new output "
+           f"directory")
+    try:  # weights_only: plain tensors and containers; a pickle asking for any other object is refused
+        loaded = torch.load(ckpt / "train_state.pt", map_location="cpu", weights_only=True)
+    except (pickle.UnpicklingError, RuntimeError, EOFError, OSError) as err:
+        raise ValueError(f"cannot resume from {ckpt}: train_state.pt cannot be read ({_short(err)}); it is damaged "
+                         f"or was not written by wiseft: {fix}") from None
+    if not isinstance(loaded, dict) or loaded.get("format") != STATE_FORMAT:
+        raise ValueError(f"{ckpt / 'train_state.pt'} is not a wiseft fine-tuning state file: {fix}")
     _check_resumable(loaded["config"], cfg, ckpt)
     if loaded["steps_per_epoch"] != spe:
         raise ValueError(
             f"cannot resume from {ckpt}: it has {loaded['steps_per_epoch']} steps per epoch, this run "
             f"{spe}; the training set size or batch size changed"
         )
-    work.load_state_dict(load_file(str(ckpt / "model.safetensors"), device=str(device)))
+    try:
+        work.load_state_dict(load_file(str(ckpt / "model.safetensors"), device=str(device)))
+    except (SafetensorError, OSError, RuntimeError) as err:  # damaged, or the weights of another model
+        raise ValueError(f"cannot resume from {ckpt}: model.safetensors does not load into this model "
+                         f"({_short(err)}): {fix}") from None
     return loaded
+
+
+def _short(err: BaseException) -> str:
+    """The line of a loader's error that says what is wrong (torch's first lines advise an unsafe reload)."""
+    lines = [ln.strip() for ln in str(err).splitlines() if ln.strip()]
+    detail = next((ln for ln in lines if ln.startswith(("Trying to load unsupported", "Unsupported"))), None)
+    if detail is None and lines:  # load_state_dict: "Error(s) in loading state_dict for X:" then the first problem
+        detail = lines[1] if lines[0].endswith(":") and len(lines) > 1 else lines[0]
+    return f"{type(err).__name__}: {(detail or '')[:200]}"
 
 
 def truncate_log(path: Path, step: int) -> None:
