@@ -5,6 +5,7 @@
     wiseft interpolate --zeroshot runs/ft/zeroshot.safetensors --finetuned runs/ft/finetuned.safetensors \\
         --alpha 0.5 --output runs/wiseft-0.5
     wiseft evaluate --checkpoint runs/wiseft-0.5 --datasets mini-photo mini-sketch --n-test 1000
+    wiseft export --finetuned runs/ft/finetuned.safetensors --alpha 0.5 --output exported/model.safetensors
     wiseft run fig1_id_vs_ood --params params/mini/fig1_id_vs_ood.yaml --set 'seeds=[0, 1, 2]'
     wiseft run --list
 """
@@ -76,11 +77,13 @@ def cmd_interpolate(a: argparse.Namespace) -> int:
 
     zs, ft = ImageClassifier.load(a.zeroshot), ImageClassifier.load(a.finetuned)
     if zs.meta.get("model_name") != ft.meta.get("model_name"):
-        raise ValueError(f"cannot interpolate a {zs.meta.get('model_name')} with a {ft.meta.get('model_name')}")
+        raise ValueError(f"cannot interpolate a {zs.meta.get('model_name')} with a {ft.meta.get('model_name')}: "
+                         f"WiSE-FT mixes a model with its own fine-tuned version, so both checkpoints must be "
+                         f"fine-tuned from the same model (pass the zero-shot model the fine-tune started from)")
     if a.fisher:
-        from safetensors.torch import load_file
+        from wiseft_lib.interpolate import load_fisher
 
-        f0, f1 = (load_file(p) for p in a.fisher)
+        f0, f1 = (load_fisher(p) for p in a.fisher)
         theta = fisher_interpolate(zs.state_dict(), ft.state_dict(), a.alpha, f0, f1)
     else:
         theta = interpolate_weights(zs.state_dict(), ft.state_dict(), a.alpha)
@@ -88,6 +91,21 @@ def cmd_interpolate(a: argparse.Namespace) -> int:
     ft.meta.update(alpha=a.alpha, zeroshot=str(a.zeroshot), finetuned=str(a.finetuned),
                    method="wiseft-fisher" if a.fisher else "wiseft")
     print(f"WiSE-FT alpha={a.alpha}: {ft.save(a.output)}")
+    return 0
+
+
+def cmd_export(a: argparse.Namespace) -> int:
+    from wiseft_lib.export import export_wiseft
+
+    result = export_wiseft(a.finetuned, a.output, alpha=a.alpha, model=a.model, pretrained=a.pretrained,
+                           zeroshot=a.zeroshot, device=a.device)
+    meta = result.meta
+    kwargs = "".join(f", {k}={tuple(v) if isinstance(v, list) else v!r}" for k, v in meta["open_clip_kwargs"].items())
+    print(f"WiSE-FT alpha={meta['alpha']:g} ({meta['model_name']}, {meta['head_shape'][0]} classes) as an open_clip "
+          f"checkpoint:\n  {result.model}\n  {result.head}  (logits = {meta['logits']})\n  {result.sidecar}\n"
+          f"load it: open_clip.create_model_and_transforms({meta['model_name']!r}, pretrained={str(result.model)!r}"
+          f"{kwargs})" + ("  # after wiseft_lib.export.register_configs()" if meta["model_name"] == "wiseft-mini"
+                          else ""))
     return 0
 
 
@@ -192,6 +210,20 @@ def build_parser() -> argparse.ArgumentParser:
     q.add_argument("--fisher", nargs=2, metavar=("F_ZS", "F_FT"), help="Fisher-weighted: two Fisher files")
     q.add_argument("--output", required=True)
     q.set_defaults(fn=cmd_interpolate)
+
+    q = sub.add_parser("export", help="write a WiSE-FT model as an open_clip checkpoint (+ head and JSON sidecar)")
+    q.add_argument("--finetuned", required=True, help="fine-tuned checkpoint (finetuned.safetensors of wiseft finetune "
+                                                      "or the run cache)")
+    q.add_argument("--alpha", type=float, default=0.5, help="mixing coefficient in [0, 1] (default 0.5; 1: the "
+                                                            "fine-tuned model itself)")
+    q.add_argument("--output", required=True, help="the open_clip checkpoint to write (.safetensors); the head goes to "
+                                                   "OUTPUT.head.safetensors, the metadata to OUTPUT.json")
+    q.add_argument("--model", default=None, help="model name (default: the checkpoint's; must agree with it)")
+    q.add_argument("--pretrained", default=None, help="pretrained tag or weights file (default: the checkpoint's)")
+    q.add_argument("--zeroshot", default=None, help="the zero-shot classifier (zeroshot.safetensors beside the "
+                                                    "fine-tune; default: rebuilt from the pretrained CLIP)")
+    q.add_argument("--device", default="cpu")
+    q.set_defaults(fn=cmd_export)
 
     q = sub.add_parser("evaluate", help="score a checkpoint on datasets")
     q.add_argument("--checkpoint", required=True)

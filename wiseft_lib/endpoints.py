@@ -40,6 +40,30 @@ def eval_bundle_kwargs(name: str, n_test: Optional[int]) -> dict[str, Any]:
     return {"n_test": n_test} if name.startswith("mini-") else {}
 
 
+def _is_folder(name: str) -> bool:
+    from wiseft_lib.data import list_datasets
+    from wiseft_lib.data.folder import is_folder_name
+
+    return name not in list_datasets() and is_folder_name(name)
+
+
+def _subsets_train(name: str) -> bool:
+    """Whether the dataset's loader takes ``n_train`` and ``seed`` (the mini sets and image folders)."""
+    return name.startswith("mini-") or _is_folder(name)
+
+
+def _with_folder_content(record: dict[str, Any], name: str, memo: dict[str, str]) -> dict[str, Any]:
+    """An image folder is named by its path: its key also holds its files' fingerprint (walked once per
+    ``memo``), so that changed images are never mistaken for cached ones (other datasets' records are unchanged)."""
+    if not _is_folder(name):
+        return record
+    if name not in memo:
+        from wiseft_lib.data.folder import folder_fingerprint
+
+        memo[name] = folder_fingerprint(name)
+    return {**record, "folder_content": memo[name]}
+
+
 def weights_identity(model: str, pretrained: Optional[str], seed: int) -> dict[str, Any]:
     """What the zero-shot weights are: a file's hash, an open_clip tag, or a seeded random init."""
     if pretrained in (RANDOM_INIT, ""):
@@ -68,6 +92,7 @@ class Endpoints:
         self._raw: dict[str, DatasetBundle] = {}
         self._bundles: dict[str, DatasetBundle] = {}
         self._features: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
+        self._folder_content: dict[str, str] = {}  # image folders (your own data): content fingerprints
 
     # ------------------------------------------------------------ transforms and data
     def transforms(self):
@@ -80,9 +105,10 @@ class Endpoints:
         return self._transforms
 
     def eval_record(self, name: str) -> dict[str, Any]:
-        """What identifies an evaluation set's images: name, split and (mini) size."""
-        return {"dataset": name, "split": eval_split(name, self.cfg.eval_split),
-                "n_test": self.cfg.n_test if name.startswith("mini-") else None}
+        """What identifies an evaluation set's images: name, split and (mini) size; an image folder's content."""
+        record = {"dataset": name, "split": eval_split(name, self.cfg.eval_split),
+                  "n_test": self.cfg.n_test if name.startswith("mini-") else None}
+        return _with_folder_content(record, name, self._folder_content)
 
     def eval_key(self, name: str, path: str) -> str:
         """Scores key of a set: its images, and how logits are computed (whole model or cached features)."""
@@ -132,7 +158,7 @@ class Endpoints:
         return self._bundles[name]
 
     def train_set(self, n_train: Optional[int], transform) -> DatasetBundle:
-        kwargs = {"n_train": n_train, "seed": self.seed} if self.cfg.id_dataset.startswith("mini-") else {}
+        kwargs = {"n_train": n_train, "seed": self.seed} if _subsets_train(self.cfg.id_dataset) else {}
         bundle = get_dataset(self.cfg.id_dataset, root=self.cfg.data_root, split="train", transform=transform,
                              **kwargs)
         if self.cfg.k_shot is not None:  # the seed draws the k examples of each class (data.kshot)
@@ -151,8 +177,9 @@ class Endpoints:
         return train_tf
 
     def train_record(self, n_train: Optional[int], transform: str) -> dict[str, Any]:
-        record = {"dataset": self.cfg.id_dataset, "split": "train", "n_train": n_train, "seed": self.seed,
-                  "transform": transform}
+        record = _with_folder_content({"dataset": self.cfg.id_dataset, "split": "train", "n_train": n_train,
+                                       "seed": self.seed, "transform": transform}, self.cfg.id_dataset,
+                                      self._folder_content)
         return record if self.cfg.k_shot is None else {**record, "k_shot": self.cfg.k_shot}
 
     # ------------------------------------------------------------ the zero-shot end

@@ -12,6 +12,7 @@ metrics it reports). Evaluation code therefore needs no per-dataset branches.
 from __future__ import annotations
 
 import difflib
+import functools
 from dataclasses import dataclass, field
 from typing import Any, Callable, Optional, Sequence
 
@@ -114,10 +115,16 @@ def eval_split(name: str, which: str = "test") -> str:
 
 def _lookup(name: str) -> _Entry:
     if name not in _REGISTRY:
+        from wiseft_lib.data import folder  # your own data: a path (or folder:PATH) is an image-folder dataset
+
+        if folder.is_folder_name(name):
+            return _Entry(name, functools.partial(folder.load_image_folder, name),
+                          f"image folder {folder.folder_path(name)}", folder.FOLDER_SPLITS, val_split="val")
         close = difflib.get_close_matches(name, list(_REGISTRY), n=5, cutoff=0.4)
         hint = f" Did you mean: {', '.join(close)}?" if close else ""
         raise KeyError(
-            f"unknown dataset {name!r}.{hint} Known datasets: {', '.join(list_datasets())}"
+            f"unknown dataset {name!r}.{hint} Known datasets: {', '.join(list_datasets())}; or give the path of "
+            f"an image folder (one sub-folder per class), e.g. /data/my_images or folder:my_images"
         )
     return _REGISTRY[name]
 
@@ -129,7 +136,8 @@ def get_dataset(
     transform: Optional[Callable] = None,
     **kwargs: Any,
 ) -> DatasetBundle:
-    """Build the named dataset.
+    """Build the named dataset: a registered name, or your own image folder by path (``/data/my_images`` or
+    ``folder:my_images``; layout and splits in :mod:`wiseft_lib.data.folder`).
 
     ``root`` is the data folder (default: ``$WISEFT_DATA``, then the usual places the
     loader knows); ``transform`` is applied to each PIL image. Extra keyword arguments go

@@ -96,6 +96,19 @@ IMAGENET_TEMPLATES: list[str] = [
 
 SIMPLE_TEMPLATES: list[str] = ["a photo of a {}."]
 
+# Your own data (image folders, wiseft_lib.data.folder): a few of CLIP's ImageNet templates that fit any
+# object-like class name.
+GENERIC_TEMPLATES: list[str] = [
+    "a photo of a {}.",
+    "a photo of the {}.",
+    "a blurry photo of a {}.",
+    "a bright photo of a {}.",
+    "a dark photo of the {}.",
+    "a close-up photo of a {}.",
+    "a good photo of a {}.",
+    "a bad photo of a {}.",
+]
+
 CIFAR_TEMPLATES: list[str] = [
     "a photo of a {}.",
     "a blurry photo of a {}.",
@@ -176,6 +189,7 @@ _BY_DATASET: dict[str, list[str]] = {
     "fmow": FMOW_TEMPLATES,
     "iwildcam": IWILDCAM_TEMPLATES,
     "simple": SIMPLE_TEMPLATES,
+    "generic": GENERIC_TEMPLATES,
 }
 
 # Dataset families: every ImageNet shift is prompted like ImageNet, CIFAR-10.x like CIFAR-10.
@@ -219,6 +233,7 @@ __all__ = [
     "DTD_TEMPLATES",
     "FMOW_TEMPLATES",
     "FOOD101_TEMPLATES",
+    "GENERIC_TEMPLATES",
     "IMAGENET_TEMPLATES",
     "IWILDCAM_TEMPLATES",
     "SIMPLE_TEMPLATES",

@@ -55,6 +55,8 @@ from wiseft_lib.studies.fig20_model_scale import ScaleParams
 from wiseft_lib.studies.fig20_model_scale import run as run_fig20
 from wiseft_lib.studies.fig26_objectnet_names import Fig26Params
 from wiseft_lib.studies.fig26_objectnet_names import run as run_fig26
+from wiseft_lib.studies.custom_dataset import CustomDatasetParams
+from wiseft_lib.studies.custom_dataset import run as run_custom_dataset
 
 __all__ = ["Study", "STUDIES", "get_study", "list_studies", "run_study", "sync_notebook", "StudyParams"]
 
@@ -111,6 +113,8 @@ STUDIES: dict[str, Study] = {s.name: s for s in (
           Fig26Params, run_fig26),
     Study("pretrain_mini_clip", "The wiseft-mini CLIP's pretraining (the embedded default's zero-shot model)",
           PretrainParams, run_pretrain),
+    Study("custom_dataset", "Your own data: WiSE-FT on an image folder, exported as an open_clip checkpoint",
+          CustomDatasetParams, run_custom_dataset),
 )}
 
 
