@@ -37,7 +37,8 @@ LINE = re.compile(r"^(?P<name>(?:ratio|speedup)_\w+): (?P<value>[0-9]+(?:\.[0-9]
 def test_run_all_quick_reports_every_ratio():
     env = {k: v for k, v in os.environ.items() if k not in ("RANK", "WORLD_SIZE", "LOCAL_RANK")}
     env.update(OMP_NUM_THREADS="1", CUDA_VISIBLE_DEVICES="")
-    proc = subprocess.run([sys.executable, str(SCRIPT), "--quick"], capture_output=True, text=True, timeout=240,
+    proc = subprocess.run([sys.executable, str(SCRIPT), "--quick", "--rounds", "1"], capture_output=True, text=True,
+                          timeout=240,
                           env=env, cwd=SCRIPT.parents[1])
     out = proc.stdout
     assert proc.returncode == 0, f"exit {proc.returncode}\n{out[-3000:]}\n{proc.stderr[-5000:]}"

@@ -36,7 +36,7 @@ def test_fig1_smoke_writes_figure_curve_and_results(tmp_path, fashion_mnist_root
     assert zs["id_acc"].min() > 50, "the shipped wiseft-mini weights are a real zero-shot model"
     with sqlite3.connect(out / "results.sqlite") as conn:
         n = conn.execute("select count(*) from results").fetchone()[0]
-    assert n == 2 * 3 * 6 * 2  # modes x alphas x datasets x (top1, n_images)
+    assert n == 2 * 3 * 6 * 3  # modes x alphas x datasets x (top1, n_images, n_skipped)
     baselines = pd.read_csv(out / "baselines.csv")
     # smoke keeps the first two standard models and the first extra zero-shot weights (plus the main ones)
     assert list(baselines["group"]) == ["standard", "standard", "zero-shot", "zero-shot"]

@@ -161,9 +161,11 @@ def test_a_pickle_as_a_fisher_file_is_refused(tmp_path, sentinel, tiny_registere
         load_fisher(f)
     zs = tiny_classifier().save(tmp_path / "zs.safetensors")
     ft = tiny_classifier(1).save(tmp_path / "ft.safetensors")
-    with contextlib.redirect_stderr(io.StringIO()), pytest.raises(Exception):  # refused (cli.py: not yet cleanly)
-        main(["interpolate", "--zeroshot", str(zs), "--finetuned", str(ft), "--fisher", str(f), str(f),
-              "--output", str(tmp_path / "out")])
+    err = io.StringIO()
+    with contextlib.redirect_stderr(err):  # refused with a one-line message and exit status 2
+        code = main(["interpolate", "--zeroshot", str(zs), "--finetuned", str(ft), "--fisher", str(f), str(f),
+                     "--output", str(tmp_path / "out")])
+    assert code == 2 and "is not a readable safetensors file" in err.getvalue()
     assert not (tmp_path / "out.safetensors").exists()
 
 

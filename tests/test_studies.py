@@ -114,9 +114,9 @@ def test_checkpoints_from_elsewhere_replace_fine_tuning(tmp_path, fashion_mnist_
 
 @pytest.mark.slow
 def test_a_killed_sweep_continues_where_it_stopped(tmp_path, fashion_mnist_root, monkeypatch):
-    import wiseft_lib.evaluate as ev
+    from wiseft_lib.runs import RunCache
 
-    real, calls = ev.evaluate, {"n": 0}
+    real, calls = RunCache.add_scores, {"n": 0}
 
     class Killed(BaseException):
         pass
@@ -128,9 +128,9 @@ def test_a_killed_sweep_continues_where_it_stopped(tmp_path, fashion_mnist_root,
         return real(*a, **k)
 
     params = smoke(tmp_path, modes=["end-to-end"], standard_models=[], zeroshot_pretrained=[])
-    monkeypatch.setattr(ev, "evaluate", dying)
+    monkeypatch.setattr(RunCache, "add_scores", dying)
     with pytest.raises(Killed):
         run(params, progress=False)
-    calls["n"] = -10**6  # no more deaths; count what the rerun evaluates
+    calls["n"] = -10**6  # no more deaths; count what the rerun scores
     run(params, progress=False)
     assert calls["n"] + 10**6 == 3 * 6 - 7, "the 7 scores written before the kill are not recomputed"

@@ -30,13 +30,14 @@ from wiseft_lib.endpoints import Endpoints, RunRef, finetuned_run
 from wiseft_lib.params import Params, ParamsError, param
 from wiseft_lib.runs import RunCache, alpha_key, run_key
 
-__all__ = ["MODES", "ALPHAS_11", "CurveConfig", "wiseft_curve", "curve_table", "summary_table", "data_table",
+__all__ = ["MODES", "ALPHAS_11", "COUNT_METRICS", "CurveConfig", "wiseft_curve", "curve_table", "summary_table", "data_table",
            "CLAIMS", "claim_values", "check_claims"]
 
 MODES = ("end-to-end", "linear")
 AUGMENTS = ("clip", "randaugment")
 LINEAR_METHODS = ("adamw", "probe", "search")
 ALPHAS_11 = [round(0.1 * i, 2) for i in range(11)]
+COUNT_METRICS = ("n_images", "n_skipped")  # what every score also records: images scored, unreadable files skipped
 
 
 @dataclass

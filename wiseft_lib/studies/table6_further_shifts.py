@@ -19,7 +19,7 @@ from typing import Any
 
 import pandas as pd
 
-from wiseft_lib.curve import CurveConfig, wiseft_curve
+from wiseft_lib.curve import COUNT_METRICS, CurveConfig, wiseft_curve
 from wiseft_lib.params import ParamsError, param
 from wiseft_lib.results import ResultsStore
 from wiseft_lib.runs import RunCache
@@ -82,7 +82,7 @@ class Table6Result:
 
 
 def _means(tidy: pd.DataFrame) -> pd.DataFrame:
-    keep = tidy[tidy["metric"] != "n_images"]
+    keep = tidy[~tidy["metric"].isin(COUNT_METRICS)]
     return keep.groupby(["id_set", "mode", "dataset", "metric", "alpha"], sort=False)["value"].mean().reset_index()
 
 
