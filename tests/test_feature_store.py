@@ -23,8 +23,9 @@ from test_distributed import _free_port  # noqa: E402
 from test_finetune import assert_same_weights, cfg  # noqa: E402
 
 import wiseft_lib.finetune.data as fdata  # noqa: E402
-from wiseft_lib.features import (CACHE_STATS, _cache_file, _cache_metadata, _open_cache, _write_rows,  # noqa: E402
-                                 extract_features, feature_cache_key)
+from wiseft_lib.feature_file import open_cache, write_rows  # noqa: E402
+from wiseft_lib.features import (CACHE_STATS, _cache_file, _cache_metadata, extract_features,  # noqa: E402
+                                 feature_cache_key)
 from wiseft_lib.finetune import finetune  # noqa: E402
 from wiseft_lib.finetune.data import FeatureBatches  # noqa: E402
 
@@ -121,20 +122,20 @@ def test_streamed_file_equals_save_file(tmp_path, n, d):
     values, labels = torch.randn(n, d, generator=g), torch.randint(0, 1000, (n,), generator=g)
     meta = _cache_metadata({"kind": "features", "n": n})
     blocks = [(values[i:i + 8], labels[i:i + 8]) for i in range(0, n, 8)]
-    _write_rows(tmp_path / "stream.safetensors", iter(blocks), n, meta)
+    write_rows(tmp_path / "stream.safetensors", iter(blocks), n, meta)
     save_file({"values": values, "labels": labels}, str(tmp_path / "ref.safetensors"), metadata=meta)
     got, ref = load_file(str(tmp_path / "stream.safetensors")), load_file(str(tmp_path / "ref.safetensors"))
     assert got.keys() == ref.keys() and all(torch.equal(got[k], ref[k]) for k in ref)
     (h1, d1), (h2, d2) = split_file(tmp_path / "stream.safetensors"), split_file(tmp_path / "ref.safetensors")
     assert h1 == h2 and d1 == d2  # same header (up to key order) and byte-identical data section
-    v, l = _open_cache(tmp_path / "stream.safetensors")
+    v, l = open_cache(tmp_path / "stream.safetensors")
     assert torch.equal(v, values) and torch.equal(l, labels)
     assert [p.name for p in tmp_path.iterdir()].count("stream.safetensors") == 1 and len(list(tmp_path.iterdir())) == 2
 
 
 def test_streamed_write_rejects_a_wrong_row_count(tmp_path):
     with pytest.raises(RuntimeError, match="rows"):
-        _write_rows(tmp_path / "x.safetensors", iter([(torch.zeros(3, 2), torch.zeros(3))]), 4, {})
+        write_rows(tmp_path / "x.safetensors", iter([(torch.zeros(3, 2), torch.zeros(3))]), 4, {})
     assert not list(tmp_path.iterdir())  # nothing half-written is left
 
 
