@@ -140,3 +140,36 @@ def fashion_mnist_root():
         if os.environ.get("WISEFT_REQUIRE_DATA"):  # CI (.ci/run, make test): missing data fails, never skips
             pytest.fail(f"WISEFT_REQUIRE_DATA is set and Fashion-MNIST is missing: {err}", pytrace=False)
         pytest.skip(str(err))
+
+
+# ---------------------------------------------------------------- two gloo ranks in subprocesses
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@contextlib.contextmanager
+def gloo_ranks(script, world: int = 2):
+    """Start ``script`` as ``world`` ranks with torchrun's environment (RANK, WORLD_SIZE, MASTER_*; CPU, one
+    thread each); the caller computes its 1-process reference inside the block, while they work. On leaving,
+    every rank must have exited 0 (their output is shown otherwise)."""
+    import subprocess
+    import sys
+
+    base = {k: v for k, v in os.environ.items() if k not in ("RANK", "WORLD_SIZE", "LOCAL_RANK")}
+    base.update(OMP_NUM_THREADS="1", CUDA_VISIBLE_DEVICES="", MASTER_ADDR="127.0.0.1", MASTER_PORT=str(_free_port()),
+                WORLD_SIZE=str(world), LOCAL_WORLD_SIZE=str(world))
+    procs = [subprocess.Popen([sys.executable, str(script)], stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                              env={**base, "RANK": str(r), "LOCAL_RANK": str(r)}) for r in range(world)]
+    try:
+        yield procs
+        logs = [p.communicate(timeout=120)[0].decode() for p in procs]
+    finally:
+        for p in procs:
+            if p.poll() is None:
+                p.kill()
+    for rank, (p, log) in enumerate(zip(procs, logs)):
+        assert p.returncode == 0, f"rank {rank} exited {p.returncode}:\n{log[-3000:]}"

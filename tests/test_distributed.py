@@ -4,10 +4,6 @@
 """
 from __future__ import annotations
 
-import os
-import socket
-import subprocess
-import sys
 import textwrap
 from pathlib import Path
 
@@ -15,7 +11,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from conftest import AugmentedSet, tiny_classifier  # noqa: E402
+from conftest import AugmentedSet, gloo_ranks, tiny_classifier  # noqa: E402
 from test_finetune import assert_same_training, cfg  # noqa: E402
 
 from wiseft_lib.features import extract_features  # noqa: E402
@@ -42,12 +38,6 @@ WORKER = textwrap.dedent("""
 """)
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.mark.slow
 def test_two_process_gloo_ddp_matches_one_process(tmp_path):
     """Two ranks started with torchrun's environment (RANK, WORLD_SIZE, MASTER_*; the plain
@@ -55,26 +45,13 @@ def test_two_process_gloo_ddp_matches_one_process(tmp_path):
     here while they work."""
     script = tmp_path / "worker.py"
     script.write_text(WORKER.format(testdir=str(Path(__file__).parent), out=str(tmp_path)))
-    base = {k: v for k, v in os.environ.items() if k not in ("RANK", "WORLD_SIZE", "LOCAL_RANK")}
-    base.update(OMP_NUM_THREADS="1", CUDA_VISIBLE_DEVICES="", MASTER_ADDR="127.0.0.1",
-                MASTER_PORT=str(_free_port()), WORLD_SIZE="2", LOCAL_WORLD_SIZE="2")
-    procs = [subprocess.Popen([sys.executable, str(script)], stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                              env={**base, "RANK": str(r), "LOCAL_RANK": str(r)}) for r in range(2)]
-
-    # meanwhile, the 1-process references (global batch 8 = 2 ranks x 4)
-    one = finetune(tiny_classifier(), AugmentedSet(), cfg(epochs=2), progress=False)
-    one_lc = finetune(tiny_classifier(), AugmentedSet(), cfg(mode="linear", lr=1e-2), progress=False,
-                      feature_set=AugmentedSet(augment=False))
-    feats, labels = extract_features(tiny_classifier().image_encoder, AugmentedSet(n=41, augment=False),
-                                     batch_size=4, progress=False)
-    try:
-        logs = [p.communicate(timeout=120)[0].decode() for p in procs]
-    finally:
-        for p in procs:
-            if p.poll() is None:
-                p.kill()
-    for p, out in zip(procs, logs):
-        assert p.returncode == 0, out[-3000:]
+    with gloo_ranks(script):
+        # meanwhile, the 1-process references (global batch 8 = 2 ranks x 4)
+        one = finetune(tiny_classifier(), AugmentedSet(), cfg(epochs=2), progress=False)
+        one_lc = finetune(tiny_classifier(), AugmentedSet(), cfg(mode="linear", lr=1e-2), progress=False,
+                          feature_set=AugmentedSet(augment=False))
+        feats, labels = extract_features(tiny_classifier().image_encoder, AugmentedSet(n=41, augment=False),
+                                         batch_size=4, progress=False)
 
     def load(path: Path):
         m = tiny_classifier()
@@ -125,34 +102,22 @@ def test_two_process_evaluation_sweep_and_features_equal_one_process_exactly(tmp
     script = tmp_path / "eval_worker.py"
     out_file = tmp_path / "eval.safetensors"
     script.write_text(EVAL_WORKER.format(testdir=str(Path(__file__).parent), out_file=str(out_file)))
-    base = {k: v for k, v in os.environ.items() if k not in ("RANK", "WORLD_SIZE", "LOCAL_RANK")}
-    base.update(OMP_NUM_THREADS="1", CUDA_VISIBLE_DEVICES="", MASTER_ADDR="127.0.0.1",
-                MASTER_PORT=str(_free_port()), WORLD_SIZE="2", LOCAL_WORLD_SIZE="2")
-    procs = [subprocess.Popen([sys.executable, str(script)], stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                              env={**base, "RANK": str(r), "LOCAL_RANK": str(r)}) for r in range(2)]
-    from test_sweep import endpoints
+    with gloo_ranks(script):
+        from test_sweep import endpoints
 
-    from wiseft_lib.evaluate import predict_logits
-    from wiseft_lib.sweep import sweep_logits
+        from wiseft_lib.evaluate import predict_logits
+        from wiseft_lib.sweep import sweep_logits
 
-    expected = {}
-    for n in (41, 1):
-        data = AugmentedSet(n=n, augment=False)
-        expected[f"logits{n}"], expected[f"labels{n}"] = predict_logits(tiny_classifier(), data, batch_size=4,
-                                                                        progress=False)
-        theta_0, theta_1, work = endpoints()
-        swept = sweep_logits(work, theta_0, theta_1, [0.0, 0.5, 1.0], data, batch_size=4, progress=False)
-        expected.update({f"sweep{n}_{a}": v[0] for a, v in swept.items()})
-        expected[f"feats{n}"], expected[f"flabels{n}"] = extract_features(
-            tiny_classifier().image_encoder, data, batch_size=4, progress=False)
-    try:
-        logs = [p.communicate(timeout=120)[0].decode() for p in procs]
-    finally:
-        for p in procs:
-            if p.poll() is None:
-                p.kill()
-    for p, log in zip(procs, logs):
-        assert p.returncode == 0, log[-3000:]
+        expected = {}
+        for n in (41, 1):
+            data = AugmentedSet(n=n, augment=False)
+            expected[f"logits{n}"], expected[f"labels{n}"] = predict_logits(tiny_classifier(), data, batch_size=4,
+                                                                            progress=False)
+            theta_0, theta_1, work = endpoints()
+            swept = sweep_logits(work, theta_0, theta_1, [0.0, 0.5, 1.0], data, batch_size=4, progress=False)
+            expected.update({f"sweep{n}_{a}": v[0] for a, v in swept.items()})
+            expected[f"feats{n}"], expected[f"flabels{n}"] = extract_features(
+                tiny_classifier().image_encoder, data, batch_size=4, progress=False)
     got = load_file(str(out_file))
     assert set(got) == set(expected)
     for key, value in expected.items():

@@ -6,10 +6,7 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import struct
-import subprocess
-import sys
 import textwrap
 from pathlib import Path
 from typing import Optional
@@ -18,8 +15,7 @@ import pytest
 import torch
 from safetensors.torch import load_file, save_file
 
-from conftest import AugmentedSet, tiny_classifier  # noqa: E402
-from test_distributed import _free_port  # noqa: E402
+from conftest import AugmentedSet, gloo_ranks, tiny_classifier  # noqa: E402
 from test_finetune import assert_same_weights, cfg  # noqa: E402
 
 import wiseft_lib.finetune.data as fdata  # noqa: E402
@@ -182,22 +178,10 @@ def test_two_process_sharded_cache_equals_one_process(tmp_path):
     """2 gloo ranks stream contiguous shards; rank 0 joins them; both ranks map the result."""
     script = tmp_path / "worker.py"
     script.write_text(WORKER.format(testdir=str(Path(__file__).parent), cache=str(tmp_path / "ddp"), out=str(tmp_path)))
-    base = {k: v for k, v in os.environ.items() if k not in ("RANK", "WORLD_SIZE", "LOCAL_RANK")}
-    base.update(OMP_NUM_THREADS="1", CUDA_VISIBLE_DEVICES="", MASTER_ADDR="127.0.0.1",
-                MASTER_PORT=str(_free_port()), WORLD_SIZE="2", LOCAL_WORLD_SIZE="2")
-    procs = [subprocess.Popen([sys.executable, str(script)], stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                              env={**base, "RANK": str(r), "LOCAL_RANK": str(r)}) for r in range(2)]
-    enc = tiny_classifier().image_encoder  # meanwhile the 1-process reference
-    refs = {n: extract_features(enc, AugmentedSet(n=n, augment=False), cache_dir=tmp_path / "one",
-                                cache_key_parts=KEY, batch_size=4, progress=False) for n in (41, 1)}
-    try:
-        logs = [p.communicate(timeout=120)[0].decode() for p in procs]
-    finally:
-        for p in procs:
-            if p.poll() is None:
-                p.kill()
-    for p, out in zip(procs, logs):
-        assert p.returncode == 0, out[-3000:]
+    with gloo_ranks(script):
+        enc = tiny_classifier().image_encoder  # meanwhile the 1-process reference
+        refs = {n: extract_features(enc, AugmentedSet(n=n, augment=False), cache_dir=tmp_path / "one",
+                                    cache_key_parts=KEY, batch_size=4, progress=False) for n in (41, 1)}
     one = sorted(p.name for p in (tmp_path / "one").iterdir())
     assert sorted(p.name for p in (tmp_path / "ddp").iterdir()) == one and len(one) == 2  # same keys, no parts left
     for name in one:
