@@ -50,6 +50,21 @@ def test_every_notebook_runs_a_failure_is_listed_and_the_others_still_run(tmp_pa
     assert main(["--preset", "nope"]) == 2
 
 
+@pytest.mark.slow
+def test_a_cell_that_never_returns_fails_its_notebook_only(tmp_path):
+    from wiseft_lib.reproduce import reproduce
+
+    (tmp_path / "notebooks").mkdir()
+    (tmp_path / "params" / "mini").mkdir(parents=True)
+    make_notebook(tmp_path / "notebooks" / "a_stuck.ipynb", "import time\ntime.sleep(600)")
+    make_notebook(tmp_path / "notebooks" / "b_good.ipynb", GOOD)
+    for name in ("a_stuck", "b_good"):
+        (tmp_path / "params" / "mini" / f"{name}.yaml").write_text("scale: 3\n")
+    runs = reproduce("mini", root=tmp_path, smoke=True, cell_timeout=3)
+    assert [(r.name, r.status) for r in runs] == [("a_stuck", "failed"), ("b_good", "ok")]
+    assert "timed out" in runs[0].error.lower() or "timeout" in runs[0].error.lower(), runs[0].error
+
+
 def test_index_lists_every_paper_item_with_its_notebook_or_why_not(tmp_path):
     from wiseft_lib.reproduce import PAPER_COVERAGE, StudyRun, write_index
     from wiseft_lib.studies import STUDIES

@@ -32,7 +32,8 @@ class StudyRun:
     figures: list[Path] = field(default_factory=list)
 
 
-def _execute(notebook: Path, params_file: Path, out: Path, smoke: bool, kernel: str, log_output: bool) -> None:
+def _execute(notebook: Path, params_file: Path, out: Path, smoke: bool, kernel: str, log_output: bool,
+             cell_timeout: Optional[int] = None) -> None:
     import papermill
     import yaml
 
@@ -42,7 +43,7 @@ def _execute(notebook: Path, params_file: Path, out: Path, smoke: bool, kernel: 
         parameters["smoke"] = True
     papermill.execute_notebook(str(notebook), str(out / notebook.name), parameters=parameters,
                                kernel_name=kernel, progress_bar=False, log_output=log_output,
-                               cwd=str(notebook.parent.parent))
+                               cwd=str(notebook.parent.parent), execution_timeout=cell_timeout)
 
 
 def _error_text(err: BaseException) -> str:
@@ -53,8 +54,12 @@ def _error_text(err: BaseException) -> str:
 
 def reproduce(preset: str = "mini", *, root: Path | str = ".", outputs: Optional[Path | str] = None,
               smoke: bool = False, only: Sequence[str] = (), kernel: str = "python3",
-              log_output: bool = False) -> list[StudyRun]:
-    """Execute every notebook of ``preset`` (those with a params file), then write ``index.md``."""
+              log_output: bool = False, cell_timeout: Optional[int] = None) -> list[StudyRun]:
+    """Execute every notebook of ``preset`` (those with a params file), then write ``index.md``.
+
+    ``cell_timeout`` (seconds) fails a notebook whose cell runs longer, e.g. a kernel that stopped answering
+    (seen once with Jupyter's messaging): the others still run. None: no limit (paper runs take hours).
+    """
     from tqdm.auto import tqdm
 
     root = Path(root)
@@ -74,7 +79,7 @@ def reproduce(preset: str = "mini", *, root: Path | str = ".", outputs: Optional
         out.mkdir(parents=True, exist_ok=True)
         start = time.time()
         try:
-            _execute(nb, params_dir / f"{nb.stem}.yaml", out, smoke, kernel, log_output)
+            _execute(nb, params_dir / f"{nb.stem}.yaml", out, smoke, kernel, log_output, cell_timeout)
             status, error = "ok", ""
         except Exception as err:  # one failed study must not stop the others
             status, error = "failed", _error_text(err)
@@ -169,9 +174,12 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     p.add_argument("--only", nargs="*", default=(), metavar="STUDY", help="run only these notebooks")
     p.add_argument("--outputs", default=None, help="outputs folder (default: outputs/PRESET)")
     p.add_argument("--log-output", action="store_true", help="stream the notebooks' output")
+    p.add_argument("--cell-timeout", type=int, default=None, metavar="SECONDS",
+                   help="fail a notebook whose cell runs longer (default: no limit)")
     a = p.parse_args(argv)
     try:
-        runs = reproduce(a.preset, smoke=a.smoke, only=a.only, outputs=a.outputs, log_output=a.log_output)
+        runs = reproduce(a.preset, smoke=a.smoke, only=a.only, outputs=a.outputs, log_output=a.log_output,
+                         cell_timeout=a.cell_timeout)
     except ValueError as err:
         print(f"reproduce: error: {err}")
         return 2
