@@ -24,17 +24,22 @@ def make_notebook(path: Path, body: str) -> None:
     nbformat.write(nb, path)
 
 
+def make_project(root: Path, notebooks: dict[str, str], mini: tuple[str, ...]) -> None:
+    """``notebooks/NAME.ipynb`` for each ``{name: body}``; a ``params/mini`` file (scale 3) for those in ``mini``."""
+    (root / "notebooks").mkdir()
+    (root / "params" / "mini").mkdir(parents=True)
+    for name, body in notebooks.items():
+        make_notebook(root / "notebooks" / f"{name}.ipynb", body)
+    for name in mini:
+        (root / "params" / "mini" / f"{name}.yaml").write_text("scale: 3\n")
+
+
 @pytest.mark.slow
 def test_every_notebook_runs_a_failure_is_listed_and_the_others_still_run(tmp_path):
     from wiseft_lib.reproduce import main, reproduce
 
-    (tmp_path / "notebooks").mkdir()
-    (tmp_path / "params" / "mini").mkdir(parents=True)
-    make_notebook(tmp_path / "notebooks" / "a_broken.ipynb", "raise RuntimeError('the GPU caught fire')")
-    make_notebook(tmp_path / "notebooks" / "b_good.ipynb", GOOD)
-    make_notebook(tmp_path / "notebooks" / "c_other_preset.ipynb", GOOD)
-    for name in ("a_broken", "b_good"):
-        (tmp_path / "params" / "mini" / f"{name}.yaml").write_text("scale: 3\n")
+    make_project(tmp_path, {"a_broken": "raise RuntimeError('the GPU caught fire')", "b_good": GOOD,
+                            "c_other_preset": GOOD}, mini=("a_broken", "b_good"))
     runs = reproduce("mini", root=tmp_path, smoke=True)
     assert [(r.name, r.status) for r in runs] == [("a_broken", "failed"), ("b_good", "ok")]
     assert "RuntimeError: the GPU caught fire" in runs[0].error
@@ -54,12 +59,7 @@ def test_every_notebook_runs_a_failure_is_listed_and_the_others_still_run(tmp_pa
 def test_a_cell_that_never_returns_fails_its_notebook_only(tmp_path):
     from wiseft_lib.reproduce import reproduce
 
-    (tmp_path / "notebooks").mkdir()
-    (tmp_path / "params" / "mini").mkdir(parents=True)
-    make_notebook(tmp_path / "notebooks" / "a_stuck.ipynb", "import time\ntime.sleep(600)")
-    make_notebook(tmp_path / "notebooks" / "b_good.ipynb", GOOD)
-    for name in ("a_stuck", "b_good"):
-        (tmp_path / "params" / "mini" / f"{name}.yaml").write_text("scale: 3\n")
+    make_project(tmp_path, {"a_stuck": "import time\ntime.sleep(600)", "b_good": GOOD}, mini=("a_stuck", "b_good"))
     runs = reproduce("mini", root=tmp_path, smoke=True, cell_timeout=3)
     assert [(r.name, r.status) for r in runs] == [("a_stuck", "failed"), ("b_good", "ok")]
     assert "timed out" in runs[0].error.lower() or "timeout" in runs[0].error.lower(), runs[0].error
