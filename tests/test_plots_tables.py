@@ -105,3 +105,22 @@ def test_seed_ranges_of_identical_values_do_not_break_the_error_bars():
     curve = pd.DataFrame({"seed": [0, 1, 2] * 2, "mode": ["end-to-end"] * 6, "alpha": [0.0] * 3 + [1.0] * 3,
                           "id_acc": [v] * 3 + [80.0, 81.0, 82.0], "ood_avg": [v] * 3 + [58.0, 59.0, 57.0]})
     plot_id_vs_ood(curve)  # raised "'xerr' must not contain negative values" before
+
+
+def test_figures_render_themselves_in_a_notebook_whatever_the_backend(tmp_path):
+    """IPython's display of a figure is a PNG (what a notebook cell ending in ``fig`` shows), not ``<Figure ...>``."""
+    from IPython.core.formatters import DisplayFormatter
+
+    from wiseft_lib.plots import NotebookFigure, show_images
+
+    curve = pd.DataFrame({"mode": ["end-to-end"] * 3, "alpha": [0.0, 0.5, 1.0], "id_acc": [70.0, 80.0, 81.0],
+                          "ood_avg": [50.0, 55.0, 45.0]})
+    figures = [plot_id_vs_ood(curve),
+               show_images([np.zeros((8, 8), dtype=np.uint8)] * 2, ["a", "b"], ncols=2)]
+    save_figure(figures[0], tmp_path / "curve")
+    for fig in figures:
+        assert isinstance(fig, NotebookFigure)
+        data, _ = DisplayFormatter().format(fig)
+        assert data["image/png"][:8] == b"\x89PNG\r\n\x1a\n" and len(data["image/png"]) > 1000
+        assert not data["text/plain"].startswith("<Figure"), data["text/plain"]
+    assert f"saved as {tmp_path / 'curve.png'}" in DisplayFormatter().format(figures[0])[0]["text/plain"]

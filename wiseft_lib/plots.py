@@ -11,8 +11,10 @@
 Accuracies are percentages everywhere; the axes are logit-scaled (as in Taori et al. and the
 paper) with percent tick labels. :func:`fit_logit_line` fits the effective-robustness
 baseline, a straight line in logit space through a group of models. Figures are built with
-``matplotlib.figure.Figure`` and the Agg canvas, never pyplot, so they work headless and do
-not touch a notebook's backend.
+:func:`new_figure` (a :class:`NotebookFigure` on the Agg canvas), never pyplot, so they work
+headless and do not touch a notebook's backend; a notebook cell that ends in a figure shows it
+as a PNG image (in JupyterLab, in papermill's executed notebook, in an ipywidgets ``Output``)
+whatever the matplotlib backend, because the figure renders itself.
 """
 from __future__ import annotations
 
@@ -42,6 +44,8 @@ __all__ = [
     "plot_weight_path",
     "plot_per_shift",
     "save_figure",
+    "new_figure",
+    "NotebookFigure",
 ]
 
 _EPS = 1e-4  # accuracies are clipped to [0.01 %, 99.99 %] before the logit transform
@@ -53,6 +57,49 @@ _TICK_TIERS = (  # coarse to fine; the finest tier with at most max_ticks ticks 
      92, 94, 95, 96, 97, 98, 99, 99.5, 99.8, 99.9),
 )
 _MARKERS = ("o", "s", "^", "D", "v", "P", "X", "<", ">")
+
+
+class NotebookFigure(Figure):
+    """A ``Figure`` that IPython displays as a PNG image.
+
+    A bare ``matplotlib.figure.Figure`` has no image formatter unless pyplot's inline backend has
+    been loaded (and papermill, ``MPLBACKEND=Agg`` or a kernel that never imported pyplot leave
+    it unloaded), so a notebook cell ending in one printed ``<Figure size ... with N Axes>``.
+    This one answers IPython's rich-display protocol itself: ``image/png`` (drawn like the
+    saved file, at ``display_dpi``) and a text alternative naming the files it was saved to.
+    """
+
+    display_dpi = 100
+
+    def _repr_mimebundle_(self, include: Any = None, exclude: Any = None) -> dict[str, Any]:
+        return {"image/png": self.to_png(), "text/plain": self._describe()}
+
+    def _repr_png_(self) -> bytes:
+        return self.to_png()
+
+    def to_png(self, dpi: Optional[int] = None) -> bytes:
+        """The figure as PNG bytes (``bbox_inches="tight"``, as :func:`save_figure` writes it)."""
+        import io
+
+        if self.canvas is None or not hasattr(self.canvas, "print_figure"):
+            FigureCanvasAgg(self)
+        buffer = io.BytesIO()
+        self.savefig(buffer, format="png", dpi=dpi or self.display_dpi, bbox_inches="tight")
+        return buffer.getvalue()
+
+    def _describe(self) -> str:
+        width, height = (self.get_size_inches() * self.display_dpi).round().astype(int)
+        saved = getattr(self, "saved_to", None)
+        where = f"; saved as {', '.join(str(p) for p in saved)}" if saved else ""
+        return f"[figure: {width}x{height} px, {len(self.axes)} axes{where}]"
+
+
+def new_figure(figsize: tuple[float, float], **kwargs: Any) -> NotebookFigure:
+    """An empty :class:`NotebookFigure` on the Agg canvas (``layout="constrained"`` unless given)."""
+    kwargs.setdefault("layout", "constrained")
+    fig = NotebookFigure(figsize=figsize, **kwargs)
+    FigureCanvasAgg(fig)
+    return fig
 
 
 def _frac(percent: Any) -> np.ndarray:
@@ -208,8 +255,7 @@ def plot_id_vs_ood(
     if df.empty:
         raise ValueError("plot_id_vs_ood got an empty frame: nothing to plot")
     if ax is None:
-        fig = Figure(figsize=figsize, layout="constrained")
-        FigureCanvasAgg(fig)
+        fig = new_figure(figsize)
         ax = fig.add_subplot()
     else:
         fig = ax.figure
@@ -284,8 +330,7 @@ def show_images(images: Sequence[Any], titles: Sequence[str], ncols: int = 6, *,
     if not len(images):
         raise ValueError("show_images got no images")
     nrows = -(-len(images) // ncols)
-    fig = Figure(figsize=(size * ncols, size * nrows + (0.4 if title else 0)), layout="constrained")
-    FigureCanvasAgg(fig)
+    fig = new_figure((size * ncols, size * nrows + (0.4 if title else 0)))
     _image_grid(fig.subplots(nrows, ncols, squeeze=False).ravel(), images, titles)
     if title:
         fig.suptitle(title, fontsize=10)
@@ -306,8 +351,7 @@ def plot_alpha_step(curve: pd.DataFrame, alpha: float, images: Sequence[Any], la
     changed = np.flatnonzero(zero != now)
     fixed, broken = changed[now[changed] == labels[changed]], changed[now[changed] != labels[changed]]
     shown = np.concatenate([fixed, broken])[:max_images]
-    fig = Figure(figsize=(11.0, 4.2), layout="constrained")
-    FigureCanvasAgg(fig)
+    fig = new_figure((11.0, 4.2))
     left, right = fig.subfigures(1, 2, width_ratios=[1.0, 1.15])
     ax = left.subplots()
     plot_id_vs_ood(curve, ax=ax, title=f"alpha = {alpha:g}")
@@ -326,8 +370,7 @@ def plot_alpha_step(curve: pd.DataFrame, alpha: float, images: Sequence[Any], la
 def _grid(n: int, ncols: int, panel: tuple[float, float]) -> tuple[Figure, list[Axes]]:
     ncols = max(1, min(ncols, n))
     nrows = -(-n // ncols)
-    fig = Figure(figsize=(panel[0] * ncols, panel[1] * nrows), layout="constrained")
-    FigureCanvasAgg(fig)
+    fig = new_figure((panel[0] * ncols, panel[1] * nrows))
     axes = fig.subplots(nrows, ncols, squeeze=False).ravel()
     for ax in axes[n:]:
         ax.set_visible(False)
@@ -496,4 +539,5 @@ def save_figure(fig: Figure, path_without_ext: Union[str, Path],
         with atomic_path(path) as tmp:
             fig.savefig(tmp, format=fmt, dpi=dpi, bbox_inches="tight")
         paths.append(path)
+    fig.saved_to = paths  # named in the text form a notebook shows beside the image
     return paths

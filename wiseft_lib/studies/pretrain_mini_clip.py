@@ -101,9 +101,9 @@ def _pretrained(config, runs, data_root: Optional[str], progress: bool) -> tuple
 
 
 def _loss_figure(losses: dict[str, list[float]]):
-    from matplotlib.figure import Figure
+    from wiseft_lib.plots import new_figure
 
-    fig = Figure(figsize=(6, 3.5))
+    fig = new_figure((6, 3.5))
     ax = fig.subplots()
     for name, values in losses.items():
         ax.plot(pd.Series(values).rolling(20, min_periods=1).mean(), label=name)
