@@ -17,11 +17,22 @@ def execute(notebook: Path, out: Path, **parameters) -> None:
                                progress_bar=False, cwd=str(ROOT))
 
 
+def assert_figures_shown(executed: Path, at_least: int = 0):
+    """Every figure cell of the executed notebook shows a PNG image, none prints ``<Figure ...>`` text."""
+    from wiseft_lib.reproduce import figure_outputs
+
+    shown = figure_outputs(executed)
+    assert not shown.as_text, f"{executed.name}: code cells {shown.as_text} print a figure as text"
+    assert shown.with_image == shown.cells >= at_least, f"{executed.name}: figure cells with an image {shown}"
+    return shown
+
+
 @pytest.mark.slow
 def test_fig1_smoke_writes_figure_curve_and_results(tmp_path, fashion_mnist_root):
     out = tmp_path / "fig1"
     execute(FIG1, tmp_path / "executed.ipynb", smoke=True, output_dir=str(out),
             standard_models=["linear-e1", "cnn8-e1", "cnn16-e2"], zeroshot_pretrained=["fmnist"])
+    assert_figures_shown(tmp_path / "executed.ipynb", at_least=1)
     for name in ("fig1_id_vs_ood.png", "fig1_id_vs_ood.pdf", "curve.csv", "summary.md", "results.sqlite",
                  "baselines.csv", "claims.csv", "study.json"):
         assert (out / name).stat().st_size > 0, name
@@ -60,6 +71,8 @@ def smoke_mini_presets(expected: dict, tmp_path: Path) -> None:
         execute(ROOT / "notebooks" / f"{name}.ipynb", tmp_path / f"{name}.ipynb", **params)
         for f in files:
             assert (out / f).stat().st_size > 0, f"{name}: {f}"
+        # a notebook that writes a figure file also shows it (as a PNG output, not `<Figure ...>` text)
+        assert_figures_shown(tmp_path / f"{name}.ipynb", at_least=int(any(f.endswith(".png") for f in files)))
 
 
 @pytest.mark.slow
@@ -173,27 +186,64 @@ def torch_equal(a, b):
 
 
 @pytest.mark.slow
-def test_tutorial_runs_and_its_exercise_solutions_work(tmp_path, fashion_mnist_root):
-    """The workshop notebook in smoke mode, then each folded-away solution run in the same namespace."""
+def test_tutorial_runs_shows_its_figures_moves_its_slider_and_its_exercise_solutions_work(tmp_path,
+                                                                                         fashion_mnist_root):
+    """The workshop notebook in smoke mode in a Jupyter kernel (as "Run All" does), then each folded-away solution
+    and a move of the alpha slider in the same kernel: every figure cell shows an image, and so does the slider's
+    panel after the move (nbclient plays the front end of the ipywidgets Output, as JupyterLab does)."""
     import re
 
     import nbformat
+    from nbformat.v4 import new_code_cell
 
     nb = nbformat.read(ROOT / "notebooks" / "00_wiseft_tutorial.ipynb", as_version=4)
-    namespace: dict = {}
-    for cell in nb.cells:
-        if cell.cell_type != "code":
-            continue
-        exec(compile(cell.source, "tutorial", "exec"), namespace)
-        if "parameters" in cell.metadata.get("tags", []):
-            namespace.update(smoke=True, output_dir=str(tmp_path / "tutorial"))
+    solutions = [m for c in nb.cells if c.cell_type == "markdown"
+                 for m in re.findall(r"<details><summary>Solution</summary>\s*```python\n(.*?)```", c.source, re.S)]
+    assert len(solutions) == 3
+    nb.cells += [new_code_cell(code) for code in solutions]
+    nb.cells += [new_code_cell('assert set(both["mode"]) == {"end-to-end", "linear"}  # exercise 1 drew both curves'),
+                 new_code_cell("assert not panel.outputs  # nothing drawn before the slider moves\n"
+                               "slider.value = max(a for a in params.alphas if a != middle)"),
+                 new_code_cell("shown = [sorted(o.get('data', {})) for o in panel.outputs]\n"
+                               "assert any('image/png' in d for d in shown), shown")]
+    source, executed = tmp_path / "tutorial.ipynb", tmp_path / "executed.ipynb"
+    nbformat.write(nb, source)
+    execute(source, executed, smoke=True, output_dir=str(tmp_path / "tutorial"))
     curve = pd.read_csv(tmp_path / "tutorial" / "curve.csv")
     assert list(curve["alpha"]) == [0.0, 0.5, 1.0] and curve["id_acc"].between(20, 100).all()
     for name in ("test_sets.png", "wiseft_curve.png", "alpha_step.png"):
         assert (tmp_path / "tutorial" / name).stat().st_size > 0
-    solutions = [m for c in nb.cells if c.cell_type == "markdown"
-                 for m in re.findall(r"<details><summary>Solution</summary>\s*```python\n(.*?)```", c.source, re.S)]
-    assert len(solutions) == 3
-    for i, code in enumerate(solutions):
-        exec(compile(code, f"solution {i + 1}", "exec"), namespace)
-    assert set(namespace["both"]["mode"]) == {"end-to-end", "linear"}  # exercise 1 drew both curves
+    assert_figures_shown(executed, at_least=3)
+    # the executed notebook keeps the widgets' state: the slider's Output panel holds the redrawn figure
+    state = nbformat.read(executed, as_version=4).metadata["widgets"]["application/vnd.jupyter.widget-state+json"]
+    panels = [m["state"]["outputs"] for m in state["state"].values() if m["model_name"] == "OutputModel"]
+    assert any("image/png" in o.get("data", {}) for outputs in panels for o in outputs), panels
+
+
+@pytest.mark.slow
+def test_table7_runs_on_its_own_defaults(tmp_path, fashion_mnist_root):
+    """What "Run All" does: nothing but smoke and an output folder (its default CoOp context fits wiseft-mini)."""
+    out = tmp_path / "table7_coop"
+    execute(ROOT / "notebooks" / "table7_coop.ipynb", tmp_path / "executed.ipynb", smoke=True, output_dir=str(out))
+    assert (out / "table7.csv").stat().st_size > 0
+    assert_figures_shown(tmp_path / "executed.ipynb")
+
+
+def test_every_study_accepts_its_own_defaults():
+    """Each notebook's defaults pass its parameter checks, smoke or not (inconsistent defaults fail here, before a
+    notebook is run); the full Run All of a notebook with its defaults is test_table7_runs_on_its_own_defaults."""
+    from wiseft_lib.studies import STUDIES
+
+    for name, study in STUDIES.items():
+        params = study.params(smoke=True, output_dir="outputs/x")
+        params.smoke_version()
+        study.params()
+
+
+def test_a_coop_context_longer_than_the_model_s_is_refused_before_anything_runs():
+    from wiseft_lib.params import ParamsError
+    from wiseft_lib.studies.table7_coop import Table7Params
+
+    with pytest.raises(ParamsError, match=r"n_ctx=16 context vectors do not fit wiseft-mini's 16-token text context"
+                                          r".*use n_ctx <= 12"):
+        Table7Params(coop={"n_ctx": 16, "epochs": 50, "lr": 0.002, "batch_size": 32})

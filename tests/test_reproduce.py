@@ -10,11 +10,12 @@ pytest.importorskip("papermill")
 GOOD = """
 from pathlib import Path
 import pandas as pd
-from matplotlib.figure import Figure
+from wiseft_lib.plots import new_figure, save_figure
 out = Path(output_dir)
-fig = Figure(); fig.subplots().plot([0, 1], [scale, 2 * scale]); fig.savefig(out / "figure.png")
+fig = new_figure((3, 2)); fig.subplots().plot([0, 1], [scale, 2 * scale]); save_figure(fig, out / "figure", ("png",))
 pd.DataFrame({"claim": ["a", "b"], "holds": [True, smoke]}).to_csv(out / "claims.csv", index=False)
 (out / "summary.md").write_text("| a | b |\\n|---|---|\\n| 1 | 2 |\\n")
+fig
 """
 
 
@@ -47,7 +48,8 @@ def test_every_notebook_runs_a_failure_is_listed_and_the_others_still_run(tmp_pa
     assert (out / "b_good" / "b_good.ipynb").exists() and (out / "b_good" / "figure.png").exists()
     index = (out / "index.md").read_text()
     assert "| [a_broken](#a-broken) | failed |" in index and "the GPU caught fire" in index
-    assert "2 of 2 claims hold" in index  # smoke=True reached the notebook
+    assert "2 of 2 claims hold | 1/1 |" in index  # smoke=True reached the notebook; its one figure cell shows a PNG
+    assert str(runs[1].shown) == "1/1" and runs[0].shown.cells == 0
     assert "![figure](b_good/figure.png)" in index and "[b_good.ipynb](b_good/b_good.ipynb)" in index
     assert not (out / "c_other_preset").exists(), "notebooks without a params file of the preset are skipped"
     with pytest.raises(ValueError, match="no preset 'gpu'"):
