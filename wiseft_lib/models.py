@@ -211,6 +211,17 @@ def create_architecture(name: str, pretrained: Optional[str] = None,
     return model, train_tf, eval_tf
 
 
+def text_context_length(name: str) -> Optional[int]:
+    """The text tower's context length (tokens) from the model's open_clip config, None if it has no text tower
+    config (a model name open_clip does not know: checked elsewhere)."""
+    import open_clip
+
+    _register_package_configs()
+    config = open_clip.get_model_config(name) or {}
+    length = (config.get("text_cfg") or {}).get("context_length")
+    return int(length) if length is not None else (77 if config else None)
+
+
 def get_tokenizer(name: str) -> Callable[[list[str]], torch.Tensor]:
     """Tokenizer matching the model's text tower."""
     if name in PACKAGE_MODELS:
