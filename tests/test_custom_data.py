@@ -225,5 +225,9 @@ def test_custom_dataset_notebook_smoke_on_its_mini_preset(tmp_path, fashion_mnis
     for name in ("curve.csv", "summary.md", "custom_dataset.png", "data.csv", "export_check.csv"):
         assert (out / name).stat().st_size > 0, name
     assert list((out / "export").glob("*.head.safetensors"))
+    from wiseft_lib.reproduce import figure_outputs
+
+    shown = figure_outputs(tmp_path / "executed.ipynb")  # the figure cells show PNGs, not `<Figure ...>` text
+    assert shown.with_image == shown.cells >= 1 and not shown.as_text, shown
     marker = out / "demo" / "fashion-viewpoint" / ".wiseft-demo.json"
     assert json.loads(marker.read_text())["style"] == "viewpoint"
