@@ -48,8 +48,11 @@ demo: setup
 	@echo "== done: $(OUT)/fig1_id_vs_ood.png, curve.csv, summary.md, results.sqlite"
 	@cat $(OUT)/summary.md
 
+# the tests in TEST_WORKERS processes (pytest-xdist; each gets its share of the cores, the slow ones start first)
+TEST_WORKERS ?= 2
+
 test: setup
-	@WISEFT_REQUIRE_DATA=1 $(PY) -m pytest -q
+	@WISEFT_REQUIRE_DATA=1 $(PY) -m pytest -q -n $(TEST_WORKERS) --dist worksteal --durations=10
 
 test-fast: setup
 	@$(PY) -m pytest -q -m "not slow"

@@ -11,6 +11,10 @@ import random
 
 os.environ.setdefault("MPLBACKEND", "Agg")
 os.environ.setdefault("CUDA_VISIBLE_DEVICES", "")
+if os.environ.get("PYTEST_XDIST_WORKER_COUNT"):  # pytest -n N: each worker (and what it starts) gets its share of
+    # the cores, so N workers do not oversubscribe them; an OMP_NUM_THREADS set by the caller is kept
+    os.environ.setdefault("OMP_NUM_THREADS",
+                          str(max(1, (os.cpu_count() or 1) // int(os.environ["PYTEST_XDIST_WORKER_COUNT"]))))
 
 import open_clip  # noqa: E402
 import pytest  # noqa: E402
@@ -143,6 +147,19 @@ def fashion_mnist_root():
 
 
 # ---------------------------------------------------------------- two gloo ranks in subprocesses
+@contextlib.contextmanager
+def threads(n: int = 1):
+    """Inside the block torch computes with ``n`` intra-op threads (restored on leaving). A reference computed in
+    the test process inside ``threads(1)`` uses the same thread count, hence the same float summation order, as the
+    ranks of :func:`gloo_ranks` and the ``OMP_NUM_THREADS=1`` subprocesses."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
 def _free_port() -> int:
     import socket
 
@@ -154,7 +171,8 @@ def _free_port() -> int:
 @contextlib.contextmanager
 def gloo_ranks(script, world: int = 2):
     """Start ``script`` as ``world`` ranks with torchrun's environment (RANK, WORLD_SIZE, MASTER_*; CPU, one
-    thread each); the caller computes its 1-process reference inside the block, while they work. On leaving,
+    thread each); the caller computes its 1-process reference inside the block, while they work (inside
+    :func:`threads` ``(1)``, to sum floats as they do). On leaving,
     every rank must have exited 0 (their output is shown otherwise)."""
     import subprocess
     import sys
@@ -173,3 +191,9 @@ def gloo_ranks(script, world: int = 2):
                 p.kill()
     for rank, (p, log) in enumerate(zip(procs, logs)):
         assert p.returncode == 0, f"rank {rank} exited {p.returncode}:\n{log[-3000:]}"
+
+
+def pytest_collection_modifyitems(config, items):
+    """The slow end-to-end tests first: with ``pytest -n 2`` the longest ones start at once and the quick ones fill
+    the other worker, instead of one long test running alone at the end."""
+    items.sort(key=lambda item: item.get_closest_marker("slow") is None)
