@@ -15,7 +15,7 @@ import pytest
 import torch
 from safetensors.torch import load_file, save_file
 
-from conftest import AugmentedSet, gloo_ranks, tiny_classifier  # noqa: E402
+from conftest import AugmentedSet, gloo_ranks, threads, tiny_classifier  # noqa: E402
 from test_finetune import assert_same_weights, cfg  # noqa: E402
 
 import wiseft_lib.finetune.data as fdata  # noqa: E402
@@ -175,19 +175,34 @@ WORKER = textwrap.dedent("""
 @pytest.mark.slow
 @linux_only
 def test_two_process_sharded_cache_equals_one_process(tmp_path):
-    """2 gloo ranks stream contiguous shards; rank 0 joins them; both ranks map the result."""
+    """2 gloo ranks stream contiguous shards; rank 0 joins them; both ranks map the result.
+
+    Exact: file names (cache keys), headers (keys, dtypes, shapes, offsets, metadata), labels, and what the two
+    ranks return (both map the one joined file). The feature rows are compared to a tolerance: the reference
+    runs with one thread and the same batches of 4 as the ranks (they line up with the 20/21 split), but in
+    another process, so the last bits of its floats are not part of the claim (rows in order, none lost)."""
     script = tmp_path / "worker.py"
     script.write_text(WORKER.format(testdir=str(Path(__file__).parent), cache=str(tmp_path / "ddp"), out=str(tmp_path)))
-    with gloo_ranks(script):
-        enc = tiny_classifier().image_encoder  # meanwhile the 1-process reference
+    with gloo_ranks(script), threads(1):  # meanwhile the 1-process reference, one thread like each rank
+        enc = tiny_classifier().image_encoder
         refs = {n: extract_features(enc, AugmentedSet(n=n, augment=False), cache_dir=tmp_path / "one",
                                     cache_key_parts=KEY, batch_size=4, progress=False) for n in (41, 1)}
     one = sorted(p.name for p in (tmp_path / "one").iterdir())
     assert sorted(p.name for p in (tmp_path / "ddp").iterdir()) == one and len(one) == 2  # same keys, no parts left
+    joined = {}
     for name in one:
-        ddp, single = split_file(tmp_path / "ddp" / name), split_file(tmp_path / "one" / name)
-        assert ddp == single  # same header and byte-identical rows (batches of 4 line up with the 20/21 split)
+        (ddp_header, ddp_data), (one_header, one_data) = (split_file(tmp_path / d / name) for d in ("ddp", "one"))
+        assert ddp_header == one_header and len(ddp_data) == len(one_data)  # same keys, dtypes, shapes, metadata
+        ddp, single = load_file(str(tmp_path / "ddp" / name)), load_file(str(tmp_path / "one" / name))
+        assert torch.equal(ddp["labels"], single["labels"])  # every row once, in dataset order
+        # features from another process: equal up to float rounding (fp32 epsilon ~1.2e-7, plus a margin for
+        # summation order); a shifted, padded or lost row differs by far more
+        torch.testing.assert_close(ddp["values"], single["values"], rtol=1e-5, atol=1e-6)
+        joined[len(single["labels"])] = ddp
+    assert sorted(joined) == sorted(refs)
     for n, (v, l) in refs.items():
-        for rank in range(2):
+        assert torch.equal(joined[n]["labels"], l)
+        torch.testing.assert_close(joined[n]["values"], v, rtol=1e-5, atol=1e-6)  # as above
+        for rank in range(2):  # each rank returns the joined file's rows (its memory map): bit for bit
             got = load_file(str(tmp_path / f"returned-{n}-rank{rank}.safetensors"))
-            assert torch.equal(got["values"], v) and torch.equal(got["labels"], l)
+            assert torch.equal(got["values"], joined[n]["values"]) and torch.equal(got["labels"], l)
