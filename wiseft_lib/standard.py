@@ -23,10 +23,13 @@ from wiseft_lib.data import eval_split as split_of, get_dataset
 from wiseft_lib.data.mini import MINI_ID, MINI_OOD
 from wiseft_lib.schedule import WarmupCosineSchedule
 
-__all__ = ["STANDARD_ZOO", "build_standard", "train_standard", "standard_points"]
+__all__ = ["STANDARD_ZOO", "REFERENCE_MODELS", "build_standard", "train_standard", "standard_points"]
 
 # name -> architecture, width and epochs over the ID training images. Sizes and training lengths
 # vary so the population spans a range of ID accuracies, as the paper's testbed does.
+# the mini's effective-robustness population (Figures 1, 7, 8, 21): the defaults of those studies and the mini preset
+REFERENCE_MODELS = ["linear-e1", "mlp64-e1", "mlp256-e4", "cnn8-e1", "cnn16-e2", "cnn32-e4"]
+
 STANDARD_ZOO: dict[str, dict[str, Any]] = {
     "linear-e1": {"arch": "linear", "width": 0, "epochs": 1},
     "mlp64-e1": {"arch": "mlp", "width": 64, "epochs": 1},

@@ -18,6 +18,7 @@ import pandas as pd
 
 from wiseft_lib.curve import CurveConfig, check_claims, curve_table, data_table, summary_table, wiseft_curve
 from wiseft_lib.params import param
+from wiseft_lib.standard import REFERENCE_MODELS
 from wiseft_lib.launch import distributable
 from wiseft_lib.studies.base import Launches, StudyParams, UsesRuns, write_study_record
 
@@ -30,11 +31,13 @@ class Fig1Params(CurveConfig, Launches, UsesRuns, StudyParams):
     """Figure 1's parameters: the curve's, plus its reference populations."""
 
     output_dir: str = param("outputs/mini/fig1_id_vs_ood", "where results, tables and figures go")
-    standard_models: list[str] = param([], "wiseft_lib.standard.STANDARD_ZOO names, trained from scratch on the "
-                                           "ID photos only: the effective-robustness line ([] to skip)")
+    standard_models: list[str] = param(REFERENCE_MODELS, "wiseft_lib.standard.STANDARD_ZOO names, trained from "
+                                                         "scratch on the ID photos only: the effective-robustness "
+                                                         "line ([] to skip)")
     n_train_standard: Optional[int] = param(None, "their training images (None: the whole train split)")
-    zeroshot_pretrained: list[str] = param([], "other pretrained tags or weight files of `model`, scored zero-shot: "
-                                               "the zero-shot line ([] to skip)")
+    zeroshot_pretrained: list[str] = param(["fmnist-budget5", "fmnist-budget12", "fmnist-budget25"],
+                                           "other pretrained tags or weight files of `model`, scored zero-shot: "
+                                           "the zero-shot line ([] to skip)")
     testbed: bool = param(False, "the ImageNet testbed's published models as the standard models (paper setting: "
                                  "ImageNet-only ones fitted, more-data ones shown apart)")
 

@@ -23,6 +23,7 @@ import numpy as np
 import pandas as pd
 
 from wiseft_lib.params import param
+from wiseft_lib.standard import REFERENCE_MODELS
 from wiseft_lib.studies.base import write_study_record
 from wiseft_lib.studies.shift_sweep import ShiftSweepParams, column_labels, run_sweep
 
@@ -35,8 +36,9 @@ class PerShiftParams(ShiftSweepParams):
     """Figures 7, 8, 21's parameters: Table 1's sweep plus the background models."""
 
     output_dir: str = param("outputs/mini/fig7_8_21_per_shift", "where results, tables and figures go")
-    standard_models: list[str] = param([], "wiseft_lib.standard.STANDARD_ZOO names trained on the ID photos "
-                                           "(the mini's effective-robustness line; [] to skip)")
+    standard_models: list[str] = param(REFERENCE_MODELS, "wiseft_lib.standard.STANDARD_ZOO names trained on the "
+                                                         "ID photos (the mini's effective-robustness line; [] to "
+                                                         "skip)")
     n_train_standard: Optional[int] = param(None, "their training images (None: the whole train split)")
     testbed: bool = param(False, "the ImageNet testbed's published models as the background (paper setting)")
 

@@ -37,7 +37,8 @@ class Table8Params(ShiftSweepParams):
 
     output_dir: str = param("outputs/mini/table8_other_models", "where results, tables and figures go")
     modes: list[str] = param(["end-to-end"], "Table 8 is end-to-end only")
-    other_models: list[str] = param([], "more models, each NAME or NAME:TAG (open_clip name and pretrained tag, "
+    other_models: list[str] = param(["wiseft-mini:fmnist-budget25", "wiseft-mini:fmnist-budget12",
+                                         "wiseft-mini:fmnist-budget5"], "more models, each NAME or NAME:TAG (open_clip name and pretrained tag, "
                                         "or wiseft-mini and one of its shipped tags)")
     published_names: dict[str, str] = param({}, "NAME:TAG -> the model's name in the paper's Table 8, for the "
                                                 "side-by-side table (e.g. 'ViT-B-16:openai': 'CLIP ViT-B/16')")
