@@ -37,7 +37,7 @@ def data_root(root: Optional[PathLike]) -> Path:
         root = os.environ.get("WISEFT_DATA")
         if not root:
             raise DatasetNotFoundError(
-                "no data folder: pass root=... (or data_location in the params) or set WISEFT_DATA "
+                "no data folder: pass root=... (data_root in a study's params) or set WISEFT_DATA "
                 "to the folder that holds the datasets"
             )
     return Path(root).expanduser()

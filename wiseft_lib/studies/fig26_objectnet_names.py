@@ -23,6 +23,7 @@ from typing import Any
 import pandas as pd
 
 from wiseft_lib.curve import CurveConfig, curve_table, wiseft_curve
+from wiseft_lib.data._common import DatasetNotFoundError, data_root
 from wiseft_lib.params import ParamsError, param
 from wiseft_lib.results import ResultsStore
 from wiseft_lib.runs import RunCache
@@ -128,6 +129,11 @@ def run(params: Fig26Params, *, progress: bool = True) -> Fig26Result:
 
     started = time.time()
     p = dataclasses.replace(params.smoke_version(), seeds=params.seeds[:1]) if params.smoke else params
+    try:  # paper only: say so before any work starts (the notebook's Run All without data stops here)
+        data_root(p.data_root)
+    except DatasetNotFoundError as err:
+        raise DatasetNotFoundError(f"Figure 26 needs ImageNet and ObjectNet (paper preset only): {err}; see "
+                                   "params/paper/fig26_objectnet_names.yaml") from None
     out, runs = p.output_path(), RunCache(p.runs_path())
     store = ResultsStore(out / "results.sqlite")
     frames = []
