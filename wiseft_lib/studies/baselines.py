@@ -69,12 +69,13 @@ class BaselineParams(ShiftSweepParams):
                 raise ParamsError(f"parameter 'variants', {name!r}: {err}") from None
 
     def smoke_version(self):
-        """Seconds-long: tiny data and recipes (see :func:`variant_config`), at most two variants per family."""
+        """Seconds-long: tiny data and recipes (see :func:`variant_config`), at most two variants per family and two
+        seeds (enough to exercise the across-seed means and intervals; each seed is a fine-tune per variant)."""
         kept: dict[str, dict[str, Any]] = {}
         for name, spec in self.variants.items():
             if sum(s["family"] == spec["family"] for s in kept.values()) < 2:
                 kept[name] = spec
-        return dataclasses.replace(super().smoke_version(), variants=kept,
+        return dataclasses.replace(super().smoke_version(), variants=kept, seeds=list(self.seeds[:2]),
                                    variant_alphas=[0.5, 1.0] if 0.5 in self.variant_alphas else [1.0])
 
 
