@@ -12,9 +12,42 @@ FIG1 = ROOT / "notebooks" / "fig1_id_vs_ood.ipynb"
 SHIFTS = ["mini-near", "mini-sketch", "mini-rendition", "mini-viewpoint", "mini-corruption"]
 
 
-def execute(notebook: Path, out: Path, **parameters) -> None:
+def execute(notebook: Path, out: Path, cwd: Path = ROOT, **parameters) -> None:
     papermill.execute_notebook(str(notebook), str(out), kernel_name="python3", parameters=parameters,
-                               progress_bar=False, cwd=str(ROOT))
+                               progress_bar=False, cwd=str(cwd))
+
+
+# The notebooks each test runs with nothing but ``smoke`` and ``output_dir`` (JupyterLab's "Run All" on a notebook's
+# own defaults), besides its params-file runs; test_every_notebook_is_run_on_its_own_defaults checks none is missed.
+RUN_ON_DEFAULTS = {
+    "test_fig1_smoke_writes_figure_curve_and_results": ["fig1_id_vs_ood"],
+    "test_table_and_figure_notebooks_smoke_on_their_mini_presets": [
+        "table1_shifts", "fig6_weight_path", "fig7_8_21_per_shift", "table8_other_models",
+        "fig10_weight_vs_output_ensembles"],
+    "test_recipe_baseline_notebooks_smoke_on_their_mini_presets": ["fig3_hyperparameters", "fig15_augmentation"],
+    "test_baseline_notebooks_smoke_on_their_mini_presets": [
+        "fig11_12_ema", "fig13_linear_classifier_alternatives", "table13_output_ensembles"],
+    "test_beyond_imagenet_notebooks_smoke_on_their_mini_presets": [
+        "table2_transfer", "fig17_19_low_data", "table6_further_shifts", "table7_coop", "fig5_complementarity",
+        "fig20_model_scale"],
+    "test_pretrain_smoke_writes_weights_that_create_model_loads": ["pretrain_mini_clip"],
+    "test_tutorial_runs_shows_its_figures_moves_its_slider_and_its_exercise_solutions_work": ["00_wiseft_tutorial"],
+    "test_custom_dataset_runs_on_its_own_defaults": ["custom_dataset"],
+    # paper only: its defaults need ImageNet and ObjectNet; Run All stops at once, saying which folder is missing
+    "test_fig26_on_its_defaults_without_data_names_the_missing_folder": ["fig26_objectnet_names"],
+}
+
+
+def run_on_defaults(name: str, tmp_path: Path) -> Path:
+    """``name``'s notebook as "Run All" runs it: smoke, an output folder in ``tmp_path``, every other parameter its
+    default (relative defaults resolve inside ``tmp_path``, the run cache is ``tmp_path/runs``, shared with the
+    params-file runs of the same test). Every figure cell must show an image; returns the output folder."""
+    out = tmp_path / f"{name}-defaults"
+    execute(ROOT / "notebooks" / f"{name}.ipynb", tmp_path / f"{name}-defaults.ipynb", cwd=tmp_path, smoke=True,
+            output_dir=str(out))
+    assert (out / "study.json").stat().st_size > 0, f"{name} on its defaults wrote no study.json"
+    assert_figures_shown(tmp_path / f"{name}-defaults.ipynb")
+    return out
 
 
 def assert_figures_shown(executed: Path, at_least: int = 0):
@@ -58,6 +91,8 @@ def test_fig1_smoke_writes_figure_curve_and_results(tmp_path, fashion_mnist_root
     record = json.loads((out / "study.json").read_text())
     assert record["study"] == "fig1_id_vs_ood" and record["params"]["smoke"] is True
     assert (tmp_path / "runs" / "finetune").is_dir(), "the run cache sits beside the output folder"
+    defaults = run_on_defaults("fig1_id_vs_ood", tmp_path)  # the mini's reference populations are its defaults
+    assert list(pd.read_csv(defaults / "baselines.csv")["group"]) == ["standard", "standard", "zero-shot", "zero-shot"]
 
 
 def smoke_mini_presets(expected: dict, tmp_path: Path) -> None:
@@ -73,6 +108,7 @@ def smoke_mini_presets(expected: dict, tmp_path: Path) -> None:
             assert (out / f).stat().st_size > 0, f"{name}: {f}"
         # a notebook that writes a figure file also shows it (as a PNG output, not `<Figure ...>` text)
         assert_figures_shown(tmp_path / f"{name}.ipynb", at_least=int(any(f.endswith(".png") for f in files)))
+        run_on_defaults(name, tmp_path)  # and it runs on its own defaults (seed 0's runs are cache hits)
 
 
 @pytest.mark.slow
@@ -88,12 +124,18 @@ def test_table_and_figure_notebooks_smoke_on_their_mini_presets(tmp_path, fashio
 
 
 @pytest.mark.slow
-def test_baseline_notebooks_smoke_on_their_mini_presets(tmp_path, fashion_mnist_root):
-    """Table 13 and Figures 3, 11/12, 13, 15 with their mini params (smoke; their own run cache, so this test and the
-    one above can run on two pytest-xdist workers at once)."""
+def test_recipe_baseline_notebooks_smoke_on_their_mini_presets(tmp_path, fashion_mnist_root):
+    """Figures 3 and 15 with their mini params (smoke; Figure 15's CLIP-augmentation runs are Figure 3's, from their
+    own run cache, so these tests run on the pytest-xdist workers side by side)."""
     expected = {"fig3_hyperparameters": ["fig3_hyperparameters.png", "points.csv", "matched.md", "claims.md"],
-                "fig11_12_ema": ["fig11_12_ema.png", "matched.md"],
-                "fig15_augmentation": ["fig15_augmentation.png", "matched.md"],
+                "fig15_augmentation": ["fig15_augmentation.png", "matched.md"]}
+    smoke_mini_presets(expected, tmp_path)
+
+
+@pytest.mark.slow
+def test_baseline_notebooks_smoke_on_their_mini_presets(tmp_path, fashion_mnist_root):
+    """Table 13 and Figures 11/12, 13 with their mini params (smoke; their own run cache)."""
+    expected = {"fig11_12_ema": ["fig11_12_ema.png", "matched.md"],
                 "fig13_linear_classifier_alternatives": ["fig13_linear_classifier_alternatives.png",
                                                          "other_curves_matched.md", "matched.md"],
                 "table13_output_ensembles": ["table13.md", "table13_output_ensembles.png", "claims.csv"]}
@@ -119,9 +161,16 @@ def test_beyond_imagenet_notebooks_smoke_on_their_mini_presets(tmp_path, fashion
 
 
 @pytest.mark.slow
-def test_cli_and_notebook_write_identical_curves(tmp_path, fashion_mnist_root):
-    """`wiseft run` and the notebook call the same runner: same params, same curve.csv (separate run caches)."""
+def test_cli_and_notebook_write_identical_curves(tmp_path, fashion_mnist_root, monkeypatch):
+    """`wiseft run` and the notebook call the same runner: same params, same curve.csv (separate run caches).
+
+    Bit for bit on purpose: both fine-tune on the CPU with the same batches and the same thread count (the kernel is
+    started with this process's count), so the same code gives the same floats."""
+    import torch
+
     from wiseft_lib.cli import main
+
+    monkeypatch.setenv("OMP_NUM_THREADS", str(torch.get_num_threads()))  # the notebook's kernel: as this process
 
     params = ROOT / "params" / "mini" / "fig1_id_vs_ood.yaml"
     assert main(["run", "fig1_id_vs_ood", "--params", str(params), "--set", "smoke=true", "--set", "seeds=[0]",
@@ -228,17 +277,36 @@ def test_tutorial_runs_shows_its_figures_moves_its_slider_and_its_exercise_solut
 
 
 @pytest.mark.slow
-def test_table7_runs_on_its_own_defaults(tmp_path, fashion_mnist_root):
-    """What "Run All" does: nothing but smoke and an output folder (its default CoOp context fits wiseft-mini)."""
-    out = tmp_path / "table7_coop"
-    execute(ROOT / "notebooks" / "table7_coop.ipynb", tmp_path / "executed.ipynb", smoke=True, output_dir=str(out))
-    assert (out / "table7.csv").stat().st_size > 0
-    assert_figures_shown(tmp_path / "executed.ipynb")
+def test_custom_dataset_runs_on_its_own_defaults(tmp_path, fashion_mnist_root):
+    """Its defaults write the demo folders (relative to the project root, here ``tmp_path``) and export a model."""
+    out = run_on_defaults("custom_dataset", tmp_path)
+    assert (tmp_path / "outputs" / "mini" / "custom_dataset_demo" / "fashion").is_dir()
+    assert list((out / "export").glob("*.head.safetensors"))
+
+
+@pytest.mark.slow
+def test_fig26_on_its_defaults_without_data_names_the_missing_folder(tmp_path, monkeypatch):
+    """Figure 26 is paper-only: Run All without ImageNet stops in the study's first step with the data error (the
+    folder and how to get it), not a traceback from deep inside, and writes nothing."""
+    monkeypatch.delenv("WISEFT_DATA", raising=False)
+    with pytest.raises(papermill.PapermillExecutionError, match=r"Figure 26 needs ImageNet and ObjectNet \(paper preset only\): no data folder: pass root=\.\.\. \(data_root"):
+        execute(ROOT / "notebooks" / "fig26_objectnet_names.ipynb", tmp_path / "x.ipynb", cwd=tmp_path, smoke=True,
+                output_dir=str(tmp_path / "out"))
+    assert not (tmp_path / "out" / "study.json").exists()
+
+
+def test_every_notebook_is_run_on_its_own_defaults():
+    """RUN_ON_DEFAULTS names every notebook once, under a test that exists."""
+    from wiseft_lib.studies import STUDIES
+
+    named = [nb for notebooks in RUN_ON_DEFAULTS.values() for nb in notebooks]
+    assert sorted(named) == sorted(STUDIES), set(STUDIES) ^ set(named)
+    assert all(callable(globals().get(test)) for test in RUN_ON_DEFAULTS), "a test named in RUN_ON_DEFAULTS is gone"
 
 
 def test_every_study_accepts_its_own_defaults():
     """Each notebook's defaults pass its parameter checks, smoke or not (inconsistent defaults fail here, before a
-    notebook is run); the full Run All of a notebook with its defaults is test_table7_runs_on_its_own_defaults."""
+    notebook is run); the notebooks themselves run on their defaults in the tests named in RUN_ON_DEFAULTS."""
     from wiseft_lib.studies import STUDIES
 
     for name, study in STUDIES.items():
