@@ -70,8 +70,11 @@ def test_fig1_paper_preset_under_torchrun_writes_the_same_curve(fixture_env, tmp
     pd.testing.assert_frame_equal(pd.read_csv(two / "out" / "data.csv").set_index("dataset"), data)
     curve = pd.read_csv(one / "out" / "curve.csv")
     assert len(curve) == 6 and set(curve["mode"]) == {"end-to-end", "linear"}
+    one_image = 100.0 / data["images"].min()  # a near-tied prediction may flip (see assert_same_scores)
     for other in (two, launched):
-        pd.testing.assert_frame_equal(pd.read_csv(other / "out" / "curve.csv"), curve)
+        other_curve = pd.read_csv(other / "out" / "curve.csv")
+        pd.testing.assert_frame_equal(other_curve[["seed", "mode", "alpha"]], curve[["seed", "mode", "alpha"]])
+        pd.testing.assert_frame_equal(other_curve, curve, check_exact=False, rtol=0, atol=one_image)
         assert not list((other / "out").glob("wiseft-rank*")), "rank 1 wrote into the outputs"
     record_one, weights_one = finetuned(one)
     for other in (two, launched):
@@ -85,7 +88,24 @@ def test_fig1_paper_preset_under_torchrun_writes_the_same_curve(fixture_env, tmp
     assert scores
     ones = {p.name: json.loads(p.read_text())["scores"] for p in sorted((one / "runs" / "finetune").glob("*/scores/*.json"))}
     for path in scores:
-        assert json.loads(path.read_text())["scores"] == ones[path.name]
+        assert_same_scores(json.loads(path.read_text())["scores"], ones[path.name], path.name)
+
+
+def assert_same_scores(got: dict, expected: dict, name: str) -> None:
+    """Same alphas, metrics and counts (n_images, n_skipped: every image once); accuracies within one image.
+
+    The 2-rank fine-tune averages two half-batch gradients where one process sums one batch, so its weights agree to
+    ~1e-6, not bit for bit (checked above), and a prediction whose two top logits are that close could flip: one
+    image, 100 / n_images points. Anything more is a real difference (a lost, padded or double-counted row)."""
+    assert sorted(got) == sorted(expected), name
+    for alpha, metrics in expected.items():
+        assert sorted(got[alpha]) == sorted(metrics), (name, alpha)
+        one_image = 100.0 / metrics["n_images"]
+        for metric, value in metrics.items():
+            if metric.startswith("n_"):
+                assert got[alpha][metric] == value, (name, alpha, metric)
+            else:
+                assert abs(got[alpha][metric] - value) <= one_image + 1e-9, (name, alpha, metric, got[alpha][metric])
 
 
 def test_processes_parameter():
