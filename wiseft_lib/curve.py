@@ -96,11 +96,16 @@ class CurveConfig(Params):
             raise bad("pretrained", f"{self.model!r} has no default weights: name them (an open_clip tag such as "
                                     f"'openai', a weights file), or {RANDOM_INIT!r} for random initialisation")
         if self.templates is not None:
-            bad_templates = [t for t in self.templates if not isinstance(t, str) or "{}" not in t]
-            if not self.templates or bad_templates:
-                raise bad("templates", f"{bad_templates or self.templates!r} lacks a '{{}}' where the class name "
-                                       f"goes; write each template with one, e.g. 'a photo of a {{}}.' (or None: "
-                                       f"the ID dataset's own)")
+            from wiseft_lib.data.templates import check_template
+
+            if not self.templates:
+                raise bad("templates", "is empty; give at least one template, e.g. ['a photo of a {}.'] (or None: "
+                                       "the ID dataset's own)")
+            for template in self.templates:
+                try:
+                    check_template(template)
+                except ValueError as err:
+                    raise bad("templates", f"{err} (or None: the ID dataset's own)") from None
         if not self.modes or any(m not in MODES for m in self.modes):
             raise bad("modes", f"must be a non-empty subset of {list(MODES)}, got {self.modes}")
         if not self.alphas:

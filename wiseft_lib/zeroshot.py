@@ -16,17 +16,10 @@ from typing import Callable, Optional, Sequence
 import torch
 from torch import nn
 
-from wiseft_lib.data.templates import IMAGENET_TEMPLATES, SIMPLE_TEMPLATES
+from wiseft_lib.data.templates import IMAGENET_TEMPLATES, SIMPLE_TEMPLATES, fill_template
 from wiseft_lib.models import ClassificationHead, ImageClassifier, get_tokenizer
 
 __all__ = ["IMAGENET_TEMPLATES", "SIMPLE_TEMPLATES", "zeroshot_weights", "zeroshot_head", "zeroshot_classifier"]
-
-
-def _format(template: str, classname: str) -> str:
-    if "{}" not in template:
-        raise ValueError(f"template {template!r} has no '{{}}' placeholder for the class name; write it with one, "
-                         f"e.g. 'a photo of a {{}}.'")
-    return template.format(classname)
 
 
 @torch.no_grad()
@@ -41,7 +34,7 @@ def zeroshot_weights(clip_model: nn.Module, classnames: Sequence[str], templates
     clip_model.eval()
     rows = []
     for name in classnames:
-        tokens = tokenizer([_format(t, name) for t in templates]).to(device)
+        tokens = tokenizer([fill_template(t, name) for t in templates]).to(device)
         emb = clip_model.encode_text(tokens).float()
         emb = emb / emb.norm(dim=-1, keepdim=True)
         mean = emb.mean(dim=0)

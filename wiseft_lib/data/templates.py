@@ -1,4 +1,9 @@
-"""Prompt templates for zero-shot heads, as Python format strings with one ``{}``.
+"""Prompt templates for zero-shot heads, as Python format strings.
+
+A template holds ``{}`` (the class name as given) or one of the named placeholders of
+:data:`PLACEHOLDERS`: ``{a}`` (the name with its article, "an airport hangar") and
+``{plural}`` ("many {plural}"); :func:`fill_template` fills one, :func:`check_template` says
+what is wrong with one.
 
 ``IMAGENET_TEMPLATES`` are the 80 templates of CLIP's ImageNet zero-shot evaluation (the
 paper's zero-shot head averages over all of them). The per-dataset lists follow CLIP's
@@ -6,10 +11,14 @@ published prompts (``openai/CLIP`` ``data/prompts.md``) for the transfer dataset
 official WiSE-FT code for the WILDS datasets. Use :func:`get_templates` to look one up by
 dataset name (the same names as the dataset registry).
 
-    >>> IMAGENET_TEMPLATES[0].format("goldfish")
+    >>> fill_template(IMAGENET_TEMPLATES[0], "goldfish")
     'a bad photo of a goldfish.'
+    >>> fill_template("aerial photo of {a}.", "airport_hangar")
+    'aerial photo of an airport hangar.'
 """
 from __future__ import annotations
+
+import string
 
 IMAGENET_TEMPLATES: list[str] = [
     "a bad photo of a {}.",
@@ -156,12 +165,13 @@ CARS_TEMPLATES: list[str] = [
     "a photo of my old {}.",
 ]
 
-# The official code also has two "satellite/aerial photo of {a|an} {}." templates whose
-# article depends on the class name; format strings cannot express that, so they are left
-# out (for consonant-initial names they duplicate the first two templates anyway).
+# The official WiSE-FT code's 16 FMoW templates, in its order; the third and fourth give the name
+# its own article ("an airport", "an airport hangar"): the {a} placeholder.
 FMOW_TEMPLATES: list[str] = [
     "satellite photo of a {}.",
     "aerial photo of a {}.",
+    "satellite photo of {a}.",
+    "aerial photo of {a}.",
     "satellite photo of a {} in asia.",
     "aerial photo of a {} in asia.",
     "satellite photo of a {} in africa.",
@@ -209,6 +219,67 @@ _ALIASES: dict[str, str] = {
 }
 
 
+# ------------------------------------------------------------------------------ filling a template
+PLACEHOLDERS: dict[str, str] = {
+    "{}": "the class name as given",
+    "{a}": "the class name with 'a' or 'an' (by its first letter, lower-case vowels as in the official code) and "
+           "underscores as spaces: 'an airport hangar'",
+    "{plural}": "the class name's plural (simple English rules, underscores as spaces): 'many boxes'",
+}
+
+
+def with_article(name: str) -> str:
+    """``"an " + name`` for a name starting with a lower-case vowel, else ``"a " + name``; ``_`` as spaces."""
+    name = name.replace("_", " ")
+    return f"{'an' if name[:1] in tuple('aeiou') else 'a'} {name}"
+
+
+# (ending, letters dropped, added), first match wins, else "+s": the official code's rules
+_PLURAL_RULES = (("sh", 0, "es"), ("ch", 0, "es"), ("y", 1, "ies"), ("s", 0, "es"), ("x", 0, "es"),
+                 ("man", 3, "men"), ("f", 1, "ves"))
+
+
+def plural(name: str) -> str:
+    """The plural by simple English rules (bus -> buses, box -> boxes, fly -> flies, wolf -> wolves, mouse -> mice,
+    fireman -> firemen); ``_`` as spaces."""
+    name = name.replace("_", " ")
+    if name == "mouse":
+        return "mice"
+    for ending, dropped, added in _PLURAL_RULES:
+        if name.endswith(ending):
+            return name[: len(name) - dropped] + added
+    return name + "s"
+
+
+def _fields(template: str) -> list[str]:
+    try:
+        return [f for _, f, _, _ in string.Formatter().parse(template) if f is not None]
+    except ValueError as err:  # an unmatched brace
+        raise ValueError(f"template {template!r} is not a format string ({err}); write the class name as {{}} "
+                         f"and a literal brace as {{{{ or }}}}") from None
+
+
+def check_template(template: str) -> None:
+    """A clear ``ValueError`` unless ``template`` is a string with a class-name placeholder and no other field."""
+    if not isinstance(template, str):
+        raise ValueError(f"template {template!r} is not a string")
+    fields = _fields(template)
+    unknown = sorted({f for f in fields if f not in ("", "a", "plural")})
+    if unknown:
+        raise ValueError(f"template {template!r} has unknown placeholder(s) {', '.join('{' + f + '}' for f in unknown)}"
+                         f"; the placeholders are {', '.join(PLACEHOLDERS)}")
+    if not fields:
+        raise ValueError(f"template {template!r} has no '{{}}' placeholder for the class name; write it with one, "
+                         f"e.g. 'a photo of a {{}}.' (or {{a}} for the name with its article: 'a photo of {{a}}.')")
+
+
+def fill_template(template: str, classname: str) -> str:
+    """The prompt for one class: ``{}`` is the name as given, ``{a}`` and ``{plural}`` as in :data:`PLACEHOLDERS`."""
+    check_template(template)
+    n_positional = sum(f == "" for f in _fields(template))
+    return template.format(*[classname] * n_positional, a=with_article(classname), plural=plural(classname))
+
+
 def get_templates(name: str) -> list[str]:
     """Templates for a dataset (registry name, or family name such as ``"imagenet"``).
 
@@ -238,5 +309,10 @@ __all__ = [
     "IWILDCAM_TEMPLATES",
     "SIMPLE_TEMPLATES",
     "SUN397_TEMPLATES",
+    "PLACEHOLDERS",
+    "check_template",
+    "fill_template",
     "get_templates",
+    "plural",
+    "with_article",
 ]
