@@ -150,7 +150,7 @@ def write_transfer(root: Path) -> None:
         "/a/apartment_building/outdoor/sun_ccc.jpg\n/a/abbey/sun_bbb.jpg\n")
     c = root / "stanford_cars"
     (c / "devkit").mkdir(parents=True)
-    names = np.array([["AM General Hummer SUV 2000", "smart fortwo Convertible 2012"]], dtype=object)
+    names = np.array([["Ram C/V Cargo Van Minivan 2012", "smart fortwo Convertible 2012"]], dtype=object)
     sio.savemat(c / "devkit" / "cars_meta.mat", {"class_names": names})
     ann = np.array([("00001.jpg", 2), ("00002.jpg", 1)], dtype=[("fname", "O"), ("class", "O")])
     sio.savemat(c / "cars_test_annos_withlabels.mat", {"annotations": ann})

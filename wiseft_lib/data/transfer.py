@@ -15,8 +15,9 @@ stanford-cars  train, test       ``stanford_cars/{devkit,cars_train,cars_test,
                                  cars_test_annos_withlabels.mat}``
 =============  ================  =========================================================
 
-Class names are torchvision's with ``_`` and ``/`` turned into spaces (CLIP's names);
-templates are CLIP's per-dataset prompts.
+Class names are torchvision's with ``_`` turned into spaces, and ``/`` too except for Stanford Cars: CLIP's
+names (SUN397's ``apartment_building/outdoor`` is ``apartment building outdoor``, while Cars keeps
+``Ram C/V Cargo Van Minivan 2012``); templates are CLIP's per-dataset prompts.
 """
 from __future__ import annotations
 
@@ -37,8 +38,10 @@ from wiseft_lib.data.registry import DatasetBundle, register_dataset
 from wiseft_lib.data.templates import CARS_TEMPLATES, DTD_TEMPLATES, FOOD101_TEMPLATES, SUN397_TEMPLATES
 
 
-def clean_name(name: str) -> str:
-    return " ".join(name.replace("_", " ").replace("/", " ").split())
+def clean_name(name: str, keep_slash: bool = False) -> str:
+    """CLIP's class name for a torchvision one: ``_`` (and ``/`` unless ``keep_slash``) as spaces."""
+    name = name.replace("_", " ")
+    return " ".join((name if keep_slash else name.replace("/", " ")).split())
 
 
 def _tv_root(folder: Path, expected: str, dataset: str, layout: str, source: str) -> str:
@@ -50,9 +53,10 @@ def _tv_root(folder: Path, expected: str, dataset: str, layout: str, source: str
 
 
 def _bundle(name: str, files: Sequence, labels: Sequence[int], classes: Sequence[str], templates: list[str],
-            transform: Optional[Callable], verify: str) -> DatasetBundle:
+            transform: Optional[Callable], verify: str, keep_slash: bool = False) -> DatasetBundle:
     kept, skipped = drop_unreadable(list(zip(files, labels)), verify, what=name)
-    return DatasetBundle(name, ImageFiles(kept, transform), [clean_name(c) for c in classes], list(templates),
+    return DatasetBundle(name, ImageFiles(kept, transform), [clean_name(c, keep_slash) for c in classes],
+                         list(templates),
                          skipped=skipped)
 
 
@@ -159,4 +163,5 @@ def load_stanford_cars(root: Optional[PathLike] = None, split: str = "test", tra
     ds = tvd.StanfordCars(_tv_root(folder, "stanford_cars", "stanford-cars", CARS_LAYOUT, CARS_SOURCE),
                             split=split, download=False)
     files, labels = zip(*ds._samples) if ds._samples else ((), ())
-    return _bundle("stanford-cars", files, labels, ds.classes, CARS_TEMPLATES, transform, verify)
+    return _bundle("stanford-cars", files, labels, ds.classes, CARS_TEMPLATES, transform, verify,
+                   keep_slash=True)  # CLIP's Cars names keep the slash: "Ram C/V Cargo Van Minivan 2012"
