@@ -134,3 +134,30 @@ def test_a_killed_sweep_continues_where_it_stopped(tmp_path, fashion_mnist_root,
     calls["n"] = -10**6  # no more deaths; count what the rerun scores
     run(params, progress=False)
     assert calls["n"] + 10**6 == 3 * 6 - 7, "the 7 scores written before the kill are not recomputed"
+
+
+@pytest.mark.slow
+def test_fig1_writes_clopper_pearson_figures_and_the_seed_spread(tmp_path, fashion_mnist_root):
+    import numpy as np
+    from matplotlib.container import ErrorbarContainer
+
+    from wiseft_lib.shift_tables import clopper_pearson
+
+    result = run(smoke(tmp_path, modes=["linear"], standard_models=[], zeroshot_pretrained=[], seeds=[0, 1]),
+                 progress=False)
+    out, shifts = tmp_path / "fig1", result.params.ood_datasets
+    for name in ("fig1_id_vs_ood.png", "fig1_per_set.png", "fig1_per_set.pdf", "seed_spread.csv", "seed_spread.md"):
+        assert (out / name).stat().st_size > 0, name
+    spread = pd.read_csv(out / "seed_spread.csv")
+    assert list(spread.columns) == ["mode", "alpha", "column", "n_seeds", "mean", "min", "max", "spread_pp"]
+    assert set(spread["column"]) == {"id_acc", "ood_avg", *shifts} and set(spread["n_seeds"]) == {2}
+    assert len(spread) == 3 * (2 + len(shifts))  # alphas 0, 0.5, 1 of the one mode
+    panels = [ax for ax in result.figure_per_set.axes if ax.get_visible()]  # one per shift
+    assert [ax.get_ylabel() for ax in panels] == [f"{s} accuracy (%)" for s in shifts]
+    (bars,) = [c for c in result.figure.axes[0].containers if isinstance(c, ErrorbarContainer)]
+    assert bars.has_xerr and not bars.has_yerr
+    n_id = int(pd.read_csv(out / "data.csv").set_index("dataset").loc[result.params.id_dataset, "images"])
+    zs = result.curve[result.curve["alpha"] == 0.0]["id_acc"].mean()
+    lo, hi = clopper_pearson(round(zs / 100 * n_id), n_id)
+    drawn = [sorted(s[:, 0] * 100) for lc in bars.lines[2] for s in lc.get_segments()]
+    assert any(np.allclose(d, [lo, hi]) for d in drawn), (drawn, lo, hi)

@@ -236,6 +236,7 @@ def plot_id_vs_ood(
     figsize: tuple[float, float] = (6.0, 5.0),
     curve_label: str = "WiSE-FT ({mode})",
     finetuned_label: str = "fine-tuned ({mode})",
+    span: tuple[Sequence[float], Sequence[float]] = ((), ()),
 ) -> Figure:
     """Figure 1: the WiSE-FT curve of each fine-tuning mode on logit-scaled ID/OOD axes.
 
@@ -246,8 +247,8 @@ def plot_id_vs_ood(
     ``extra`` adds scatter groups (columns ``group_col``, ``x``, ``y``; e.g. other zero-shot
     models, standard ImageNet models), each with a fitted logit-space line when ``fit`` is
     True or names the group. ``curve_label`` and ``finetuned_label`` format the legend entries
-    (an entry that repeats, e.g. one fine-tuned model shared by several curves, is shown once). Returns the Figure
-    (drawn on ``ax`` if given).
+    (an entry that repeats, e.g. one fine-tuned model shared by several curves, is shown once). ``span``: more x
+    and y accuracies the axes must show (e.g. interval ends). Returns the Figure (drawn on ``ax`` if given).
     """
     missing = [c for c in (mode_col, alpha_col, x, y) if c not in df.columns]
     if missing:
@@ -263,7 +264,7 @@ def plot_id_vs_ood(
     modes = list(dict.fromkeys(df[mode_col]))
     colors = list(palette) if palette is not None else [f"C{i}" for i in range(10)]
 
-    all_x, all_y = list(agg[x]), list(agg[y])
+    all_x, all_y = list(agg[x]) + list(span[0]), list(agg[y]) + list(span[1])
     if extra is not None and not extra.empty:
         all_x += list(extra[x])
         all_y += list(extra[y])
@@ -406,13 +407,13 @@ def plot_weight_path(path: pd.DataFrame, *, titles: Optional[dict[str, str]] = N
 
 def plot_per_shift(points: pd.DataFrame, background: Optional[pd.DataFrame] = None, *,
                    titles: Optional[dict[str, str]] = None, fit_group: str = "standard", ncols: int = 3,
-                   title: Optional[str] = None) -> Figure:
+                   title: Optional[str] = None, whole_intervals: bool = False) -> Figure:
     """Figures 7, 8, 21: per shift, ID accuracy on the shift's classes (x) vs accuracy on the shift (y).
 
     ``points`` is :func:`wiseft_lib.shift_tables.per_shift_points`'s frame (the WiSE-FT curves; the
     zero-shot, fine-tuned and alpha=0.5 points get their Clopper-Pearson intervals when the frame has
     ``x_lo`` ... ``y_hi``); ``background`` has ``shift, group, model, x, y`` (e.g. standard models),
-    and the ``fit_group`` models get a logit-space linear fit.
+    and the ``fit_group`` models get a logit-space linear fit; ``whole_intervals`` widens the axes to the interval ends.
     """
     shifts = list(dict.fromkeys(points["shift"]))
     fig, axes = _grid(len(shifts), ncols, (4.2, 3.6))
@@ -422,11 +423,14 @@ def plot_per_shift(points: pd.DataFrame, background: Optional[pd.DataFrame] = No
         extra = None
         if background is not None and not background.empty:
             extra = background[(background["shift"] == shift)].dropna(subset=["x", "y"])
+        marked = own[np.isclose(own["alpha"], 0.0) | np.isclose(own["alpha"], 0.5) | np.isclose(own["alpha"], 1.0)]
+        has_intervals = {"x_lo", "x_hi", "y_lo", "y_hi"} <= set(own.columns)
+        span = [[*marked[f"{a}_lo"].dropna(), *marked[f"{a}_hi"].dropna()] for a in "xy"] \
+            if has_intervals and whole_intervals else ((), ())
         plot_id_vs_ood(own, ax=ax, x="x", y="y", extra=extra, fit=[fit_group], show_range=False,
                        xlabel=f"ID accuracy on {own['x_dataset'].iloc[0]} (%)", ylabel=f"{shift} accuracy (%)",
-                       title=titles.get(shift, shift))
-        if {"x_lo", "x_hi", "y_lo", "y_hi"} <= set(own.columns):
-            marked = own[np.isclose(own["alpha"], 0.0) | np.isclose(own["alpha"], 0.5) | np.isclose(own["alpha"], 1.0)]
+                       title=titles.get(shift, shift), span=span)
+        if has_intervals:
             ax.errorbar(marked["x"] / 100.0, marked["y"] / 100.0,
                         xerr=[(marked["x"] - marked["x_lo"]) / 100.0, (marked["x_hi"] - marked["x"]) / 100.0],
                         yerr=[(marked["y"] - marked["y_lo"]) / 100.0, (marked["y_hi"] - marked["y"]) / 100.0],

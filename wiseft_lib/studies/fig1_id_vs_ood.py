@@ -3,8 +3,10 @@
     wiseft run fig1_id_vs_ood --params params/mini/fig1_id_vs_ood.yaml --set 'seeds=[0, 1, 2]'
     papermill notebooks/fig1_id_vs_ood.ipynb out.ipynb -f params/mini/fig1_id_vs_ood.yaml   # the same, with prose
 
-Both call :func:`run`, which writes ``curve.csv``, ``baselines.csv``, ``summary.*``, ``claims.*``,
-``fig1_id_vs_ood.png/.pdf``, ``results.sqlite`` and ``study.json`` to ``output_dir``. Fine-tunes,
+Both call :func:`run`, which writes ``curve.csv``, ``data.csv``, ``baselines.csv``, ``summary.*``, ``claims.*``,
+``seed_spread.*``, ``fig1_id_vs_ood.png/.pdf`` (95% Clopper-Pearson bars on the ID accuracy; the mean over
+the shifts has none), ``fig1_per_set.png/.pdf`` (one panel per shift, bars on both axes), ``results.sqlite``
+and ``study.json`` to ``output_dir``. Fine-tunes,
 scores and reference models come from the run cache when an earlier run (of any study) made them.
 """
 from __future__ import annotations
@@ -61,6 +63,8 @@ class Fig1Result:
     paths: dict[str, Path] = field(default_factory=dict)
     seconds: float = 0.0
     data: Optional[pd.DataFrame] = None  # per evaluation set: images scored, unreadable files skipped
+    figure_per_set: Any = None  # one panel per shift: ID vs that shift, intervals on both axes
+    seed_spread: Optional[pd.DataFrame] = None  # per mode, alpha and column: n_seeds, mean, min, max over seeds
 
 
 def testbed_points(id_dataset: str, shifts: list[str]) -> pd.DataFrame:
@@ -80,7 +84,6 @@ def testbed_points(id_dataset: str, shifts: list[str]) -> pd.DataFrame:
 def run(params: Fig1Params, *, progress: bool = True) -> Fig1Result:
     """Compute (or reuse) the curves and reference models; write tables, figure and results store."""
     from wiseft_lib._io import atomic_write_text
-    from wiseft_lib.plots import plot_id_vs_ood, save_figure
     from wiseft_lib.reference import baseline_points, effective_robustness
     from wiseft_lib.results import ResultsStore
     from wiseft_lib.runs import RunCache
@@ -112,9 +115,33 @@ def run(params: Fig1Params, *, progress: bool = True) -> Fig1Result:
         claims = check_claims(curve)
         write_table(claims, out / "claims")
         paths["claims"] = out / "claims.csv"
-    title = f"WiSE-FT, {p.model}: {p.id_dataset} vs. {len(p.ood_datasets)} shifts ({p.eval_split} split)"
-    fitted = [g for g in pd.unique(baselines["group"]) if g != "more data"]  # extra-data models: not a baseline
-    figure = plot_id_vs_ood(curve, extra=baselines if not baselines.empty else None, fit=fitted, title=title)
-    paths.update({f"figure_{f.suffix[1:]}": f for f in save_figure(figure, out / NAME)})
+    figures, spread = _figures(p, curve, baselines, data, paths)
     paths["record"] = write_study_record(out, NAME, params, started)
-    return Fig1Result(p, curve, baselines, summary, claims, figure, paths, round(time.time() - started, 1), data)
+    return Fig1Result(p, curve, baselines, summary, claims, figures[0], paths, round(time.time() - started, 1), data,
+                      figures[1], spread)
+
+
+def _figures(p: Fig1Params, curve: pd.DataFrame, baselines: pd.DataFrame, data: pd.DataFrame,
+             paths: dict[str, Path]) -> tuple[tuple[Any, Any], pd.DataFrame]:
+    """Figure 1, its per-set companion (95% Clopper-Pearson intervals on each set's images) and the seed spread."""
+    from wiseft_lib.fig1_plots import plot_fig1, plot_fig1_per_set, seed_spread
+    from wiseft_lib.plots import save_figure
+    from wiseft_lib.studies.shift_sweep import column_labels
+    from wiseft_lib.tables import write_table
+
+    out = p.output_path()
+    n_images = {d: float(n) for d, n in zip(data["dataset"], data["images"]) if n > 0}
+    seeds = f"{len(p.seeds)} seed{'s' if len(p.seeds) > 1 else ''}"
+    title = f"WiSE-FT, {p.model}: {p.id_dataset} vs. {len(p.ood_datasets)} shifts ({p.eval_split} split, {seeds})"
+    fitted = [g for g in pd.unique(baselines["group"]) if g != "more data"]  # extra-data models: not a baseline
+    figure = plot_fig1(curve, n_images.get(p.id_dataset), extra=baselines if not baselines.empty else None,
+                       fit=fitted, title=title)
+    per_set = plot_fig1_per_set(curve, n_images, p.id_dataset, p.ood_datasets, baselines=baselines,
+                                titles=column_labels(p.ood_datasets),
+                                title=f"Per set, {p.model} ({p.eval_split} split, {seeds}): "
+                                      "95% Clopper-Pearson intervals on each set's test images")
+    paths.update({f"figure_{f.suffix[1:]}": f for f in save_figure(figure, out / NAME)})
+    paths.update({f"figure_per_set_{f.suffix[1:]}": f for f in save_figure(per_set, out / "fig1_per_set")})
+    spread = seed_spread(curve, p.ood_datasets)
+    paths["seed_spread"] = write_table(spread, out / "seed_spread", floatfmt=".2f")["csv"]
+    return (figure, per_set), spread
