@@ -14,7 +14,7 @@ import torch
 from PIL import Image
 
 from wiseft_lib.data import get_dataset, list_datasets
-from wiseft_lib.data._common import DatasetNotFoundError
+from wiseft_lib.data._common import DatasetNotFoundError, MaxProjection
 from wiseft_lib.data.imagenet import (
     imagenet_classnames,
     objectnet_classes,
@@ -23,7 +23,7 @@ from wiseft_lib.data.imagenet import (
 )
 from wiseft_lib.data.kshot import get_kshot_dataset, kshot_bundle, kshot_indices
 from wiseft_lib.data.templates import IMAGENET_TEMPLATES, SIMPLE_TEMPLATES, get_templates
-from wiseft_lib.data.video import ytbb_classes
+from wiseft_lib.data.video import ytbb_classes, ytbb_projection
 from wiseft_lib.data.wilds import fmow_categories, iwildcam_classnames
 from wiseft_lib.evaluate import score
 
@@ -269,13 +269,15 @@ def test_imagenet_vid_robust_pm_metrics(data):
 
 
 def test_ytbb_robust(data):
-    b = get_dataset("ytbb-robust", root=data)
+    with pytest.warns(UserWarning, match="not follow the paper's protocol.*wise-ft"):  # no wiseft-reviewed/ here
+        b = get_dataset("ytbb-robust", root=data)
     assert b.dataset.targets.tolist() == [1, 1, 19] and b.metadata["pm_offset"].tolist() == [0, 3, 0]
     logits = np.full((3, 1000), -5.0)
     logits[0, 7] = logits[1, 7] = 1.0  # a bird
     logits[2, 151] = 1.0  # a dog
     out = b.project_logits(logits)
-    assert np.isneginf(out[:, 22]).all()  # "none" has no ImageNet class
+    assert np.isneginf(out[:, 22]).all()  # "none" is never predicted
+    assert (out[:, [6, 8, 14, 18]] == 0.0).all()  # cow, giraffe, skateboard, toilet: 0.0 as in the official code
     assert score(logits, b.dataset.targets, b) == {"pm0": 100.0, "pm10": 100.0}
     yv = get_dataset("imagenet-val-ytbb-robust", root=data, verify="none")
     assert len(yv.classnames) == 24
@@ -321,3 +323,53 @@ def test_kshot_is_seeded_per_class_and_keeps_metadata(data):
     assert np.bincount(np.array([sub.dataset[i][1] for i in range(len(sub))])).tolist()[:2] == [2, 2]
     with pytest.raises(ValueError):
         kshot_indices(labels, k=0, seed=0)
+
+
+# ------------------------------------------------------------------------------ projections: empty groups
+
+
+def test_max_projection_empty_group_values():
+    groups = [[0, 1], [], [2], []]
+    logits = np.array([[-3.0, -2.0, -1.0, 9.0, 7.0]])  # inputs 3 and 4 belong to no class
+    default = MaxProjection(groups, n_in=5)  # ObjectNet's rule: an empty group is never predicted
+    assert default(logits).tolist() == [[-2.0, -np.inf, -1.0, -np.inf]]
+    zero = MaxProjection(groups, n_in=5, empty=0.0)
+    assert zero(logits).tolist() == [[-2.0, 0.0, -1.0, 0.0]] and zero(logits).argmax() == 1
+    per_class = MaxProjection(groups, n_in=5, empty={3: 0.5}, never=[1])  # class 1 unset: -inf
+    assert per_class(logits).tolist() == [[-2.0, -np.inf, -1.0, 0.5]]
+    for proj in (default, zero, per_class):  # torch and numpy agree
+        t = proj(torch.as_tensor(logits, dtype=torch.float32))
+        assert isinstance(t, torch.Tensor) and t.tolist() == proj(logits).tolist()
+    passed = np.array([[1.0, 5.0, 2.0, 0.0]])  # already 4 columns: only the never columns change
+    assert per_class(passed).tolist() == [[1.0, -np.inf, 2.0, 0.0]] and passed[0, 1] == 5.0  # input not modified
+    assert default(passed) is passed
+    assert per_class(torch.as_tensor(passed)).tolist() == [[1.0, -np.inf, 2.0, 0.0]]
+    with pytest.raises(ValueError, match="not classes with an empty group"):
+        MaxProjection(groups, n_in=4, empty={0: 0.0})
+    with pytest.raises(ValueError, match="never"):
+        MaxProjection(groups, n_in=4, never=[4])
+
+
+def test_ytbb_projection_follows_the_official_rule_objectnet_and_vid_unchanged(data):
+    ytbb = ytbb_projection()
+    names, groups = ytbb_classes()
+    unmapped = [j for j, g in enumerate(groups) if not g]
+    assert [names[j] for j in unmapped] == ["cow", "giraffe", "skateboard", "toilet", "none"]
+    logits = torch.full((2, 1000), -4.0)
+    logits[0, groups[names.index("dog")][0]] = -0.5  # every mapped logit negative ...
+    logits[1, groups[names.index("dog")][0]] = 0.5  # ... or one positive
+    out = ytbb(logits)
+    assert out[:, [6, 8, 14, 18]].eq(0.0).all() and torch.isneginf(out[:, 22]).all()
+    assert out.argmax(1).tolist() == [names.index("cow"), names.index("dog")]  # as the official code predicts
+    own_head = torch.zeros(1, 24)
+    own_head[0, 22] = 10.0  # a 24-way head: "none" still never predicted (the official code subtracts 1e10)
+    assert ytbb(own_head).argmax(1).tolist() == [0] and own_head[0, 22] == 10.0
+    on = get_dataset("objectnet", root=data).project_logits  # ObjectNet keeps -inf (no empty group there)
+    assert on.fill == {} and on.never == [] and np.isfinite(on(np.full((1, 1000), -3.0))).all()
+    assert MaxProjection([[0], []], n_in=3)(np.zeros((1, 3)))[0, 1] == -np.inf  # the default is still -inf
+    vid = get_dataset("imagenet-vid-robust", root=data).project_logits  # VID: 0.0 for unmapped classes, no mask
+    assert vid.never == [] and set(vid.fill.values()) <= {0.0}
+    assert ytbb_projection().fill == {6: 0.0, 8: 0.0, 14: 0.0, 18: 0.0, 22: 0.0} and ytbb.never == [22]
+    with pytest.warns(UserWarning, match="paper's protocol"):
+        assert get_dataset("ytbb-robust", root=data).project_logits.never == [22]
+    assert get_dataset("imagenet-val-ytbb-robust", root=data, verify="none").project_logits.never == [22]

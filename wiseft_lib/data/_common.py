@@ -13,7 +13,7 @@ from concurrent.futures import ThreadPoolExecutor
 from functools import lru_cache
 from importlib import resources
 from pathlib import Path
-from typing import Any, Callable, Iterable, Optional, Sequence, Union
+from typing import Any, Callable, Iterable, Mapping, Optional, Sequence, Union
 
 import numpy as np
 import torch
@@ -275,33 +275,67 @@ class MaxProjection:
     """Project ``n_in``-way logits onto classes that each own a group of input classes.
 
     Output column ``j`` is the max over ``groups[j]`` (ObjectNet: 113 classes from 125 ImageNet
-    classes); an empty group gives ``-inf`` (that class can never be predicted). Logits that
-    already have ``len(groups)`` columns pass through unchanged.
+    classes). A class with an empty group gets ``empty``: one value for all of them, or a
+    ``{class: value}`` mapping (classes left out get ``-inf``). The default ``-inf`` means such a
+    class can never be predicted (ObjectNet, the ImageNet testbed). The official WiSE-FT video
+    evaluation leaves them at ``0.0`` instead (see :mod:`wiseft_lib.data.video`). Classes in
+    ``never`` are set to ``-inf`` on every path (YTBB-Robust's "none"). Logits that already
+    have ``len(groups)`` columns pass through, with only the ``never`` columns changed.
     """
 
-    def __init__(self, groups: Sequence[Sequence[int]], n_in: int = 1000) -> None:
+    def __init__(self, groups: Sequence[Sequence[int]], n_in: int = 1000,
+                 empty: Union[float, Mapping[int, float]] = float("-inf"), never: Iterable[int] = ()) -> None:
         self.groups = [np.asarray(g, dtype=np.int64) for g in groups]
         self.n_in = n_in
+        self.fill = self._fill_values(empty)
+        self.never = sorted({int(j) for j in never})
+        if any(not 0 <= j < len(self.groups) for j in self.never):
+            raise ValueError(f"never={self.never}: class indices must lie in [0, {len(self.groups)})")
+
+    def _fill_values(self, empty: Union[float, Mapping[int, float]]) -> dict[int, float]:
+        """Value of each class whose group is empty."""
+        unmapped = [j for j, g in enumerate(self.groups) if len(g) == 0]
+        if not isinstance(empty, Mapping):
+            return {j: float(empty) for j in unmapped}
+        wrong = sorted(set(int(j) for j in empty) - set(unmapped))
+        if wrong:
+            raise ValueError(f"empty={dict(empty)} sets classes {wrong}, which are not classes with an empty "
+                             f"group (those are {unmapped}); give values only for classes with no input class")
+        return {j: float(empty.get(j, float("-inf"))) for j in unmapped}
 
     def __call__(self, logits):
         width = logits.shape[1]
         if width == len(self.groups):
-            return logits
+            return self._mask_never(logits, copy=True)
         if width != self.n_in:
             raise ValueError(f"expected logits with {self.n_in} or {len(self.groups)} columns, got {width}")
         if isinstance(logits, torch.Tensor):
             cols = [
                 _take(logits, g).amax(dim=1) if len(g) else
-                torch.full((logits.shape[0],), float("-inf"), dtype=logits.dtype, device=logits.device)
-                for g in self.groups
+                torch.full((logits.shape[0],), self.fill[j], dtype=logits.dtype, device=logits.device)
+                for j, g in enumerate(self.groups)
             ]
-            return torch.stack(cols, dim=1)
+            return self._mask_never(torch.stack(cols, dim=1), copy=False)
         arr = np.asarray(logits)
         out = np.full((arr.shape[0], len(self.groups)), -np.inf, dtype=np.result_type(arr.dtype, np.float32))
         for j, g in enumerate(self.groups):
-            if len(g):
-                out[:, j] = arr[:, g].max(axis=1)
+            out[:, j] = arr[:, g].max(axis=1) if len(g) else self.fill[j]
+        return self._mask_never(out, copy=False)
+
+    def _mask_never(self, logits, copy: bool):
+        if not self.never:
+            return logits
+        if isinstance(logits, torch.Tensor):
+            out = logits.clone() if copy else logits
+        else:
+            out = np.array(logits, dtype=np.result_type(np.asarray(logits).dtype, np.float32)) if copy else logits
+        out[:, self.never] = float("-inf")
         return out
 
     def __repr__(self) -> str:
-        return f"MaxProjection({len(self.groups)} classes from {self.n_in})"
+        extra = ""
+        if any(v != float("-inf") for v in self.fill.values()):
+            extra += f", empty groups -> {self.fill}"
+        if self.never:
+            extra += f", never predicted {self.never}"
+        return f"MaxProjection({len(self.groups)} classes from {self.n_in}{extra})"
