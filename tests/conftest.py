@@ -193,7 +193,40 @@ def gloo_ranks(script, world: int = 2):
         assert p.returncode == 0, f"rank {rank} exited {p.returncode}:\n{log[-3000:]}"
 
 
+# Seconds the longest tests took in CI (2 xdist workers, one thread each): a scheduling hint only (nothing asserts
+# it); a test not named here counts 20 s if marked slow, else 0.5 s.
+LONGEST_SECONDS = {
+    "test_shipped_mini_shows_the_wiseft_effect": 145, "test_recipe_baseline_notebooks_smoke_on_their_mini_presets": 140,
+    "test_beyond_imagenet_notebooks_smoke_on_their_mini_presets": 140,
+    "test_table_and_figure_notebooks_smoke_on_their_mini_presets": 125,
+    "test_baseline_notebooks_smoke_on_their_mini_presets": 110, "test_run_all_quick_reports_every_ratio": 60,
+    "test_beyond_imagenet_paper_presets": 60, "test_table1_and_figures_1_6_7_8_10_21_paper_presets": 46,
+    "test_baseline_figures_3_11_12_13_15_paper_presets": 45, "test_fig3_reuses_the_reference_fine_tune_and_chooses_on_val": 41,
+    "test_fig1_paper_preset_under_torchrun_writes_the_same_curve": 36, "test_cli_and_notebook_write_identical_curves": 35,
+    "test_fig1_smoke_writes_figure_curve_and_results": 34,
+}
+
+
+def _seconds(item) -> float:
+    return LONGEST_SECONDS.get(item.originalname, 20.0 if item.get_closest_marker("slow") else 0.5)
+
+
 def pytest_collection_modifyitems(config, items):
-    """The slow end-to-end tests first: with ``pytest -n 2`` the longest ones start at once and the quick ones fill
-    the other worker, instead of one long test running alone at the end."""
-    items.sort(key=lambda item: item.get_closest_marker("slow") is None)
+    """Order the tests so ``pytest -n N --dist worksteal`` starts balanced: that scheduler hands worker k the k-th
+    contiguous N-th of the list and later lets an idle worker steal from the end of a busy one's queue. So the list
+    is N equal-length queues, the long tests dealt longest first to the queue with the least work (each queue starts
+    with its long tests; its quick ones, at its end, are what gets stolen). Without xdist: slow tests first."""
+    workers = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
+    ranked = sorted(items, key=lambda item: -_seconds(item))  # stable: collection order among equals
+    if workers < 2:
+        items[:] = ranked
+        return
+    size = [len(items) // workers + (k < len(items) % workers) for k in range(workers)]
+    queues: list[list] = [[] for _ in range(workers)]
+    work = [0.0] * workers
+    for item in ranked:
+        open_queues = [k for k in range(workers) if len(queues[k]) < size[k]]
+        k = min(open_queues, key=lambda q: (work[q], q))
+        queues[k].append(item)
+        work[k] += _seconds(item)
+    items[:] = [item for queue in queues for item in queue]
