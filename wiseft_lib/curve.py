@@ -40,6 +40,19 @@ ALPHAS_11 = [round(0.1 * i, 2) for i in range(11)]
 COUNT_METRICS = ("n_images", "n_skipped")  # what every score also records: images scored, unreadable files skipped
 
 
+def _check_templates(templates: list[str]) -> None:
+    from wiseft_lib.data.templates import check_template
+
+    if not templates:
+        raise ParamsError("parameter 'templates': is empty; give at least one template, e.g. ['a photo of a {}.'] "
+                          "(or None: the ID dataset's own)")
+    for template in templates:
+        try:
+            check_template(template)
+        except ValueError as err:
+            raise ParamsError(f"parameter 'templates': {err} (or None: the ID dataset's own)") from None
+
+
 @dataclass
 class CurveConfig(Params):
     """Everything one WiSE-FT curve depends on (checked when built; see :mod:`wiseft_lib.params`)."""
@@ -96,16 +109,7 @@ class CurveConfig(Params):
             raise bad("pretrained", f"{self.model!r} has no default weights: name them (an open_clip tag such as "
                                     f"'openai', a weights file), or {RANDOM_INIT!r} for random initialisation")
         if self.templates is not None:
-            from wiseft_lib.data.templates import check_template
-
-            if not self.templates:
-                raise bad("templates", "is empty; give at least one template, e.g. ['a photo of a {}.'] (or None: "
-                                       "the ID dataset's own)")
-            for template in self.templates:
-                try:
-                    check_template(template)
-                except ValueError as err:
-                    raise bad("templates", f"{err} (or None: the ID dataset's own)") from None
+            _check_templates(self.templates)
         if not self.modes or any(m not in MODES for m in self.modes):
             raise bad("modes", f"must be a non-empty subset of {list(MODES)}, got {self.modes}")
         if not self.alphas:
