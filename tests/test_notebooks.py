@@ -243,11 +243,21 @@ def torch_equal(a, b):
 
 @pytest.mark.slow
 def test_tutorial_runs_shows_its_figures_moves_its_slider_and_its_exercise_solutions_work(tmp_path,
-                                                                                         fashion_mnist_root):
+                                                                                         fashion_mnist_root,
+                                                                                         monkeypatch):
     """The workshop notebook in smoke mode in a Jupyter kernel (as "Run All" does), then each folded-away solution
     and a move of the alpha slider in the same kernel: every figure cell shows an image, and so does the slider's
-    panel after the move (nbclient plays the front end of the ipywidgets Output, as JupyterLab does)."""
+    panel after the move (nbclient plays the front end of the ipywidgets Output, as JupyterLab does).
+
+    nbclient's Output widget sends its new outputs back to the kernel on the shell channel from inside its IOPub
+    handler, while it waits on that channel for the cell's reply; about once in ten loaded runs the reply's wake-up
+    was lost and the test hung (nbclient#312 is the same race). The kernel never needs those outputs back, so the
+    test turns that echo off; the figure still reaches the front end's widget state, which the test reads."""
     import re
+
+    from nbclient.output_widget import OutputWidget
+
+    monkeypatch.setattr(OutputWidget, "sync_state", lambda self: None)  # no shell send from the IOPub handler
 
     import nbformat
     from nbformat.v4 import new_code_cell
@@ -258,9 +268,12 @@ def test_tutorial_runs_shows_its_figures_moves_its_slider_and_its_exercise_solut
     assert len(solutions) == 3
     nb.cells += [new_code_cell(code) for code in solutions]
     nb.cells += [new_code_cell('assert set(both["mode"]) == {"end-to-end", "linear"}  # exercise 1 drew both curves'),
-                 new_code_cell("assert not panel.outputs  # nothing drawn before the slider moves\n"
-                               "slider.value = max(a for a in params.alphas if a != middle)"),
-                 new_code_cell("shown = [sorted(o.get('data', {})) for o in panel.outputs]\n"
+                 new_code_cell("from IPython import get_ipython\n"  # what the kernel displays when the slider moves
+                               "pub, shown = get_ipython().display_pub, []\n"
+                               "publish = pub.publish\n"
+                               "pub.publish = lambda data, *a, **k: (shown.append(sorted(data)), publish(data, *a, **k))\n"
+                               "slider.value = max(a for a in params.alphas if a != middle)\n"
+                               "pub.publish = publish\n"
                                "assert any('image/png' in d for d in shown), shown")]
     source, executed = tmp_path / "tutorial.ipynb", tmp_path / "executed.ipynb"
     nbformat.write(nb, source)
