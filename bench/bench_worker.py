@@ -28,8 +28,8 @@ import bench_common as bc
 
 
 def eval_rank(cfg: dict, out: str) -> None:
-    from wiseft_lib.device import cleanup_distributed, setup_distributed
-    from wiseft_lib.evaluate import predict_logits
+    from wiseft_lib.core.device import cleanup_distributed, setup_distributed
+    from wiseft_lib.core.evaluate import predict_logits
 
     torch.set_num_threads(1)
     model = bc.build_vit(cfg["vit"])
@@ -52,7 +52,7 @@ def eval_rank(cfg: dict, out: str) -> None:
 
 
 def interp_mem(cfg: dict, out: str) -> None:
-    from wiseft_lib.interpolate import interpolate_in_place, interpolate_weights, iter_alphas
+    from wiseft_lib.core.interpolate import interpolate_in_place, interpolate_weights, iter_alphas
 
     torch.set_num_threads(1)
     model = bc.build_vit(cfg["vit"])

@@ -12,7 +12,7 @@ Each ratio is the median, over ``--rounds`` back-to-back pairs (order alternatin
 time ratio. On CPU it uses this process's CPU time with one thread (``--threads``), which other
 jobs on a shared machine disturb far less than wall time; on GPUs, wall time.
 2. LC alpha sweep: evaluating the 11 WiSE-FT LC models alpha = 0, 0.1, ..., 1 from one cached
-   feature pass (``wiseft_lib.features``; heads interpolated and applied as
+   feature pass (``wiseft_lib.core.features``; heads interpolated and applied as
    ``normalize(f) @ W.T + b``) against one ordinary evaluation pass (images -> classifier).
 
 The last two lines are ``ratio_engine_vs_bare: X`` (target <= 1.05) and
@@ -32,9 +32,9 @@ import torch
 import torch.nn.functional as F
 from torch.utils.data import DataLoader, TensorDataset
 
-from wiseft_lib.features import extract_features
+from wiseft_lib.core.features import extract_features
 from wiseft_lib.finetune import FinetuneConfig, finetune, make_optimizer, warmup_cosine_lr
-from wiseft_lib.models import ClassificationHead, ImageClassifier
+from wiseft_lib.core.models import ClassificationHead, ImageClassifier
 
 
 def build(args: argparse.Namespace, n_classes: int) -> ImageClassifier:

@@ -11,7 +11,7 @@ through a ``DataLoader`` with pinned memory on CUDA), the same batch size and th
     data loading, warm-up + cosine schedule, bf16 autocast, grad clipping, step log with NaN check)
     against the textbook loop (copy of the model, fused AdamW, the same schedule formula and clipping,
     bf16 autocast, cross-entropy) for ``--steps`` steps, after one short warm-up run of each.
-(b) evaluation: ``wiseft_lib.evaluate.predict_logits`` over ``--eval-steps`` batches against
+(b) evaluation: ``wiseft_lib.core.evaluate.predict_logits`` over ``--eval-steps`` batches against
     ``with torch.inference_mode(), torch.autocast("cuda", torch.bfloat16): model(x)`` over the same loader.
 
 Each ratio is engine time / bare time (so ``bare images/s / engine images/s``): the median over
@@ -43,9 +43,9 @@ import torch
 import torch.nn.functional as F
 from torch.utils.data import DataLoader, TensorDataset
 
-from wiseft_lib.evaluate import predict_logits
+from wiseft_lib.core.evaluate import predict_logits
 from wiseft_lib.finetune import FinetuneConfig, finetune, warmup_cosine_lr
-from wiseft_lib.models import ClassificationHead, ImageClassifier
+from wiseft_lib.core.models import ClassificationHead, ImageClassifier
 
 TARGET = 1.05
 N_CLASSES = 1000  # ImageNet's head
@@ -61,7 +61,7 @@ def build_classifier(name: str, image_size: int | None) -> ImageClassifier:
     """open_clip ``name`` with random weights (no download) and a random 1000-class head."""
     import open_clip
 
-    from wiseft_lib.models import list_models
+    from wiseft_lib.core.models import list_models
 
     list_models()  # registers the package's configs and $WISEFT_MODEL_CONFIGS
     torch.manual_seed(0)

@@ -143,10 +143,10 @@ def eval_precision(dev: torch.device) -> str:
 
 # ---------------------------------------------------------------- 1. the end-to-end sweep
 def bench_sweep(S: dict, dev: torch.device, rounds: int, tmp: Path) -> list[Ratio]:
-    from wiseft_lib.device import autocast_context
-    from wiseft_lib.evaluate import predict_logits
-    from wiseft_lib.interpolate import interpolate_in_place
-    from wiseft_lib.sweep import sweep_logits
+    from wiseft_lib.core.device import autocast_context
+    from wiseft_lib.core.evaluate import predict_logits
+    from wiseft_lib.core.interpolate import interpolate_in_place
+    from wiseft_lib.core.sweep import sweep_logits
 
     s, vit = S["sweep"], S["vit"]
     files, labels = bc.write_jpegs(tmp / "jpeg", s["n"], s["jpeg_px"])
@@ -210,8 +210,8 @@ def bench_sweep(S: dict, dev: torch.device, rounds: int, tmp: Path) -> list[Rati
 
 # ---------------------------------------------------------------- 2. evaluation vs a bare loop
 def bench_eval(S: dict, dev: torch.device, rounds: int, tmp: Path) -> list[Ratio]:
-    from wiseft_lib.device import autocast_context
-    from wiseft_lib.evaluate import predict_logits
+    from wiseft_lib.core.device import autocast_context
+    from wiseft_lib.core.evaluate import predict_logits
 
     e, vit = S["eval"], S["vit"]
     model = bc.build_vit(vit).to(dev).eval()
@@ -247,7 +247,7 @@ def _free_port() -> int:
 
 
 def bench_two_process(S: dict, dev: torch.device, rounds: int, tmp: Path) -> list[Ratio]:
-    from wiseft_lib.evaluate import predict_logits
+    from wiseft_lib.core.evaluate import predict_logits
 
     p, vit = S["two_process"], S["vit"]
     cfg = {"vit": vit, "n": p["n"], "batch": p["batch"], "reps": p["reps"], "seed": 3}
@@ -298,7 +298,7 @@ def bench_two_process(S: dict, dev: torch.device, rounds: int, tmp: Path) -> lis
 
 # ---------------------------------------------------------------- 4. feature cache: miss vs hit
 def bench_features(S: dict, dev: torch.device, rounds: int, tmp: Path) -> list[Ratio]:
-    from wiseft_lib.features import CACHE_STATS, extract_features
+    from wiseft_lib.core.features import CACHE_STATS, extract_features
 
     f, vit = S["features"], S["vit"]
     enc = bc.build_vit(vit).image_encoder.to(dev).eval()
@@ -370,7 +370,7 @@ def bench_interp(S: dict, dev: torch.device, rounds: int, tmp: Path) -> list[Rat
 
 
 def _interp_cuda(cfg: dict, dev: torch.device) -> dict:
-    from wiseft_lib.interpolate import interpolate_in_place, interpolate_weights, iter_alphas
+    from wiseft_lib.core.interpolate import interpolate_in_place, interpolate_weights, iter_alphas
 
     model = bc.build_vit(cfg["vit"]).to(dev)
     nb = bc.model_bytes(model)

@@ -21,7 +21,7 @@ import pytest  # noqa: E402
 import torch  # noqa: E402
 from torch.utils.data import Dataset  # noqa: E402
 
-from wiseft_lib.models import ClassificationHead, ImageClassifier  # noqa: E402
+from wiseft_lib.core.models import ClassificationHead, ImageClassifier  # noqa: E402
 
 # A CLIP small enough to train in milliseconds: 16 px images, one layer per tower.
 TINY_CFG = dict(embed_dim=32,

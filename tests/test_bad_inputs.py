@@ -375,7 +375,7 @@ def write(path: Path, data: bytes) -> Path:
 
 
 def create_model_(*args: Any) -> Any:
-    from wiseft_lib.models import create_model
+    from wiseft_lib.core.models import create_model
 
     return create_model(*args)
 
@@ -387,19 +387,19 @@ def get_dataset_(*args: Any, **kwargs: Any) -> Any:
 
 
 def results_store_(path: Path) -> Any:
-    from wiseft_lib.results import ResultsStore
+    from wiseft_lib.experiment.results import ResultsStore
 
     return ResultsStore(path)
 
 
 def run_cache_(path: Path) -> Any:
-    from wiseft_lib.runs import RunCache
+    from wiseft_lib.experiment.runs import RunCache
 
     return RunCache(path)
 
 
 def load_fisher_(path: Path) -> Any:
-    from wiseft_lib.interpolate import load_fisher
+    from wiseft_lib.core.interpolate import load_fisher
 
     return load_fisher(path)
 
@@ -434,7 +434,7 @@ def load_checkpoint(tmp: Path, *, weights: Optional[Callable[[bytes], bytes]] = 
     """A tiny checkpoint ``tmp/ckpt/model.safetensors`` with its bytes, sidecar or tensors replaced."""
     from safetensors.torch import load_file, save_file
 
-    from wiseft_lib.models import ImageClassifier
+    from wiseft_lib.core.models import ImageClassifier
 
     path = tiny_classifier().save(tmp / "ckpt" / "model.safetensors")
     if tensors is not None:
@@ -461,7 +461,7 @@ def linear_state() -> dict:
 
 
 def interpolate(alpha: Any = 0.5, other: Optional[Callable[[], dict]] = None) -> Callable[[], Any]:
-    from wiseft_lib.interpolate import interpolate_weights
+    from wiseft_lib.core.interpolate import interpolate_weights
 
     theta_0 = tiny_classifier().state_dict()
     theta_1 = other() if other is not None else tiny_classifier(1).state_dict()
@@ -471,7 +471,7 @@ def interpolate(alpha: Any = 0.5, other: Optional[Callable[[], dict]] = None) ->
 def fisher_other_keys() -> Callable[[], Any]:
     import torch
 
-    from wiseft_lib.interpolate import fisher_interpolate
+    from wiseft_lib.core.interpolate import fisher_interpolate
 
     theta = tiny_classifier().state_dict()
     f = {"foo": torch.ones(1)}
@@ -495,7 +495,7 @@ def cli_interpolate(tmp: Path, *extra: Any, finetuned: Any = None, output: Optio
 def mini_classifier() -> Any:
     import torch
 
-    from wiseft_lib.models import ClassificationHead, ImageClassifier, create_architecture
+    from wiseft_lib.core.models import ClassificationHead, ImageClassifier, create_architecture
 
     clip, _, _ = create_architecture("wiseft-mini")
     return ImageClassifier(clip.visual, ClassificationHead(torch.randn(10, 128)), {"model_name": "wiseft-mini"})
@@ -517,9 +517,9 @@ def from_yaml(tmp: Path, text: str) -> Callable[[], Any]:
 
 def curve_with_checkpoint(tmp: Path) -> Callable[[], Any]:
     """A wiseft-mini curve (mini-photo, Fashion-MNIST) given a wiseft-test-tiny model as its end-to-end end."""
-    from wiseft_lib.curve import CurveConfig, wiseft_curve
+    from wiseft_lib.experiment.curve import CurveConfig, wiseft_curve
     from wiseft_lib.data.fashion_mnist import FashionMNISTNotFound, find_fashion_mnist
-    from wiseft_lib.runs import RunCache
+    from wiseft_lib.experiment.runs import RunCache
 
     try:
         find_fashion_mnist()
@@ -532,7 +532,7 @@ def curve_with_checkpoint(tmp: Path) -> Callable[[], Any]:
 
 # ------------------------------------------------------------ zero-shot heads, data, evaluation
 def zeroshot(classnames: list, templates: list) -> Callable[[], Any]:
-    import wiseft_lib.zeroshot as zs
+    import wiseft_lib.core.zeroshot as zs
 
     clip = tiny_clip()
 
@@ -608,7 +608,7 @@ def score_with(metrics: tuple) -> Callable[[], Any]:
     import torch
 
     from wiseft_lib.data import DatasetBundle
-    from wiseft_lib.evaluate import score
+    from wiseft_lib.core.evaluate import score
 
     bundle = DatasetBundle("toy", AugmentedSet(n=4), ["a", "b", "c", "d", "e"], ["a photo of a {}."], metrics=metrics)
     return lambda: score(torch.randn(4, 5), torch.tensor([0, 1, 2, 3]), bundle)
@@ -616,7 +616,7 @@ def score_with(metrics: tuple) -> Callable[[], Any]:
 
 def evaluate_wrong_head() -> Callable[[], Any]:
     from wiseft_lib.data import DatasetBundle
-    from wiseft_lib.evaluate import evaluate
+    from wiseft_lib.core.evaluate import evaluate
 
     model = tiny_classifier(n_classes=10)
     bundle = DatasetBundle("toy", AugmentedSet(n=8, n_classes=5, augment=False), [f"c{i}" for i in range(5)],
@@ -626,7 +626,7 @@ def evaluate_wrong_head() -> Callable[[], Any]:
 
 def features(cache_dir: Path, garbage: bool = False) -> Callable[[], Any]:
     """``extract_features`` of the tiny image tower with ``cache_dir``; ``garbage``: its cache file is junk."""
-    from wiseft_lib.features import extract_features, feature_cache_key
+    from wiseft_lib.core.features import extract_features, feature_cache_key
 
     encoder = tiny_classifier().image_encoder
     data = AugmentedSet(n=8, augment=False)
@@ -653,7 +653,7 @@ def other_sqlite(path: Path) -> Path:
 
 def damaged_run(tmp: Path, rel: str) -> Any:
     """A run cache with one finished ``finetune/k`` entry whose file ``rel`` is cut mid-JSON."""
-    from wiseft_lib.runs import RunCache
+    from wiseft_lib.experiment.runs import RunCache
 
     runs = RunCache(tmp / "runs")
     entry = runs.entry("finetune", "k")

@@ -78,7 +78,7 @@ def test_fig3_reuses_the_reference_fine_tune_and_chooses_on_val(tmp_path, fashio
     assert (tmp_path / "fig3" / "fig3_hyperparameters.png").exists()
     assert set(pd.read_csv(tmp_path / "fig3" / "variants.csv")["variant"]) == set(variants)
 
-    forbid(monkeypatch, "wiseft_lib.finetune.finetune", "wiseft_lib.evaluate.evaluate")  # all cached
+    forbid(monkeypatch, "wiseft_lib.finetune.finetune", "wiseft_lib.core.evaluate.evaluate")  # all cached
     again = run_fig3(params, progress=False)
     pd.testing.assert_frame_equal(result.points, again.points)
 
@@ -128,7 +128,7 @@ def test_table13_ensembles_a_standard_model_and_caches_every_logit(tmp_path, fas
                                             "ensemble with standard:linear-e1 (logit), alpha 0.5",
                                             "ensemble with standard:linear-e1 (prob), alpha 0.5"]
     assert len(list((tmp_path / "runs").glob("*/*/logits/*.safetensors"))) == 2 * 6  # two models x six sets
-    forbid(monkeypatch, "wiseft_lib.evaluate.predict_logits", "wiseft_lib.standard.train_standard")
+    forbid(monkeypatch, "wiseft_lib.core.evaluate.predict_logits", "wiseft_lib.mini.standard.train_standard")
     again = run_table13(params, progress=False)
     pd.testing.assert_frame_equal(result.table, again.table)
     assert (tmp_path / "t13" / "table13_output_ensembles.png").exists()

@@ -28,7 +28,7 @@ def test_zeroshot_finetune_interpolate_evaluate(tmp_path, fashion_mnist_root, ca
     results = tmp_path / "results.sqlite"
     assert main(["evaluate", "--checkpoint", str(wise), "--datasets", "mini-photo", "mini-sketch",
                  "--n-test", "200", "--results", str(results)]) == 0
-    from wiseft_lib.results import ResultsStore
+    from wiseft_lib.experiment.results import ResultsStore
 
     frame = ResultsStore(results).to_frame()
     assert set(frame["dataset"]) == {"mini-photo", "mini-sketch"}
@@ -48,7 +48,7 @@ def test_any_open_clip_model_name_goes_through_the_same_path(tmp_path, fashion_m
                  "--output", str(tmp_path / "b32"), "--evaluate", "--n-test", "16", "--batch-size", "16"]) == 0
     out = capsys.readouterr().out
     assert "10 classes" in out and "mini-photo" in out
-    from wiseft_lib.models import ImageClassifier
+    from wiseft_lib.core.models import ImageClassifier
 
     clf = ImageClassifier.load(tmp_path / "b32.safetensors")
     assert clf.meta["model_name"] == "ViT-B-32" and tuple(clf.classification_head.weight.shape) == (10, 512)
@@ -71,7 +71,7 @@ def test_run_checks_parameters_before_running(tmp_path, capsys):
 @pytest.mark.slow
 def test_pretrain_mini_takes_its_flags_and_never_writes_into_the_package(tmp_path, fashion_mnist_root,
                                                                           monkeypatch):
-    from wiseft_lib.models import WEIGHTS
+    from wiseft_lib.core.models import WEIGHTS
 
     shipped = {p: p.stat().st_mtime_ns for p in WEIGHTS.iterdir()}
     monkeypatch.chdir(tmp_path)  # the default output folder is relative

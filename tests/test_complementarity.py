@@ -8,7 +8,7 @@ import pytest
 import torch
 from sklearn.metrics import cohen_kappa_score
 
-from wiseft_lib.complementarity import (
+from wiseft_lib.analysis.complementarity import (
     cka_complement,
     cohen_kappa_complement,
     complementarity_table,

@@ -7,12 +7,12 @@ import torch
 import torch.nn.functional as F
 from conftest import TINY_CFG, tiny_clip, toy_tokenizer
 
-from wiseft_lib.coop import CoOpConfig, PromptLearner, coop_head, coop_lr, text_features, train_coop
+from wiseft_lib.baselines.coop import CoOpConfig, PromptLearner, coop_head, coop_lr, text_features, train_coop
 from wiseft_lib.data.fashion_mnist import CLASSNAMES
 from wiseft_lib.data.registry import DatasetBundle
-from wiseft_lib.evaluate import evaluate_head
-from wiseft_lib.models import create_model, get_tokenizer
-from wiseft_lib.zeroshot import zeroshot_head
+from wiseft_lib.core.evaluate import evaluate_head
+from wiseft_lib.core.models import create_model, get_tokenizer
+from wiseft_lib.core.zeroshot import zeroshot_head
 
 TOY_CLASSES = ["cat", "dog", "bird", "fish", "horse", "frog", "ship", "truck"]  # one toy token each
 

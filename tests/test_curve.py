@@ -2,7 +2,7 @@
 import pandas as pd
 import pytest
 
-from wiseft_lib.curve import CurveConfig, curve_table, summary_table
+from wiseft_lib.experiment.curve import CurveConfig, curve_table, summary_table
 from wiseft_lib.params import ParamsError
 
 
@@ -53,7 +53,7 @@ def test_config_rejects_bad_values():
 
 
 def test_check_claims_reads_the_papers_claims_off_a_curve():
-    from wiseft_lib.curve import check_claims
+    from wiseft_lib.experiment.curve import check_claims
 
     rows = []
     for seed, shift in ((0, 0.0), (1, 2.0)):
@@ -73,8 +73,8 @@ def test_check_claims_reads_the_papers_claims_off_a_curve():
 def test_randaugment_is_torchvisions_before_open_clips_transform_and_keys_its_own_fine_tune(fashion_mnist_root):
     from torchvision import transforms as T
 
-    from wiseft_lib.endpoints import Endpoints
-    from wiseft_lib.runs import RunCache
+    from wiseft_lib.experiment.endpoints import Endpoints
+    from wiseft_lib.experiment.runs import RunCache
 
     plain = Endpoints(CurveConfig(n_train=64), 0, RunCache(None), progress=False)
     strong = Endpoints(CurveConfig(n_train=64, augment="randaugment"), 0, RunCache(None), progress=False)

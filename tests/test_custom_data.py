@@ -133,7 +133,7 @@ def test_custom_dataset_study_smoke_writes_the_curve_and_an_export_open_clip_loa
     import open_clip
     from safetensors.torch import load_file
 
-    from wiseft_lib.export import register_configs
+    from wiseft_lib.experiment.export import register_configs
     from wiseft_lib.studies.custom_dataset import run
 
     mine, shifted = split_folders

@@ -25,7 +25,7 @@ from wiseft_lib.data.kshot import get_kshot_dataset, kshot_bundle, kshot_indices
 from wiseft_lib.data.templates import IMAGENET_TEMPLATES, SIMPLE_TEMPLATES, get_templates
 from wiseft_lib.data.video import ytbb_classes, ytbb_projection
 from wiseft_lib.data.wilds import fmow_categories, iwildcam_classnames
-from wiseft_lib.evaluate import score
+from wiseft_lib.core.evaluate import score
 
 from paper_fixture import A_IDX, ALARM, PLAIN, R_IDX, VAL_CLASSES, WNIDS, img, write_paper_data
 

@@ -14,7 +14,7 @@ from safetensors.torch import load_file
 from conftest import AugmentedSet, gloo_ranks, threads, tiny_classifier  # noqa: E402
 from test_finetune import assert_same_training, cfg  # noqa: E402
 
-from wiseft_lib.features import extract_features  # noqa: E402
+from wiseft_lib.core.features import extract_features  # noqa: E402
 from wiseft_lib.finetune import finetune  # noqa: E402
 
 WORKER = textwrap.dedent("""
@@ -23,8 +23,8 @@ WORKER = textwrap.dedent("""
     from safetensors.torch import save_file
     from conftest import AugmentedSet, tiny_classifier
     from test_finetune import cfg
-    from wiseft_lib.device import dist_info
-    from wiseft_lib.features import extract_features
+    from wiseft_lib.core.device import dist_info
+    from wiseft_lib.core.features import extract_features
     from wiseft_lib.finetune import finetune, cleanup_distributed
     out = {out!r}
     finetune(tiny_classifier(), AugmentedSet(), cfg(epochs=2), output_dir=out + "/e2e", progress=False)
@@ -73,10 +73,10 @@ EVAL_WORKER = textwrap.dedent("""
     from safetensors.torch import save_file
     from conftest import AugmentedSet, tiny_classifier
     from test_sweep import endpoints
-    from wiseft_lib.device import cleanup_distributed, dist_info, setup_distributed, is_distributed
-    from wiseft_lib.evaluate import evaluate, predict_logits
-    from wiseft_lib.features import extract_features
-    from wiseft_lib.sweep import sweep_logits
+    from wiseft_lib.core.device import cleanup_distributed, dist_info, setup_distributed, is_distributed
+    from wiseft_lib.core.evaluate import evaluate, predict_logits
+    from wiseft_lib.core.features import extract_features
+    from wiseft_lib.core.sweep import sweep_logits
     setup_distributed()
     assert is_distributed()
     out = {{}}
@@ -110,8 +110,8 @@ def test_two_process_evaluation_sweep_and_features_equal_one_process_exactly(tmp
     with gloo_ranks(script), threads(1):  # the reference: one thread, like each rank
         from test_sweep import endpoints
 
-        from wiseft_lib.evaluate import predict_logits
-        from wiseft_lib.sweep import sweep_logits
+        from wiseft_lib.core.evaluate import predict_logits
+        from wiseft_lib.core.sweep import sweep_logits
 
         expected = {}
         for n in (41, 1):

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 import torch
 
-from wiseft_lib.ensemble import ensemble_logits, ensemble_probs
+from wiseft_lib.core.ensemble import ensemble_logits, ensemble_probs
 
 
 @pytest.fixture()

@@ -8,8 +8,8 @@ from conftest import DecodingDataset, tiny_classifier
 from torch.utils.data import DataLoader, Dataset
 
 from wiseft_lib.data.registry import DatasetBundle
-from wiseft_lib.evaluate import evaluate, evaluate_head, predict_logits, preprocess_once, score
-from wiseft_lib.metrics import METRICS
+from wiseft_lib.core.evaluate import evaluate, evaluate_head, predict_logits, preprocess_once, score
+from wiseft_lib.core.metrics import METRICS
 
 N, C = 20, 5
 

@@ -11,10 +11,10 @@ from safetensors.torch import load_file
 
 from wiseft_lib.cli import main
 from wiseft_lib.data.fashion_mnist import CLASSNAMES
-from wiseft_lib.export import export_paths, export_wiseft, exported_logits, load_export, register_configs
-from wiseft_lib.interpolate import interpolate_weights
-from wiseft_lib.models import ImageClassifier, create_model
-from wiseft_lib.zeroshot import zeroshot_classifier
+from wiseft_lib.experiment.export import export_paths, export_wiseft, exported_logits, load_export, register_configs
+from wiseft_lib.core.interpolate import interpolate_weights
+from wiseft_lib.core.models import ImageClassifier, create_model
+from wiseft_lib.core.zeroshot import zeroshot_classifier
 
 TEMPLATES = ["a photo of a {}.", "a sketch of a {}."]
 
@@ -126,7 +126,7 @@ def test_cli_export_and_its_errors(endpoints, tmp_path, capsys, tiny_registered)
 
 
 def test_a_failed_write_leaves_no_partial_files(endpoints, tmp_path, monkeypatch):
-    import wiseft_lib.export as export
+    import wiseft_lib.experiment.export as export
 
     calls = {"n": 0}
     real = export.save_file

@@ -31,7 +31,7 @@ from test_finetune import cfg
 
 from wiseft_lib.finetune import finetune, latest_checkpoint
 from wiseft_lib.finetune.checkpoint import load_resume_state
-from wiseft_lib.results import ResultsStore
+from wiseft_lib.experiment.results import ResultsStore
 
 ROOT = Path(__file__).resolve().parents[1]
 FORK = multiprocessing.get_context("fork")
@@ -44,7 +44,7 @@ def _train(out: str, die_in_write: str = "") -> None:
     torch.set_num_threads(1)
     if die_in_write:
         import wiseft_lib.finetune.checkpoint as ckpt_module
-        import wiseft_lib.models as models_module
+        import wiseft_lib.core.models as models_module
 
         calls = {"n": 0}
 
@@ -181,7 +181,7 @@ def test_full_disk_during_a_results_or_table_write_keeps_what_was_there(tmp_path
     monkeypatch.setattr(sqlite3, "connect", real_connect)
     assert len(store.to_frame()) == 5  # the earlier rows, none of the failed batch
 
-    from wiseft_lib import _io
+    from wiseft_lib.core import _io
 
     target = tmp_path / "curve.csv"
     _io.atomic_write_text(target, "old\n")
@@ -199,7 +199,7 @@ def test_full_disk_during_a_results_or_table_write_keeps_what_was_there(tmp_path
 # ---------------------------------------------------------------- a study killed during its sweep
 STUDY_KILL = textwrap.dedent("""
     import os, signal, sys
-    from wiseft_lib.runs import RunCache
+    from wiseft_lib.experiment.runs import RunCache
     real, calls = RunCache.add_scores, []
     def add_then_maybe_die(self, *args, **kwargs):
         real(self, *args, **kwargs)
@@ -260,7 +260,7 @@ WRITER = {
         {"cell_type": "code", "metadata": {"tags": ["parameters"]}, "execution_count": None, "outputs": [],
          "source": "store_path = ''\nstudy = ''\nrows_per_run = 400\nruns = 3"},
         {"cell_type": "code", "metadata": {}, "execution_count": None, "outputs": [],
-         "source": ("from wiseft_lib.results import ResultsStore\n"
+         "source": ("from wiseft_lib.experiment.results import ResultsStore\n"
                     "store = ResultsStore(store_path)\n"
                     "for r in range(runs):\n"
                     "    rows = [dict(run=f'{study}/run{r}', model='m', method='wiseft', alpha=i / rows_per_run,\n"

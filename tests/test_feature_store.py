@@ -19,8 +19,8 @@ from conftest import AugmentedSet, gloo_ranks, threads, tiny_classifier  # noqa:
 from test_finetune import assert_same_weights, cfg  # noqa: E402
 
 import wiseft_lib.finetune.data as fdata  # noqa: E402
-from wiseft_lib.feature_file import open_cache, write_rows  # noqa: E402
-from wiseft_lib.features import (CACHE_STATS, _cache_file, _cache_metadata, extract_features,  # noqa: E402
+from wiseft_lib.core.feature_file import open_cache, write_rows  # noqa: E402
+from wiseft_lib.core.features import (CACHE_STATS, _cache_file, _cache_metadata, extract_features,  # noqa: E402
                                  feature_cache_key)
 from wiseft_lib.finetune import finetune  # noqa: E402
 from wiseft_lib.finetune.data import FeatureBatches  # noqa: E402
@@ -105,7 +105,7 @@ def test_damaged_or_foreign_files_are_recomputed_with_a_warning(tmp_path, caplog
         save_file({"values": ref_v.double(), "labels": ref_l}, str(path))
     else:
         save_file({"values": ref_v[:5], "labels": ref_l[:5]}, str(path))
-    with caplog.at_level(logging.WARNING, logger="wiseft_lib.features"):
+    with caplog.at_level(logging.WARNING, logger="wiseft_lib.core.features"):
         v, l = extract(clf, data, tmp_path)
     assert CACHE_STATS.misses == 2 and "recomputing" in caplog.text
     assert torch.equal(v, ref_v) and torch.equal(l, ref_l)
@@ -158,8 +158,8 @@ WORKER = textwrap.dedent("""
     from safetensors.torch import save_file
     from conftest import AugmentedSet, tiny_classifier
     from test_feature_store import KEY, mapped_file
-    from wiseft_lib.device import dist_info, setup_distributed, cleanup_distributed
-    from wiseft_lib.features import extract_features
+    from wiseft_lib.core.device import dist_info, setup_distributed, cleanup_distributed
+    from wiseft_lib.core.features import extract_features
     setup_distributed(torch.device("cpu"))
     rank = dist_info()[0]
     enc = tiny_classifier().image_encoder

@@ -10,7 +10,7 @@ import torch
 
 from conftest import AugmentedSet, tiny_classifier  # noqa: E402
 
-from wiseft_lib.features import CACHE_STATS, cached_logits, extract_features  # noqa: E402
+from wiseft_lib.core.features import CACHE_STATS, cached_logits, extract_features  # noqa: E402
 
 KEY = {"dataset": "synthetic", "split": "train", "preprocess": "identity", "pretrained": None}
 

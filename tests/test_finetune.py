@@ -28,7 +28,7 @@ from wiseft_lib.finetune import (
     latest_checkpoint,
     warmup_cosine_lr,
 )
-from wiseft_lib.models import ImageClassifier
+from wiseft_lib.core.models import ImageClassifier
 
 def cfg(**kw) -> FinetuneConfig:
     base = dict(epochs=2, batch_size=8, lr=1e-3, warmup_steps=2, precision="fp32", log_every=3)

@@ -7,7 +7,7 @@ from conftest import AugmentedSet, die_at_step, tiny_classifier
 
 from wiseft_lib.finetune import FinetuneConfig, build_finetune_parser, config_from_args, finetune
 from wiseft_lib.finetune.engine import distillation_loss, l2_to_init_penalty, make_optimizer
-from wiseft_lib.models import ImageClassifier
+from wiseft_lib.core.models import ImageClassifier
 
 
 def cfg(**kw) -> FinetuneConfig:
@@ -123,7 +123,7 @@ def test_ema_runs_resume_bitwise_and_return_the_average(tmp_path, tiny_registere
 
 def test_the_trajectory_lists_every_kept_checkpoint_and_each_loads_and_interpolates(tmp_path, tiny_registered):
     from wiseft_lib.finetune import trajectory
-    from wiseft_lib.interpolate import interpolate_weights
+    from wiseft_lib.core.interpolate import interpolate_weights
 
     start = tiny_classifier()
     final = finetune(start, AugmentedSet(), cfg(checkpoint_every=2, keep_checkpoints=100), output_dir=tmp_path,

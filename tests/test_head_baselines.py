@@ -2,7 +2,7 @@
 import pytest
 import torch
 
-from wiseft_lib.interpolate import bernoulli_interpolate
+from wiseft_lib.core.interpolate import bernoulli_interpolate
 
 
 def test_bernoulli_per_element_mixes_single_weights_and_keeps_the_ends():
@@ -27,9 +27,9 @@ def test_bernoulli_per_element_mixes_single_weights_and_keeps_the_ends():
 def test_head_curves_share_wiseft_lcs_ends_and_train_nothing(tmp_path, fashion_mnist_root, monkeypatch):
     from conftest import forbid
 
-    from wiseft_lib.curve import CurveConfig, curve_table, wiseft_curve
-    from wiseft_lib.head_baselines import BERNOULLI, head_baseline_curves
-    from wiseft_lib.runs import RunCache
+    from wiseft_lib.experiment.curve import CurveConfig, curve_table, wiseft_curve
+    from wiseft_lib.baselines.head_baselines import BERNOULLI, head_baseline_curves
+    from wiseft_lib.experiment.runs import RunCache
 
     cfg = CurveConfig(modes=["linear"], n_train_linear=500, n_test=200, alphas=[0.0, 0.5, 1.0],
                       linear={"epochs": 2, "lr": 0.01, "batch_size": 128, "warmup_steps": 2})

@@ -9,7 +9,7 @@ import torch
 from conftest import tiny_classifier
 from torch import nn
 
-from wiseft_lib.interpolate import (
+from wiseft_lib.core.interpolate import (
     bernoulli_interpolate,
     check_compatible,
     compute_fisher,
@@ -19,7 +19,7 @@ from wiseft_lib.interpolate import (
     iter_alphas,
     sweep_alphas,
 )
-from wiseft_lib.models import ClassificationHead, ImageClassifier
+from wiseft_lib.core.models import ClassificationHead, ImageClassifier
 
 
 def clone_sd(model: nn.Module) -> dict[str, torch.Tensor]:
@@ -220,7 +220,7 @@ def test_in_place_fp32_and_bf16_and_validation(endpoints):
 
 
 def test_bernoulli_interpolation_takes_whole_tensors_and_returns_the_endpoints_at_0_and_1():
-    from wiseft_lib.interpolate import bernoulli_interpolate
+    from wiseft_lib.core.interpolate import bernoulli_interpolate
 
     theta_0 = {f"w{i}": torch.zeros(3) for i in range(200)}
     theta_1 = {f"w{i}": torch.ones(3) for i in range(200)}

@@ -20,7 +20,7 @@ from safetensors.torch import load_file
 from paper_fixture import write_paper_data
 from test_paper_presets import TINY
 
-from wiseft_lib.launch import processes_to_launch
+from wiseft_lib.studies.launch import processes_to_launch
 from wiseft_lib.params import ParamsError
 from wiseft_lib.studies.fig1_id_vs_ood import Fig1Params
 

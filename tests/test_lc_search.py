@@ -4,8 +4,8 @@ import numpy as np
 import pytest
 import torch
 
-from wiseft_lib.lc_search import LinearSearch, sample_recipes, search_linear_head
-from wiseft_lib.models import ClassificationHead
+from wiseft_lib.finetune.lc_search import LinearSearch, sample_recipes, search_linear_head
+from wiseft_lib.core.models import ClassificationHead
 
 
 def blobs(n=400, k=4, d=16, seed=0):
@@ -35,7 +35,7 @@ def test_recipes_are_seeded_and_drawn_from_the_papers_ranges():
 
 
 def test_the_choice_is_the_best_held_out_trial_and_it_is_refit_on_everything(monkeypatch):
-    import wiseft_lib.lc_search as lcs
+    import wiseft_lib.finetune.lc_search as lcs
 
     x, y, head = blobs()
     calls = []
@@ -59,7 +59,7 @@ def test_bad_search_settings_are_named():
         LinearSearch(regularizer="dropout")
     with pytest.raises(ValueError, match="holdout_fraction must be in"):
         LinearSearch(holdout_fraction=1.5)
-    from wiseft_lib.curve import CurveConfig
+    from wiseft_lib.experiment.curve import CurveConfig
     from wiseft_lib.params import ParamsError
 
     with pytest.raises(ParamsError, match="parameter 'linear'.*LinearSearch fields"):
@@ -73,8 +73,8 @@ def test_a_curve_with_a_searched_head_keeps_the_trials_and_reuses_the_run(tmp_pa
     import pandas as pd
     from conftest import forbid
 
-    from wiseft_lib.curve import CurveConfig, wiseft_curve
-    from wiseft_lib.runs import RunCache
+    from wiseft_lib.experiment.curve import CurveConfig, wiseft_curve
+    from wiseft_lib.experiment.runs import RunCache
 
     cfg = CurveConfig(modes=["linear"], linear_method="search", n_train_linear=500, n_test=200, alphas=[0.0, 1.0],
                       linear={"regularizer": "label_smoothing", "n_configs": 2, "epochs": 2, "warmup_steps": 2})
@@ -82,6 +82,6 @@ def test_a_curve_with_a_searched_head_keeps_the_trials_and_reuses_the_run(tmp_pa
     first = wiseft_curve(cfg, 0, runs=runs, progress=False)
     trials = pd.read_csv(next((runs.root / "linear").glob("*/trials.csv")))
     assert len(trials) == 2 and trials["label_smoothing"].between(0, 0.25).all() and trials["chosen"].sum() == 1
-    forbid(monkeypatch, "wiseft_lib.lc_search.search_linear_head")
+    forbid(monkeypatch, "wiseft_lib.finetune.lc_search.search_linear_head")
     again = wiseft_curve(cfg, 0, runs=runs, progress=False)
     pd.testing.assert_frame_equal(first, again)

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 from sklearn.metrics import f1_score
 
-from wiseft_lib.metrics import METRICS, get_metric, pm_k, region_accuracies
+from wiseft_lib.core.metrics import METRICS, get_metric, pm_k, region_accuracies
 
 
 def onehot(preds, n_classes):

@@ -13,9 +13,9 @@ import json
 import pytest
 import yaml
 
-from wiseft_lib.mini_clip import PretrainConfig
-from wiseft_lib.models import PACKAGE_MODELS, package_weights_path
-from wiseft_lib.curve import CurveConfig, curve_table, wiseft_curve
+from wiseft_lib.mini.pretrain import PretrainConfig
+from wiseft_lib.core.models import PACKAGE_MODELS, package_weights_path
+from wiseft_lib.experiment.curve import CurveConfig, curve_table, wiseft_curve
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -4,8 +4,8 @@ import json
 import pytest
 import torch
 
-from wiseft_lib.mini_clip import CONFIG_PATH, MiniTokenizer, caption_corpus
-from wiseft_lib.models import ClassificationHead, ImageClassifier, create_model, list_models
+from wiseft_lib.mini.pretrain import CONFIG_PATH, MiniTokenizer, caption_corpus
+from wiseft_lib.core.models import ClassificationHead, ImageClassifier, create_model, list_models
 
 
 def test_mini_model_is_an_open_clip_model_with_transforms():
@@ -83,7 +83,7 @@ def test_tokenizer_covers_every_caption_and_pools_at_end_of_text():
 
 def test_systematic_caption_noise_renames_a_fixed_coherent_share_within_groups():
     from wiseft_lib.data.mini import CONFUSABLE_GROUPS
-    from wiseft_lib.mini_clip import systematic_names
+    from wiseft_lib.mini.pretrain import systematic_names
 
     g = torch.Generator().manual_seed(0)
     y = torch.arange(10).repeat(40)
@@ -104,8 +104,8 @@ def test_systematic_caption_noise_renames_a_fixed_coherent_share_within_groups()
 
 
 def test_pretraining_budget_tags_load_and_more_pretraining_is_a_better_zero_shot_model(fashion_mnist_root):
-    from wiseft_lib.models import list_pretrained
-    from wiseft_lib.reference import zeroshot_scores, zeroshot_scores_many
+    from wiseft_lib.core.models import list_pretrained
+    from wiseft_lib.experiment.reference import zeroshot_scores, zeroshot_scores_many
 
     tags = [t for _, t in list_pretrained("wiseft-mini")]
     assert tags == ["fmnist", "fmnist-budget5", "fmnist-budget12", "fmnist-budget25"]
@@ -119,7 +119,7 @@ def test_pretraining_budget_tags_load_and_more_pretraining_is_a_better_zero_shot
 def test_open_clip_models_get_random_weights_only_when_asked_by_name():
     with pytest.raises(ValueError, match="pretrained is unset.*'random'"):
         create_model("ViT-B-32")
-    from wiseft_lib.curve import CurveConfig
+    from wiseft_lib.experiment.curve import CurveConfig
     from wiseft_lib.params import ParamsError
 
     with pytest.raises(ParamsError, match="pretrained.*no default weights"):

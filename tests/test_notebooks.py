@@ -229,7 +229,7 @@ def test_pretrain_smoke_writes_weights_that_create_model_loads(tmp_path, fashion
     assert table.loc["shipped", "mini-photo"] > 60, "the shipped weights are a real zero-shot model"
     from safetensors.torch import load_file
 
-    from wiseft_lib.models import create_model
+    from wiseft_lib.core.models import create_model
 
     clip_model, _, _ = create_model("wiseft-mini", str(weights))
     assert all(torch_equal(clip_model.state_dict()[k], v) for k, v in load_file(str(weights)).items())

@@ -4,9 +4,9 @@ import pytest
 import torch
 from conftest import forbid
 
-from wiseft_lib.curve import CurveConfig, curve_table, wiseft_curve
-from wiseft_lib.output_ensembles import ood_at_matched_id, output_ensemble_curve
-from wiseft_lib.runs import RunCache
+from wiseft_lib.experiment.curve import CurveConfig, curve_table, wiseft_curve
+from wiseft_lib.baselines.output_ensembles import ood_at_matched_id, output_ensemble_curve
+from wiseft_lib.experiment.runs import RunCache
 
 
 def test_ood_at_matched_id_interpolates_and_takes_the_best_crossing():
@@ -34,15 +34,15 @@ def test_ensembles_join_the_same_endpoints_as_wiseft_and_reuse_cached_logits(tmp
             assert g.loc[alpha, "id_acc"] == pytest.approx(w.loc[alpha, "id_acc"], abs=0.51), (mode, alpha)
     logits = list((runs.root / "finetune").glob("*/logits/*.safetensors"))
     assert len(logits) == 2 * 6  # two endpoints x six evaluation sets, each run once
-    forbid(monkeypatch, "wiseft_lib.evaluate.predict_logits")  # new alphas: an argmax over cached logits
+    forbid(monkeypatch, "wiseft_lib.core.evaluate.predict_logits")  # new alphas: an argmax over cached logits
     more = output_ensemble_curve(CurveConfig(**{**cfg.to_dict(), "alphas": [0.25]}), 0, runs=runs,
                                  spaces=["logit"], progress=False)
     assert set(more["alpha"]) == {0.25} and set(more["mode"]) == {"output ensemble (logit)"}
-    import wiseft_lib.output_ensembles as oe
+    import wiseft_lib.baselines.output_ensembles as oe
 
     reads, real_load = [], oe.load_file
     monkeypatch.setattr(oe, "load_file", lambda path: reads.append(path) or real_load(path))
-    forbid(monkeypatch, "wiseft_lib.evaluate.preprocess_once")  # scoring cached logits decodes no image
+    forbid(monkeypatch, "wiseft_lib.core.evaluate.preprocess_once")  # scoring cached logits decodes no image
     output_ensemble_curve(CurveConfig(**{**cfg.to_dict(), "alphas": [0.1, 0.2]}), 0, runs=runs, progress=False)
     assert len(reads) == 2 * 6, "each endpoint's logits are read once per set, for every alpha and space"
 
@@ -53,7 +53,7 @@ def test_an_unknown_space_is_named():
 
 
 def test_logit_ensemble_at_the_ends_is_each_model():
-    from wiseft_lib.ensemble import ensemble_logits, ensemble_probs
+    from wiseft_lib.core.ensemble import ensemble_logits, ensemble_probs
 
     zs, ft = torch.randn(4, 3), torch.randn(4, 3)
     assert torch.equal(ensemble_logits(zs, ft, 0.0), zs) and torch.equal(ensemble_logits(zs, ft, 1.0), ft)

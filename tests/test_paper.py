@@ -5,7 +5,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from wiseft_lib.paper import SHIFTS, list_published, published, published_long
+from wiseft_lib.report.paper import SHIFTS, list_published, published, published_long
 
 IN_COLS = ["imagenet", *SHIFTS, "avg_shifts", "avg_id_shifts"]
 

@@ -5,8 +5,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from wiseft_lib.plots import fit_logit_line, plot_id_vs_ood, save_figure
-from wiseft_lib.tables import beside_published, to_latex, to_markdown, write_table
+from wiseft_lib.report.plots import fit_logit_line, plot_id_vs_ood, save_figure
+from wiseft_lib.report.tables import beside_published, to_latex, to_markdown, write_table
 
 
 def _expit(z):
@@ -98,7 +98,7 @@ def test_beside_published():
 def test_seed_ranges_of_identical_values_do_not_break_the_error_bars():
     import pandas as pd
 
-    from wiseft_lib.plots import plot_id_vs_ood
+    from wiseft_lib.report.plots import plot_id_vs_ood
 
     v = 62.40967502235823  # the mean of three of these exceeds their max by a rounding error
     assert pd.Series([v] * 3).mean() > v
@@ -111,7 +111,7 @@ def test_figures_render_themselves_in_a_notebook_whatever_the_backend(tmp_path):
     """IPython's display of a figure is a PNG (what a notebook cell ending in ``fig`` shows), not ``<Figure ...>``."""
     from IPython.core.formatters import DisplayFormatter
 
-    from wiseft_lib.plots import NotebookFigure, show_images
+    from wiseft_lib.report.plots import NotebookFigure, show_images
 
     curve = pd.DataFrame({"mode": ["end-to-end"] * 3, "alpha": [0.0, 0.5, 1.0], "id_acc": [70.0, 80.0, 81.0],
                           "ood_avg": [50.0, 55.0, 45.0]})

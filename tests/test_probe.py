@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from wiseft_lib.probe import fit_logistic_probe, held_out_split
+from wiseft_lib.core.probe import fit_logistic_probe, held_out_split
 
 
 def blobs(n_per_class: int, n_classes: int = 4, dim: int = 16, noise: float = 1.0, seed: int = 0):
@@ -75,8 +75,8 @@ def test_split_keeps_every_class_in_train_and_errors_without_validation():
 def test_probe_on_mini_features_beats_chance(fashion_mnist_root):
     """The embedded default: wiseft-mini features of 300 fine-tuning-pool photos -> probe -> test photos."""
     from wiseft_lib.data import get_dataset
-    from wiseft_lib.features import extract_features
-    from wiseft_lib.models import create_model
+    from wiseft_lib.core.features import extract_features
+    from wiseft_lib.core.models import create_model
 
     clip, _, eval_tf = create_model("wiseft-mini")
     train = get_dataset("mini-photo", root=fashion_mnist_root, split="train", transform=eval_tf, n_train=300)

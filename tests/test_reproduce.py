@@ -10,7 +10,7 @@ pytest.importorskip("papermill")
 GOOD = """
 from pathlib import Path
 import pandas as pd
-from wiseft_lib.plots import new_figure, save_figure
+from wiseft_lib.report.plots import new_figure, save_figure
 out = Path(output_dir)
 fig = new_figure((3, 2)); fig.subplots().plot([0, 1], [scale, 2 * scale]); save_figure(fig, out / "figure", ("png",))
 pd.DataFrame({"claim": ["a", "b"], "holds": [True, smoke]}).to_csv(out / "claims.csv", index=False)

@@ -6,7 +6,7 @@ import sqlite3
 
 import pytest
 
-from wiseft_lib.results import ResultsStore
+from wiseft_lib.experiment.results import ResultsStore
 
 BASE = dict(run="r0", model="wiseft-mini", method="wise-ft", dataset="mini-photo", metric="top1")
 

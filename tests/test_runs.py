@@ -3,7 +3,7 @@ import json
 
 import pytest
 
-from wiseft_lib.runs import RunCache, alpha_key, file_digest, run_key
+from wiseft_lib.experiment.runs import RunCache, alpha_key, file_digest, run_key
 
 
 def test_keys_hash_what_made_a_run():

@@ -73,7 +73,7 @@ def test_the_payload_is_live(tmp_path):
 
 # ------------------------------------------------------------------ checkpoints
 def test_a_pickle_as_checkpoint_weights_is_refused(tmp_path, sentinel, tiny_registered):
-    from wiseft_lib.models import ImageClassifier
+    from wiseft_lib.core.models import ImageClassifier
 
     path = tiny_classifier().save(tmp_path / "model.safetensors")
     for payload in (evil(sentinel), evil_torch_save(sentinel, tmp_path / "evil.pt").read_bytes()):
@@ -84,7 +84,7 @@ def test_a_pickle_as_checkpoint_weights_is_refused(tmp_path, sentinel, tiny_regi
 
 def test_a_sidecar_naming_a_pickle_as_pretrained_weights_never_reads_it(tmp_path, sentinel, tiny_registered):
     """The sidecar's ``pretrained`` only picks the architecture's settings: the file it names is not opened."""
-    from wiseft_lib.models import ImageClassifier
+    from wiseft_lib.core.models import ImageClassifier
 
     pt = write(tmp_path / "evil.pt", evil(sentinel))
     path = tiny_classifier().save(tmp_path / "model.safetensors")
@@ -96,7 +96,7 @@ def test_a_sidecar_naming_a_pickle_as_pretrained_weights_never_reads_it(tmp_path
 @pytest.mark.parametrize("form", ["pickle", "torch.save"])
 def test_a_pickle_as_pretrained_pt_weights_is_refused(tmp_path, sentinel, tiny_registered, form):
     """``create_model(name, pretrained=FILE.pt)``: open_clip reads .pt files with ``torch.load(weights_only=True)``."""
-    from wiseft_lib.models import create_model
+    from wiseft_lib.core.models import create_model
 
     pt = (write(tmp_path / "evil.pt", evil(sentinel)) if form == "pickle"
           else evil_torch_save(sentinel, tmp_path / "evil.pt"))
@@ -107,7 +107,7 @@ def test_a_pickle_as_pretrained_pt_weights_is_refused(tmp_path, sentinel, tiny_r
 def test_a_pickle_as_pretrained_safetensors_weights_is_refused(tmp_path, sentinel, tiny_registered):
     from safetensors import SafetensorError
 
-    from wiseft_lib.models import create_model
+    from wiseft_lib.core.models import create_model
 
     path = write(tmp_path / "evil.safetensors", evil(sentinel))
     with pytest.raises(SafetensorError):
@@ -154,7 +154,7 @@ def test_a_pickle_as_a_fisher_file_is_refused(tmp_path, sentinel, tiny_registere
     import io
 
     from wiseft_lib.cli import main
-    from wiseft_lib.interpolate import load_fisher
+    from wiseft_lib.core.interpolate import load_fisher
 
     f = write(tmp_path / "fisher.safetensors", evil(sentinel))
     with pytest.raises(ValueError, match="Fisher file .* is not a readable safetensors file"):
@@ -171,7 +171,7 @@ def test_a_pickle_as_a_fisher_file_is_refused(tmp_path, sentinel, tiny_registere
 
 # ------------------------------------------------------------------ feature cache
 def test_a_pickle_as_a_feature_cache_file_is_ignored_and_recomputed(tmp_path, sentinel, caplog):
-    from wiseft_lib.features import extract_features, feature_cache_key
+    from wiseft_lib.core.features import extract_features, feature_cache_key
 
     encoder = tiny_classifier().image_encoder
     data = AugmentedSet(n=8, augment=False)
@@ -189,7 +189,7 @@ def test_a_pickle_as_a_feature_cache_file_is_ignored_and_recomputed(tmp_path, se
 
 # ------------------------------------------------------------------ run cache JSON
 def test_a_pickle_as_run_cache_json_is_refused(tmp_path, sentinel):
-    from wiseft_lib.runs import RunCache, run_key
+    from wiseft_lib.experiment.runs import RunCache, run_key
 
     runs = RunCache(tmp_path / "runs")
     entry = runs.entry("finetune", "k")
@@ -242,7 +242,7 @@ def test_papermill_parameters_are_quoted_not_run(tmp_path, sentinel):
 
 # ------------------------------------------------------------------ results store
 def test_a_pickle_as_a_results_store_is_refused_and_kept(tmp_path, sentinel):
-    from wiseft_lib.results import ResultsStore
+    from wiseft_lib.experiment.results import ResultsStore
 
     path = write(tmp_path / "results.sqlite", evil(sentinel))
     with pytest.raises(ValueError, match="not a SQLite file"):
@@ -251,7 +251,7 @@ def test_a_pickle_as_a_results_store_is_refused_and_kept(tmp_path, sentinel):
 
 
 def test_results_sql_uses_parameters_only(tmp_path):
-    from wiseft_lib.results import ResultsStore
+    from wiseft_lib.experiment.results import ResultsStore
 
     store = ResultsStore(tmp_path / "results.sqlite")
     nasty = "x'); DROP TABLE results; --"

@@ -6,7 +6,7 @@ import pandas as pd
 import pytest
 from conftest import forbid
 
-from wiseft_lib.results import ResultsStore
+from wiseft_lib.experiment.results import ResultsStore
 from wiseft_lib.studies.fig1_id_vs_ood import Fig1Params
 from wiseft_lib.studies.fig1_id_vs_ood import run as run_fig1
 from wiseft_lib.studies.fig6_weight_path import Fig6Params
@@ -42,7 +42,7 @@ def test_table1_and_its_figures_reuse_figure1_and_each_other(tmp_path, fashion_m
     stored = ResultsStore(out / "results.sqlite").to_frame()
     assert {"WiSE-FT E2E, optimal alpha", "wiseft-end-to-end"} <= set(stored["method"])
 
-    forbid(monkeypatch, "wiseft_lib.evaluate.evaluate", "wiseft_lib.evaluate.evaluate_head")  # the same sweep
+    forbid(monkeypatch, "wiseft_lib.core.evaluate.evaluate", "wiseft_lib.core.evaluate.evaluate_head")  # the same sweep
     fig6 = run_fig6(Fig6Params(output_dir=str(tmp_path / "fig6"), **common), progress=False)
     assert (tmp_path / "fig6" / "fig6_weight_path.png").exists() and (tmp_path / "fig6" / "fig6_weight_path.pdf").exists()
     assert set(fig6.summary["mode"]) == {"end-to-end", "linear"} and len(fig6.summary) == 2 * 8

@@ -3,7 +3,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from wiseft_lib.shift_tables import (
+from wiseft_lib.analysis.shift_tables import (
     clopper_pearson,
     optimal_alphas,
     paper_columns,

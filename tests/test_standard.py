@@ -2,7 +2,7 @@
 import pytest
 import torch
 
-from wiseft_lib.standard import STANDARD_ZOO, build_standard, standard_points, train_standard
+from wiseft_lib.mini.standard import STANDARD_ZOO, build_standard, standard_points, train_standard
 
 
 @pytest.mark.parametrize("arch,width", [("linear", 0), ("mlp", 16), ("cnn", 4)])

@@ -26,7 +26,7 @@ def test_every_params_file_loads_with_its_study_dataclass():
 
 
 def results(path: Path) -> pd.DataFrame:
-    from wiseft_lib.results import ResultsStore
+    from wiseft_lib.experiment.results import ResultsStore
 
     return ResultsStore(path).to_frame()
 
@@ -42,10 +42,10 @@ def test_a_second_run_reuses_every_fine_tune_score_and_reference_model(tmp_path,
     first = run(smoke(tmp_path), progress=False)
     curve_csv = (tmp_path / "fig1" / "curve.csv").read_bytes()
     rows = len(results(tmp_path / "fig1" / "results.sqlite"))
-    forbid(monkeypatch, "wiseft_lib.finetune.finetune", "wiseft_lib.evaluate.evaluate",
-           "wiseft_lib.evaluate.evaluate_head", "wiseft_lib.evaluate.preprocess_once",
-           "wiseft_lib.standard.standard_points", "wiseft_lib.reference.zeroshot_scores_many",
-           "wiseft_lib.zeroshot.zeroshot_classifier")
+    forbid(monkeypatch, "wiseft_lib.finetune.finetune", "wiseft_lib.core.evaluate.evaluate",
+           "wiseft_lib.core.evaluate.evaluate_head", "wiseft_lib.core.evaluate.preprocess_once",
+           "wiseft_lib.mini.standard.standard_points", "wiseft_lib.experiment.reference.zeroshot_scores_many",
+           "wiseft_lib.core.zeroshot.zeroshot_classifier")
     second = run(smoke(tmp_path), progress=False)
     assert (tmp_path / "fig1" / "curve.csv").read_bytes() == curve_csv
     pd.testing.assert_frame_equal(first.baselines, second.baselines)
@@ -64,7 +64,7 @@ def test_other_settings_add_results_and_another_study_reuses_the_fine_tunes(tmp_
     table = results(store)
     assert len(table) == 2 * rows and table["run"].nunique() == 2
     # a second study with its own output folder, same preset: same run cache, nothing trained or scored
-    forbid(monkeypatch, "wiseft_lib.evaluate.evaluate_head")
+    forbid(monkeypatch, "wiseft_lib.core.evaluate.evaluate_head")
     run(smoke(tmp_path, modes=["linear"], standard_models=[], zeroshot_pretrained=[], n_test=150,
               output_dir=str(tmp_path / "table1")), progress=False)
     assert (tmp_path / "table1" / "curve.csv").read_bytes() == (tmp_path / "fig1" / "curve.csv").read_bytes()
@@ -82,8 +82,8 @@ def test_val_and_test_splits_are_different_images(tmp_path, fashion_mnist_root):
 def test_checkpoints_from_elsewhere_replace_fine_tuning(tmp_path, fashion_mnist_root, monkeypatch, tiny_registered):
     from wiseft_lib.cli import main
     from wiseft_lib.data import get_dataset
-    from wiseft_lib.evaluate import evaluate
-    from wiseft_lib.models import ImageClassifier, create_model
+    from wiseft_lib.core.evaluate import evaluate
+    from wiseft_lib.core.models import ImageClassifier, create_model
 
     for mode in ("end-to-end", "linear"):  # what `torchrun -m wiseft_lib.finetune` writes, on one process here
         assert main(["finetune", "--model", "wiseft-mini", "--train-dataset", "mini-photo", "--k-shot", "5",
@@ -114,7 +114,7 @@ def test_checkpoints_from_elsewhere_replace_fine_tuning(tmp_path, fashion_mnist_
 
 @pytest.mark.slow
 def test_a_killed_sweep_continues_where_it_stopped(tmp_path, fashion_mnist_root, monkeypatch):
-    from wiseft_lib.runs import RunCache
+    from wiseft_lib.experiment.runs import RunCache
 
     real, calls = RunCache.add_scores, {"n": 0}
 
@@ -141,7 +141,7 @@ def test_fig1_writes_clopper_pearson_figures_and_the_seed_spread(tmp_path, fashi
     import numpy as np
     from matplotlib.container import ErrorbarContainer
 
-    from wiseft_lib.shift_tables import clopper_pearson
+    from wiseft_lib.analysis.shift_tables import clopper_pearson
 
     result = run(smoke(tmp_path, modes=["linear"], standard_models=[], zeroshot_pretrained=[], seeds=[0, 1]),
                  progress=False)

@@ -1,4 +1,4 @@
-"""The decode-once alpha sweep (wiseft_lib.sweep) against a plain per-alpha evaluation.
+"""The decode-once alpha sweep (wiseft_lib.core.sweep) against a plain per-alpha evaluation.
 
     .venv/bin/pytest tests/test_sweep.py -q
 """
@@ -10,10 +10,10 @@ from torch.utils.data import Dataset
 
 from conftest import AugmentedSet, tiny_classifier  # noqa: E402
 
-from wiseft_lib.device import gather_rows, shard_range  # noqa: E402
-from wiseft_lib.evaluate import predict_logits  # noqa: E402
-from wiseft_lib.interpolate import interpolate_weights  # noqa: E402
-from wiseft_lib.sweep import sweep_logits  # noqa: E402
+from wiseft_lib.core.device import gather_rows, shard_range  # noqa: E402
+from wiseft_lib.core.evaluate import predict_logits  # noqa: E402
+from wiseft_lib.core.interpolate import interpolate_weights  # noqa: E402
+from wiseft_lib.core.sweep import sweep_logits  # noqa: E402
 
 
 class CountingSet(Dataset):
@@ -83,10 +83,10 @@ def test_gather_rows_is_the_identity_on_one_process():
 
 
 def test_evaluation_precision_is_a_parameter():
-    from wiseft_lib.curve import CurveConfig
-    from wiseft_lib.endpoints import Endpoints
+    from wiseft_lib.experiment.curve import CurveConfig
+    from wiseft_lib.experiment.endpoints import Endpoints
     from wiseft_lib.params import ParamsError
-    from wiseft_lib.runs import RunCache
+    from wiseft_lib.experiment.runs import RunCache
 
     data = AugmentedSet(n=9, augment=False)
     fp32, _ = predict_logits(tiny_classifier(), data, batch_size=4, progress=False)

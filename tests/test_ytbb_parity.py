@@ -5,7 +5,7 @@ the official ``YtbbPmkDataset``: good / bad / unsure anchors, a "bad-anchor" pai
 dissimilar neighbours, a neighbour beyond +-10 frames, the CSV's car/none swap, a label added
 by review, a full-path anchor key and a repeated row. The expected anchors, labels, neighbours
 and pm0/pm10 are written out by hand from those rules and compared with the package's
-loader and scoring path (``wiseft_lib.evaluate.score`` -> ``wiseft_lib.metrics.pm_k``).
+loader and scoring path (``wiseft_lib.core.evaluate.score`` -> ``wiseft_lib.core.metrics.pm_k``).
 """
 from __future__ import annotations
 
@@ -23,7 +23,7 @@ from wiseft_lib.data import get_dataset
 from wiseft_lib.data._common import DatasetNotFoundError
 from wiseft_lib.data.video import ytbb_classes
 from wiseft_lib.data.ytbb_annotations import ReviewedAnnotationError, frame_key, parse_frame_key
-from wiseft_lib.evaluate import score
+from wiseft_lib.core.evaluate import score
 
 from paper_fixture import img
 

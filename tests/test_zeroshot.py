@@ -3,8 +3,8 @@ import pytest
 import torch
 from conftest import tiny_clip, toy_tokenizer
 
-from wiseft_lib.models import ImageClassifier
-from wiseft_lib.zeroshot import IMAGENET_TEMPLATES, SIMPLE_TEMPLATES, zeroshot_head
+from wiseft_lib.core.models import ImageClassifier
+from wiseft_lib.core.zeroshot import IMAGENET_TEMPLATES, SIMPLE_TEMPLATES, zeroshot_head
 
 
 def test_head_matches_direct_computation():
@@ -59,7 +59,7 @@ def test_named_placeholders_give_the_article_and_the_plural():
     ("a {", r"is not a format string .*a literal brace as \{\{"),
 ])
 def test_a_bad_template_says_what_is_wrong(template, message):
-    from wiseft_lib.curve import CurveConfig
+    from wiseft_lib.experiment.curve import CurveConfig
     from wiseft_lib.params import ParamsError
 
     with pytest.raises(ValueError, match=message):

@@ -21,9 +21,9 @@ from typing import Optional, Sequence
 
 def cmd_zeroshot(a: argparse.Namespace) -> int:
     from wiseft_lib.data import default_eval_split, get_dataset
-    from wiseft_lib.endpoints import eval_bundle_kwargs
-    from wiseft_lib.models import create_model
-    from wiseft_lib.zeroshot import zeroshot_classifier
+    from wiseft_lib.experiment.endpoints import eval_bundle_kwargs
+    from wiseft_lib.core.models import create_model
+    from wiseft_lib.core.zeroshot import zeroshot_classifier
 
     clip_model, _, eval_tf = create_model(a.model, a.pretrained, device=a.device)
     bundle = get_dataset(a.dataset, root=a.data_root, split=default_eval_split(a.dataset), transform=eval_tf,
@@ -43,8 +43,8 @@ def cmd_zeroshot(a: argparse.Namespace) -> int:
 
 def _print_scores(model, datasets: Sequence[str], a: argparse.Namespace, transform, store=None, label=None):
     from wiseft_lib.data import default_eval_split, get_dataset
-    from wiseft_lib.endpoints import eval_bundle_kwargs
-    from wiseft_lib.evaluate import evaluate
+    from wiseft_lib.experiment.endpoints import eval_bundle_kwargs
+    from wiseft_lib.core.evaluate import evaluate
 
     for name in datasets:
         bundle = get_dataset(name, root=a.data_root, split=default_eval_split(name), transform=transform,
@@ -58,13 +58,13 @@ def _print_scores(model, datasets: Sequence[str], a: argparse.Namespace, transfo
 
 
 def cmd_evaluate(a: argparse.Namespace) -> int:
-    from wiseft_lib.models import ImageClassifier, create_architecture
+    from wiseft_lib.core.models import ImageClassifier, create_architecture
 
     clf = ImageClassifier.load(a.checkpoint, device=a.device)
     _, _, eval_tf = create_architecture(clf.meta["model_name"], clf.meta.get("pretrained"))  # the tag's preprocessing
     store = None
     if a.results:
-        from wiseft_lib.results import ResultsStore
+        from wiseft_lib.experiment.results import ResultsStore
 
         store = ResultsStore(a.results)
     _print_scores(clf, a.datasets, a, eval_tf, store, a.run or Path(a.checkpoint).stem)
@@ -72,8 +72,8 @@ def cmd_evaluate(a: argparse.Namespace) -> int:
 
 
 def cmd_interpolate(a: argparse.Namespace) -> int:
-    from wiseft_lib.interpolate import fisher_interpolate, interpolate_weights
-    from wiseft_lib.models import ImageClassifier
+    from wiseft_lib.core.interpolate import fisher_interpolate, interpolate_weights
+    from wiseft_lib.core.models import ImageClassifier
 
     zs, ft = ImageClassifier.load(a.zeroshot), ImageClassifier.load(a.finetuned)
     if zs.meta.get("model_name") != ft.meta.get("model_name"):
@@ -81,7 +81,7 @@ def cmd_interpolate(a: argparse.Namespace) -> int:
                          f"WiSE-FT mixes a model with its own fine-tuned version, so both checkpoints must be "
                          f"fine-tuned from the same model (pass the zero-shot model the fine-tune started from)")
     if a.fisher:
-        from wiseft_lib.interpolate import load_fisher
+        from wiseft_lib.core.interpolate import load_fisher
 
         f0, f1 = (load_fisher(p) for p in a.fisher)
         theta = fisher_interpolate(zs.state_dict(), ft.state_dict(), a.alpha, f0, f1)
@@ -95,7 +95,7 @@ def cmd_interpolate(a: argparse.Namespace) -> int:
 
 
 def cmd_export(a: argparse.Namespace) -> int:
-    from wiseft_lib.export import export_wiseft
+    from wiseft_lib.experiment.export import export_wiseft
 
     result = export_wiseft(a.finetuned, a.output, alpha=a.alpha, model=a.model, pretrained=a.pretrained,
                            zeroshot=a.zeroshot, device=a.device)
@@ -104,7 +104,7 @@ def cmd_export(a: argparse.Namespace) -> int:
     print(f"WiSE-FT alpha={meta['alpha']:g} ({meta['model_name']}, {meta['head_shape'][0]} classes) as an open_clip "
           f"checkpoint:\n  {result.model}\n  {result.head}  (logits = {meta['logits']})\n  {result.sidecar}\n"
           f"load it: open_clip.create_model_and_transforms({meta['model_name']!r}, pretrained={str(result.model)!r}"
-          f"{kwargs})" + ("  # after wiseft_lib.export.register_configs()" if meta["model_name"] == "wiseft-mini"
+          f"{kwargs})" + ("  # after wiseft_lib.experiment.export.register_configs()" if meta["model_name"] == "wiseft-mini"
                           else ""))
     return 0
 
@@ -150,7 +150,7 @@ def cmd_finetune(a: argparse.Namespace) -> int:
 
 
 def cmd_pretrain_mini(a: argparse.Namespace) -> int:
-    from wiseft_lib.mini_clip import run_from_args
+    from wiseft_lib.mini.pretrain import run_from_args
 
     run_from_args(a)
     return 0
@@ -169,7 +169,7 @@ def cmd_data(a: argparse.Namespace) -> int:
 
 
 def cmd_models(a: argparse.Namespace) -> int:
-    from wiseft_lib.models import list_models, list_pretrained
+    from wiseft_lib.core.models import list_models, list_pretrained
 
     for name in list_models():
         tags = [t for m, t in list_pretrained(name)]
@@ -249,7 +249,7 @@ def build_parser() -> argparse.ArgumentParser:
     study_flags(q)
     q.set_defaults(fn=cmd_sweep)
 
-    from wiseft_lib.mini_clip import add_pretrain_arguments
+    from wiseft_lib.mini.pretrain import add_pretrain_arguments
 
     q = sub.add_parser("pretrain-mini", help="pretrain the wiseft-mini CLIP (writes to an output folder)")
     add_pretrain_arguments(q)

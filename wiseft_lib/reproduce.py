@@ -175,7 +175,7 @@ INDEX_TABLES = ("summary", "table1", "table2", "table6", "table7", "table8", "ta
 
 def write_index(runs: Sequence[StudyRun], base: Path, preset: str, smoke: bool = False) -> Path:
     """``index.md``: a status table, then per study its figures, tables, claims and notebook."""
-    from wiseft_lib._io import atomic_write_text
+    from wiseft_lib.core._io import atomic_write_text
 
     def rel(p: Path) -> str:
         return p.relative_to(base).as_posix()

@@ -29,7 +29,7 @@ class DatasetBundle:
 
     ``project_logits`` maps logits over the *training* label space (e.g. ImageNet's 1000
     classes) onto this dataset's label space (e.g. ImageNet-R's 200); ``None`` means the
-    spaces are the same. ``metrics`` names entries of :data:`wiseft_lib.evaluate.METRICS`;
+    spaces are the same. ``metrics`` names entries of :data:`wiseft_lib.core.evaluate.METRICS`;
     ``metadata`` holds per-example side information those metrics need (e.g. WILDS regions).
     """
 

@@ -13,7 +13,7 @@ imagenet-val-ytbb-robust    test   ImageNet val of the classes mapped to the 24 
 neighbour within 10 frames are classified correctly (a prediction is correct if it is any of
 the frame's labels). Items are ordered anchor by anchor (sorted keys), each anchor followed
 by its neighbours; ``metadata`` holds ``pm_anchor``, ``pm_offset`` and ``correct_labels`` for
-:func:`wiseft_lib.metrics.pm_k`.
+:func:`wiseft_lib.core.metrics.pm_k`.
 
 **Anchors and labels.** ImageNet-Vid-Robust uses the release's ``metadata/labels.json`` and
 ``metadata/pmsets.json``, as the official WiSE-FT evaluation does. For YTBB-Robust the paper

@@ -26,7 +26,7 @@ resumed mid-epoch replays exactly the batches and augmentations of the uninterru
 Per-step loss / LR / images-per-second go to ``log.jsonl``; a NaN or inf loss stops the run
 naming the step. The final model is ``finetuned.safetensors`` (+ ``.json``).
 """
-from wiseft_lib.device import cleanup_distributed
+from wiseft_lib.core.device import cleanup_distributed
 from wiseft_lib.finetune.checkpoint import latest_checkpoint, trajectory
 from wiseft_lib.finetune.cli import (
     add_finetune_arguments,
@@ -37,7 +37,7 @@ from wiseft_lib.finetune.cli import (
 )
 from wiseft_lib.finetune.config import MODES, FinetuneConfig, NonFiniteLossError, RunExistsError
 from wiseft_lib.finetune.engine import Trainer, finetune, make_optimizer
-from wiseft_lib.schedule import WarmupCosineSchedule, warmup_cosine_lr
+from wiseft_lib.finetune.schedule import WarmupCosineSchedule, warmup_cosine_lr
 
 __all__ = [
     "MODES",

@@ -9,10 +9,10 @@ from typing import Optional, Sequence
 
 import torch
 
-from wiseft_lib.device import cleanup_distributed, dist_info, setup_distributed
+from wiseft_lib.core.device import cleanup_distributed, dist_info, setup_distributed
 from wiseft_lib.finetune.config import MODES, FinetuneConfig
 from wiseft_lib.finetune.engine import finetune
-from wiseft_lib.models import ImageClassifier
+from wiseft_lib.core.models import ImageClassifier
 
 __all__ = ["add_finetune_arguments", "build_finetune_parser", "config_from_args", "run_finetune_from_args", "main"]
 
@@ -100,8 +100,8 @@ def run_finetune_from_args(args: argparse.Namespace) -> ImageClassifier:
     from wiseft_lib.data import get_dataset
     from wiseft_lib.data._common import dataset_labels
     from wiseft_lib.data.kshot import kshot_indices
-    from wiseft_lib.models import create_model
-    from wiseft_lib.zeroshot import zeroshot_classifier
+    from wiseft_lib.core.models import create_model
+    from wiseft_lib.core.zeroshot import zeroshot_classifier
 
     config = config_from_args(args)
     rank, world, device = setup_distributed(torch.device(args.device) if args.device else None)

@@ -17,8 +17,8 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import Dataset
 
-from wiseft_lib.device import autocast_context, barrier, resolve_precision, setup_distributed
-from wiseft_lib.features import extract_features
+from wiseft_lib.core.device import autocast_context, barrier, resolve_precision, setup_distributed
+from wiseft_lib.core.features import extract_features
 from wiseft_lib.finetune.checkpoint import (
     STATE_FORMAT,
     latest_checkpoint,
@@ -29,8 +29,8 @@ from wiseft_lib.finetune.checkpoint import (
 )
 from wiseft_lib.finetune.config import FinetuneConfig, NonFiniteLossError, RunExistsError
 from wiseft_lib.finetune.data import FeatureBatches, ImageBatches, dataset_fingerprint
-from wiseft_lib.models import ImageClassifier
-from wiseft_lib.schedule import WarmupCosineSchedule
+from wiseft_lib.core.models import ImageClassifier
+from wiseft_lib.finetune.schedule import WarmupCosineSchedule
 
 __all__ = ["finetune", "make_optimizer", "Trainer", "WeightEMA", "l2_to_init_penalty", "l1_penalty", "random_head_",
            "distillation_loss"]
@@ -392,7 +392,7 @@ def finetune(classifier: ImageClassifier, train_set: Dataset, config: FinetuneCo
 
     ``train_set`` yields ``(augmented image tensor, int label)``. In ``linear`` mode only the head
     trains, on features of ``feature_set`` (same images, eval transform; default ``train_set``)
-    extracted once through :mod:`wiseft_lib.features` (cached in ``cache_dir`` under
+    extracted once through :mod:`wiseft_lib.core.features` (cached in ``cache_dir`` under
     ``feature_key``, default a fingerprint of the data). With ``output_dir`` the run writes
     checkpoints, ``log.jsonl`` and ``finetuned.safetensors``; ``resume=True`` continues from the
     newest checkpoint there (or starts fresh if there is none). ``train_features`` ``(features, labels)``

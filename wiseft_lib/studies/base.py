@@ -60,7 +60,7 @@ class UsesRuns(Params):
 def write_study_record(out: Path, study: str, params: Params, started: float, **extra: Any) -> Path:
     """``study.json`` in the output folder: the study, its parameters, runtime and library version."""
     from wiseft_lib import __version__
-    from wiseft_lib._io import atomic_write_json
+    from wiseft_lib.core._io import atomic_write_json
 
     record = {"study": study, "library_version": __version__, "seconds": round(time.time() - started, 1),
               "finished": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "params": params.to_dict(), **extra}
@@ -69,7 +69,7 @@ def write_study_record(out: Path, study: str, params: Params, started: float, **
 
 @dataclass
 class Launches(Params):
-    """Studies that can put their fine-tunes and sweeps on several processes (see :mod:`wiseft_lib.launch`)."""
+    """Studies that can put their fine-tunes and sweeps on several processes (see :mod:`wiseft_lib.studies.launch`)."""
 
     processes: int = param(1, "processes for fine-tunes and sweeps: 1 (this one), N (torchrun on N, one per GPU), "
                               "0 (one per GPU found)")

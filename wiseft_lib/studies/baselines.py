@@ -2,7 +2,7 @@
 
 A study names its variants in its params: each a ``family`` (how the paper groups them, e.g. "optimizer")
 and the recipe it changes (``e2e``, ``linear`` fields merged into the base recipe, or ``augment`` /
-``linear_method``). Every variant is a cached fine-tune of its own (:mod:`wiseft_lib.runs`), scored on
+``linear_method``). Every variant is a cached fine-tune of its own (:mod:`wiseft_lib.experiment.runs`), scored on
 the test sets at ``variant_alphas`` (1: the variant itself; 0.5: WiSE-FT applied to it) and on the
 ``val`` split's ID set at alpha 1. The reference is the study's WiSE-FT sweep (Table 1's, cached).
 
@@ -20,7 +20,7 @@ from typing import Any, NamedTuple, Optional
 import numpy as np
 import pandas as pd
 
-from wiseft_lib.curve import CurveConfig, curve_table, wiseft_curve
+from wiseft_lib.experiment.curve import CurveConfig, curve_table, wiseft_curve
 from wiseft_lib.params import ParamsError, param
 from wiseft_lib.studies.shift_sweep import ShiftSweepParams, Sweep, run_sweep
 
@@ -142,7 +142,7 @@ def run_variants(sweep: Sweep, study: str, *, progress: bool = True) -> Variants
 
 def ood_at_id(reference: pd.DataFrame, id_acc: float) -> float:
     """WiSE-FT's mean OOD accuracy where its curve (seed means, alpha order) reaches ``id_acc``; NaN if never."""
-    from wiseft_lib.output_ensembles import ood_at_matched_id
+    from wiseft_lib.baselines.output_ensembles import ood_at_matched_id
 
     return ood_at_matched_id(reference.sort_values("alpha"), id_acc)
 
@@ -310,10 +310,10 @@ def run_baseline_study(params: BaselineParams, study: str, *, title: str, progre
     """
     import time
 
-    from wiseft_lib._io import atomic_write_text
-    from wiseft_lib.plots import plot_baselines, save_figure
+    from wiseft_lib.core._io import atomic_write_text
+    from wiseft_lib.report.plots import plot_baselines, save_figure
     from wiseft_lib.studies.base import write_study_record
-    from wiseft_lib.tables import write_table
+    from wiseft_lib.report.tables import write_table
 
     started = time.time()
     sweep = run_sweep(params, study, progress=progress)

@@ -32,7 +32,7 @@ from typing import Any, Optional
 
 import pandas as pd
 
-from wiseft_lib.curve import CurveConfig, curve_table, summary_table, wiseft_curve
+from wiseft_lib.experiment.curve import CurveConfig, curve_table, summary_table, wiseft_curve
 from wiseft_lib.params import ParamsError, param
 from wiseft_lib.studies.base import StudyParams, UsesRuns, resolve_path, write_study_record
 
@@ -61,7 +61,7 @@ class CustomDatasetParams(CurveConfig, UsesRuns, StudyParams):
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        from wiseft_lib.interpolate import check_alpha
+        from wiseft_lib.core.interpolate import check_alpha
 
         if self.export_alpha is not None:
             try:
@@ -84,7 +84,7 @@ class CustomDatasetResult:
     curve: pd.DataFrame  # one row per (seed, mode, alpha): id_acc, ood_avg, one column per shift folder (%)
     summary: pd.DataFrame  # zero-shot, fine-tuned, alpha=0.5 and oracle-alpha rows, mean over seeds
     figure: Any  # matplotlib Figure
-    export: Any = None  # wiseft_lib.export.ExportResult, or None
+    export: Any = None  # wiseft_lib.experiment.export.ExportResult, or None
     export_check: Optional[pd.DataFrame] = None  # the export loaded back through open_clip vs. the package's model
     labels: dict[str, str] = field(default_factory=dict)  # dataset name -> short label (curve columns)
     paths: dict[str, Path] = field(default_factory=dict)
@@ -180,7 +180,7 @@ def sample_figure(p: CustomDatasetParams, classnames: list[str], per_class: int 
 
     from wiseft_lib.data import get_dataset
     from wiseft_lib.data._common import dataset_labels
-    from wiseft_lib.plots import show_images
+    from wiseft_lib.report.plots import show_images
 
     bundle = get_dataset(p.id_dataset, root=p.data_root, split="train")
     labels = dataset_labels(bundle.dataset)
@@ -215,11 +215,11 @@ def export_model(p: CustomDatasetParams, runs, out: Path, *, progress: bool = Tr
 
     import torch
 
-    from wiseft_lib.endpoints import Endpoints, finetuned_run
-    from wiseft_lib.export import export_classifiers, exported_logits, load_export
-    from wiseft_lib.interpolate import interpolate_weights
-    from wiseft_lib.models import RANDOM_INIT, ImageClassifier, create_model
-    from wiseft_lib.runs import file_digest
+    from wiseft_lib.experiment.endpoints import Endpoints, finetuned_run
+    from wiseft_lib.experiment.export import export_classifiers, exported_logits, load_export
+    from wiseft_lib.core.interpolate import interpolate_weights
+    from wiseft_lib.core.models import RANDOM_INIT, ImageClassifier, create_model
+    from wiseft_lib.experiment.runs import file_digest
 
     seed = p.seeds[0]
     mode = "end-to-end" if "end-to-end" in p.modes else "linear"
@@ -271,11 +271,11 @@ def export_model(p: CustomDatasetParams, runs, out: Path, *, progress: bool = Tr
 # ---------------------------------------------------------------- the study
 def run(params: CustomDatasetParams, *, progress: bool = True) -> CustomDatasetResult:
     """Demo folders if asked, the WiSE-FT curve on the folders, tables, figure and the exported model."""
-    from wiseft_lib._io import atomic_write_text
-    from wiseft_lib.plots import plot_id_vs_ood, plot_metric_curves, save_figure
-    from wiseft_lib.results import ResultsStore
-    from wiseft_lib.runs import RunCache
-    from wiseft_lib.tables import write_table
+    from wiseft_lib.core._io import atomic_write_text
+    from wiseft_lib.report.plots import plot_id_vs_ood, plot_metric_curves, save_figure
+    from wiseft_lib.experiment.results import ResultsStore
+    from wiseft_lib.experiment.runs import RunCache
+    from wiseft_lib.report.tables import write_table
 
     started = time.time()
     p = resolved(params.smoke_version() if params.smoke else params)

@@ -38,7 +38,7 @@ class Fig10Params(ShiftSweepParams):
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        from wiseft_lib.output_ensembles import SPACES
+        from wiseft_lib.baselines.output_ensembles import SPACES
 
         if self.modes != ["end-to-end"]:
             raise ParamsError(f"parameter 'modes': Figure 10 is end-to-end only, got {self.modes}")
@@ -69,11 +69,11 @@ def _claims(matched: pd.DataFrame) -> pd.DataFrame:
 
 def run(params: Fig10Params, *, progress: bool = True) -> Fig10Result:
     """WiSE-FT's sweep and the ensembles' (both from cached runs and logits); the matched table and figure."""
-    from wiseft_lib._io import atomic_write_text
-    from wiseft_lib.curve import curve_table
-    from wiseft_lib.output_ensembles import output_ensemble_curve
-    from wiseft_lib.plots import plot_id_vs_ood, save_figure
-    from wiseft_lib.tables import write_table
+    from wiseft_lib.core._io import atomic_write_text
+    from wiseft_lib.experiment.curve import curve_table
+    from wiseft_lib.baselines.output_ensembles import output_ensemble_curve
+    from wiseft_lib.report.plots import plot_id_vs_ood, save_figure
+    from wiseft_lib.report.tables import write_table
 
     started = time.time()
     p, out, tidy, runs, store = run_sweep(params, NAME, progress=progress)

@@ -4,9 +4,9 @@
 
 Variants (each a cached linear classifier on the frozen zero-shot features; WiSE-FT applied to each its dashed
 curve): the paper's random search of recipes per regularizer (none, weight decay, L1, label smoothing;
-chosen on held-out *training* data, :mod:`wiseft_lib.lc_search`), distillation toward the zero-shot model,
+chosen on held-out *training* data, :mod:`wiseft_lib.finetune.lc_search`), distillation toward the zero-shot model,
 L2 toward the zero-shot head, a random vs the zero-shot initialisation. Curves of the same two heads
-WiSE-FT LC mixes (:mod:`wiseft_lib.head_baselines`): output-space ensembles of logits and probabilities,
+WiSE-FT LC mixes (:mod:`wiseft_lib.baselines.head_baselines`): output-space ensembles of logits and probabilities,
 and random (Bernoulli) interpolation. Outputs as Figure 3's, plus ``other_curves.csv`` and
 ``other_curves_matched.*``.
 """
@@ -55,7 +55,7 @@ class Fig13Params(BaselineParams):
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        from wiseft_lib.output_ensembles import SPACES
+        from wiseft_lib.baselines.output_ensembles import SPACES
 
         if self.modes != ["linear"]:
             raise ParamsError(f"parameter 'modes': Figure 13 is linear only, got {self.modes}")
@@ -69,7 +69,7 @@ class Fig13Params(BaselineParams):
 
 
 def run(params: Fig13Params, *, progress: bool = True) -> BaselineResult:
-    from wiseft_lib.head_baselines import head_baseline_curves
+    from wiseft_lib.baselines.head_baselines import head_baseline_curves
 
     def curves(sweep: Sweep) -> pd.DataFrame:
         p = sweep.params

@@ -22,12 +22,12 @@ from typing import Any, Optional
 import numpy as np
 import pandas as pd
 
-from wiseft_lib.curve import CurveConfig, wiseft_curve
+from wiseft_lib.experiment.curve import CurveConfig, wiseft_curve
 from wiseft_lib.data.mini import MINI_OOD
-from wiseft_lib.data.mini_tasks import TRANSFER_TASKS
+from wiseft_lib.data.mini.tasks import TRANSFER_TASKS
 from wiseft_lib.params import ParamsError, param
-from wiseft_lib.results import ResultsStore
-from wiseft_lib.runs import RunCache
+from wiseft_lib.experiment.results import ResultsStore
+from wiseft_lib.experiment.runs import RunCache
 from wiseft_lib.studies.base import StudyParams, UsesRuns, write_study_record
 from wiseft_lib.studies.shift_sweep import ALPHAS_21
 
@@ -135,7 +135,7 @@ def low_data_claims(summary: pd.DataFrame) -> pd.DataFrame:
 
 def plot_low_data(summary: pd.DataFrame, *, title: Optional[str] = None, ncols: int = 4):
     """One panel per task (and per task with shifts, its OOD mean): accuracy vs k, a line per alpha."""
-    from wiseft_lib.plots import _grid
+    from wiseft_lib.report.plots import _grid
 
     panels = [(t, "id_acc") for t in dict.fromkeys(summary["task"])]
     panels += [(t, "ood_avg") for t in dict.fromkeys(summary["task"])
@@ -164,13 +164,13 @@ def plot_low_data(summary: pd.DataFrame, *, title: Optional[str] = None, ncols: 
 
 def run(params: LowDataParams, *, progress: bool = True) -> LowDataResult:
     """Train and sweep every (task, k, draw) (cached); write the tables and the figure."""
-    from wiseft_lib._io import atomic_write_text
-    from wiseft_lib.curve import curve_table
+    from wiseft_lib.core._io import atomic_write_text
+    from wiseft_lib.experiment.curve import curve_table
     from wiseft_lib.data import get_dataset
     from wiseft_lib.data.registry import default_eval_split
-    from wiseft_lib.endpoints import eval_bundle_kwargs
-    from wiseft_lib.plots import save_figure
-    from wiseft_lib.tables import write_table
+    from wiseft_lib.experiment.endpoints import eval_bundle_kwargs
+    from wiseft_lib.report.plots import save_figure
+    from wiseft_lib.report.tables import write_table
 
     started = time.time()
     p = params.smoke_version() if params.smoke else params

@@ -21,10 +21,10 @@ from typing import Any, Optional
 
 import pandas as pd
 
-from wiseft_lib.curve import CurveConfig, curve_table, wiseft_curve
+from wiseft_lib.experiment.curve import CurveConfig, curve_table, wiseft_curve
 from wiseft_lib.params import ParamsError, param
-from wiseft_lib.results import ResultsStore
-from wiseft_lib.runs import RunCache
+from wiseft_lib.experiment.results import ResultsStore
+from wiseft_lib.experiment.runs import RunCache
 from wiseft_lib.studies.base import StudyParams, UsesRuns, write_study_record
 
 NAME = "fig20_model_scale"
@@ -51,7 +51,7 @@ def pair_flops(model: str, pretrained: Optional[str] = None) -> float:
     import torch
     from torch.utils.flop_counter import FlopCounterMode
 
-    from wiseft_lib.models import create_architecture
+    from wiseft_lib.core.models import create_architecture
 
     clip, _, _ = create_architecture(model, pretrained)
     size = clip.visual.image_size
@@ -66,7 +66,7 @@ def pair_flops(model: str, pretrained: Optional[str] = None) -> float:
 
 def samples_seen(model: str, pretrained: Optional[str]) -> Optional[float]:
     """Image-text pairs seen in pretraining, from a package model's weights sidecar (steps x batch size)."""
-    from wiseft_lib.models import PACKAGE_MODELS, package_weights_path
+    from wiseft_lib.core.models import PACKAGE_MODELS, package_weights_path
 
     if model not in PACKAGE_MODELS:
         return None
@@ -138,7 +138,7 @@ def scale_claims(gains: pd.DataFrame) -> pd.DataFrame:
 
 def plot_scale(gains: pd.DataFrame, *, title: Optional[str] = None):
     """Gains of WiSE-FT 0.5 over fine-tuning (ID and OOD) and of the oracle (OOD) against pretraining compute."""
-    from wiseft_lib.plots import _grid
+    from wiseft_lib.report.plots import _grid
 
     fig, axes = _grid(3, 3, (3.6, 3.0))
     x_col = "pretraining_flops" if gains["pretraining_flops"].notna().all() else "zs_id"
@@ -164,8 +164,8 @@ def plot_scale(gains: pd.DataFrame, *, title: Optional[str] = None):
 
 def run(params: ScaleParams, *, progress: bool = True) -> ScaleResult:
     """The WiSE-FT curve of every model (cached); the gains against pretraining compute."""
-    from wiseft_lib.plots import save_figure
-    from wiseft_lib.tables import write_table
+    from wiseft_lib.report.plots import save_figure
+    from wiseft_lib.report.tables import write_table
 
     started = time.time()
     p = params.smoke_version() if params.smoke else params

@@ -22,11 +22,11 @@ from typing import Any
 
 import pandas as pd
 
-from wiseft_lib.curve import CurveConfig, curve_table, wiseft_curve
+from wiseft_lib.experiment.curve import CurveConfig, curve_table, wiseft_curve
 from wiseft_lib.data._common import DatasetNotFoundError, data_root
 from wiseft_lib.params import ParamsError, param
-from wiseft_lib.results import ResultsStore
-from wiseft_lib.runs import RunCache
+from wiseft_lib.experiment.results import ResultsStore
+from wiseft_lib.experiment.runs import RunCache
 from wiseft_lib.studies.base import StudyParams, UsesRuns, write_study_record
 from wiseft_lib.studies.baselines import store_rows
 
@@ -74,8 +74,8 @@ def objectnet_named_classnames(imagenet_names: list[str]) -> list[str]:
 
 def _objectnet_named_zeroshot(ep, cfg: CurveConfig):
     """The zero-shot classifier with the ObjectNet-named head (the same image tower)."""
-    from wiseft_lib.models import create_model, get_tokenizer
-    from wiseft_lib.zeroshot import zeroshot_head
+    from wiseft_lib.core.models import create_model, get_tokenizer
+    from wiseft_lib.core.zeroshot import zeroshot_head
 
     zs = ep.zeroshot()
     clip, _, _ = create_model(cfg.model, cfg.pretrained, device=ep.device)
@@ -88,10 +88,10 @@ def _objectnet_named_zeroshot(ep, cfg: CurveConfig):
 
 def _named_rows(cfg: CurveConfig, seed: int, runs: RunCache, progress: bool) -> list[dict[str, Any]]:
     """ObjectNet top-1 along each mode's curve with the ObjectNet-named zero-shot end."""
-    from wiseft_lib.endpoints import Endpoints, finetuned_run
-    from wiseft_lib.evaluate import evaluate_head, score
-    from wiseft_lib.interpolate import iter_alphas
-    from wiseft_lib.sweep import sweep_logits
+    from wiseft_lib.experiment.endpoints import Endpoints, finetuned_run
+    from wiseft_lib.core.evaluate import evaluate_head, score
+    from wiseft_lib.core.interpolate import iter_alphas
+    from wiseft_lib.core.sweep import sweep_logits
 
     ep = Endpoints(cfg, seed, runs, progress)
     named = _objectnet_named_zeroshot(ep, cfg)
@@ -124,8 +124,8 @@ def _named_rows(cfg: CurveConfig, seed: int, runs: RunCache, progress: bool) -> 
 
 def run(params: Fig26Params, *, progress: bool = True) -> Fig26Result:
     """Table 1's curves (cached) and the same fine-tunes with the ObjectNet-named zero-shot end."""
-    from wiseft_lib.plots import plot_id_vs_ood, save_figure
-    from wiseft_lib.tables import write_table
+    from wiseft_lib.report.plots import plot_id_vs_ood, save_figure
+    from wiseft_lib.report.tables import write_table
 
     started = time.time()
     p = dataclasses.replace(params.smoke_version(), seeds=params.seeds[:1]) if params.smoke else params

@@ -7,7 +7,7 @@ make different mistakes.
 For each model: the zero-shot head and the reference linear classifier (LC, from the run cache) against a
 baseline pair: two LCs trained the same way on the two halves of the LC's training images (disjoint, stratified,
 seeded). On every evaluation set, from cached features: prediction diversity, Cohen's kappa complement, KL
-divergence and CKA complement of the pair's outputs (:mod:`wiseft_lib.complementarity`; CKA on the logits,
+divergence and CKA complement of the pair's outputs (:mod:`wiseft_lib.analysis.complementarity`; CKA on the logits,
 since the LCs share the zero-shot features); how often WiSE-FT at ``alpha`` sides with the zero-shot model when
 the two disagree, and the reverse; the margins. Writes ``diversity.*``, ``overrides.*``, ``margins.*``,
 ``claims.*``, ``fig5_complementarity.png/.pdf``, ``fig27_30_diversity_by_model.png/.pdf``, ``study.json``.
@@ -25,7 +25,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from wiseft_lib.curve import CurveConfig
+from wiseft_lib.experiment.curve import CurveConfig
 from wiseft_lib.params import ParamsError, param
 from wiseft_lib.studies.base import StudyParams, UsesRuns, write_study_record
 from wiseft_lib.studies.fig20_model_scale import MINI_MODELS, check_models
@@ -92,7 +92,7 @@ def halves(labels: torch.Tensor, seed: int) -> tuple[np.ndarray, np.ndarray]:
 def pair_measures(logits_a: torch.Tensor, logits_b: torch.Tensor, labels: torch.Tensor, max_samples: int,
                   seed: int) -> dict[str, float]:
     """The four diversity measures of one pair (CKA on the logits)."""
-    from wiseft_lib.complementarity import (cka_complement, cohen_kappa_complement, kl_divergence,
+    from wiseft_lib.analysis.complementarity import (cka_complement, cohen_kappa_complement, kl_divergence,
                                             prediction_diversity)
 
     try:
@@ -123,7 +123,7 @@ def complementarity_claims(diversity: pd.DataFrame, model: str, id_dataset: str)
 
 
 def _plot_fig5(diversity: pd.DataFrame, overrides: pd.DataFrame, model: str, title: str):
-    from wiseft_lib.plots import _grid
+    from wiseft_lib.report.plots import _grid
 
     d = diversity[diversity["model"] == model].groupby(["dataset", "pair"], sort=False)[list(MEASURES)].mean()
     sets = list(dict.fromkeys(diversity["dataset"]))
@@ -151,7 +151,7 @@ def _plot_fig5(diversity: pd.DataFrame, overrides: pd.DataFrame, model: str, tit
 
 
 def _plot_models(diversity: pd.DataFrame, title: str):
-    from wiseft_lib.plots import _grid
+    from wiseft_lib.report.plots import _grid
 
     models = list(dict.fromkeys(diversity["model"]))
     d = diversity.groupby(["model", "pair"], sort=False)[list(MEASURES)].mean()  # over seeds and sets
@@ -170,13 +170,13 @@ def _plot_models(diversity: pd.DataFrame, title: str):
 
 def run(params: ComplementarityParams, *, progress: bool = True) -> ComplementarityResult:
     """Per model and seed: the zero-shot head, the LC, two LCs on halves; every measure on every set."""
-    from wiseft_lib.complementarity import margin_difference, override_rates
-    from wiseft_lib.endpoints import Endpoints, finetuned_run
-    from wiseft_lib.interpolate import interpolate_weights
-    from wiseft_lib.lc_search import train_head
-    from wiseft_lib.plots import save_figure
-    from wiseft_lib.runs import RunCache
-    from wiseft_lib.tables import write_table
+    from wiseft_lib.analysis.complementarity import margin_difference, override_rates
+    from wiseft_lib.experiment.endpoints import Endpoints, finetuned_run
+    from wiseft_lib.core.interpolate import interpolate_weights
+    from wiseft_lib.finetune.lc_search import train_head
+    from wiseft_lib.report.plots import save_figure
+    from wiseft_lib.experiment.runs import RunCache
+    from wiseft_lib.report.tables import write_table
 
     started = time.time()
     p = params.smoke_version() if params.smoke else params

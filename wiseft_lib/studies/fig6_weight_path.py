@@ -59,10 +59,10 @@ def path_summary(path: pd.DataFrame) -> pd.DataFrame:
 
 def run(params: Fig6Params, *, progress: bool = True) -> Fig6Result:
     """Compute (or reuse) the sweep; write the weight-path table, its summary and the figure."""
-    from wiseft_lib._io import atomic_write_text
-    from wiseft_lib.plots import plot_weight_path, save_figure
-    from wiseft_lib.shift_tables import paper_columns, sweep_table, weight_path_table
-    from wiseft_lib.tables import write_table
+    from wiseft_lib.core._io import atomic_write_text
+    from wiseft_lib.report.plots import plot_weight_path, save_figure
+    from wiseft_lib.analysis.shift_tables import paper_columns, sweep_table, weight_path_table
+    from wiseft_lib.report.tables import write_table
 
     started = time.time()
     p, out, tidy, _, _ = run_sweep(params, NAME, progress=progress)

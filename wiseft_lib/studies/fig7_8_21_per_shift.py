@@ -23,7 +23,7 @@ import numpy as np
 import pandas as pd
 
 from wiseft_lib.params import param
-from wiseft_lib.standard import REFERENCE_MODELS
+from wiseft_lib.mini.standard import REFERENCE_MODELS
 from wiseft_lib.studies.base import write_study_record
 from wiseft_lib.studies.shift_sweep import ShiftSweepParams, column_labels, run_sweep
 
@@ -36,7 +36,7 @@ class PerShiftParams(ShiftSweepParams):
     """Figures 7, 8, 21's parameters: Table 1's sweep plus the background models."""
 
     output_dir: str = param("outputs/mini/fig7_8_21_per_shift", "where results, tables and figures go")
-    standard_models: list[str] = param(REFERENCE_MODELS, "wiseft_lib.standard.STANDARD_ZOO names trained on the "
+    standard_models: list[str] = param(REFERENCE_MODELS, "wiseft_lib.mini.standard.STANDARD_ZOO names trained on the "
                                                          "ID photos (the mini's effective-robustness line; [] to "
                                                          "skip)")
     n_train_standard: Optional[int] = param(None, "their training images (None: the whole train split)")
@@ -62,7 +62,7 @@ class PerShiftResult:
 
 def testbed_background(shifts: list[str]) -> pd.DataFrame:
     """The testbed's models per shift: ``x`` on ImageNet restricted to the shift's classes, ``y`` on the shift."""
-    from wiseft_lib.paper import TESTBED_ID_ON_SHIFT, testbed
+    from wiseft_lib.report.paper import TESTBED_ID_ON_SHIFT, testbed
 
     tb = testbed()
     unknown = [s for s in shifts if s not in tb.columns]
@@ -75,7 +75,7 @@ def testbed_background(shifts: list[str]) -> pd.DataFrame:
 
 
 def _trained_background(p: PerShiftParams, runs, progress: bool) -> pd.DataFrame:
-    from wiseft_lib.reference import baseline_points
+    from wiseft_lib.experiment.reference import baseline_points
 
     base = baseline_points(p, p.standard_models, (), seed=p.seeds[0], n_train_standard=p.n_train_standard,
                            runs=runs, progress=progress)
@@ -88,7 +88,7 @@ def _trained_background(p: PerShiftParams, runs, progress: bool) -> pd.DataFrame
 def effective_robustness_per_shift(points: pd.DataFrame, background: pd.DataFrame,
                                    group: str = "standard") -> pd.DataFrame:
     """Zero-shot, fine-tuned and alpha=0.5 points per shift: y minus the ``group`` line's y at x (points)."""
-    from wiseft_lib.plots import fit_logit_line
+    from wiseft_lib.report.plots import fit_logit_line
 
     rows = []
     for shift, own in points.groupby("shift", sort=False):
@@ -105,10 +105,10 @@ def effective_robustness_per_shift(points: pd.DataFrame, background: pd.DataFram
 
 def run(params: PerShiftParams, *, progress: bool = True) -> PerShiftResult:
     """Compute (or reuse) the sweep and the background; write the points, the table and the figure."""
-    from wiseft_lib._io import atomic_write_text
-    from wiseft_lib.plots import plot_per_shift, save_figure
-    from wiseft_lib.shift_tables import per_shift_points
-    from wiseft_lib.tables import write_table
+    from wiseft_lib.core._io import atomic_write_text
+    from wiseft_lib.report.plots import plot_per_shift, save_figure
+    from wiseft_lib.analysis.shift_tables import per_shift_points
+    from wiseft_lib.report.tables import write_table
 
     started = time.time()
     p, out, tidy, runs, _ = run_sweep(params, NAME, progress=progress)

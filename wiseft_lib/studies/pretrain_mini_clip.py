@@ -60,7 +60,7 @@ class PretrainParams(UsesRuns, StudyParams):
 
     def configs(self) -> dict[str, Any]:
         """``{file stem: PretrainConfig}``: one run per seed, then the budgets (first seed)."""
-        from wiseft_lib.mini_clip import PretrainConfig
+        from wiseft_lib.mini.pretrain import PretrainConfig
 
         common = dict(batch_size=self.batch_size, lr=self.lr, caption_noise=self.caption_noise,
                       noise_mode=self.noise_mode, n_pool=self.n_pool)
@@ -85,7 +85,7 @@ class PretrainResult:
 
 def _pretrained(config, runs, data_root: Optional[str], progress: bool) -> tuple[Path, list[float]]:
     """Weights of one pretraining run (cached) and its per-step losses."""
-    from wiseft_lib.mini_clip import pretrain_mini_clip
+    from wiseft_lib.mini.pretrain import pretrain_mini_clip
 
     parts = {"pretrain": asdict(config)}
     key = runs.key(parts)
@@ -101,7 +101,7 @@ def _pretrained(config, runs, data_root: Optional[str], progress: bool) -> tuple
 
 
 def _loss_figure(losses: dict[str, list[float]]):
-    from wiseft_lib.plots import new_figure
+    from wiseft_lib.report.plots import new_figure
 
     fig = new_figure((6, 3.5))
     ax = fig.subplots()
@@ -114,10 +114,10 @@ def _loss_figure(losses: dict[str, list[float]]):
 
 def run(params: PretrainParams, *, progress: bool = True) -> PretrainResult:
     """Pretrain (or reuse) each configuration, copy the weights to ``output_dir``, score them zero-shot."""
-    from wiseft_lib.plots import save_figure
-    from wiseft_lib.reference import zeroshot_scores_many
-    from wiseft_lib.runs import RunCache
-    from wiseft_lib.tables import write_table
+    from wiseft_lib.report.plots import save_figure
+    from wiseft_lib.experiment.reference import zeroshot_scores_many
+    from wiseft_lib.experiment.runs import RunCache
+    from wiseft_lib.report.tables import write_table
 
     started = time.time()
     p = params.smoke_version() if params.smoke else params

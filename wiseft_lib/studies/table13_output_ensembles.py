@@ -21,7 +21,7 @@ from typing import Any, Optional
 import numpy as np
 import pandas as pd
 
-from wiseft_lib.curve import CurveConfig, curve_table
+from wiseft_lib.experiment.curve import CurveConfig, curve_table
 from wiseft_lib.params import ParamsError, param
 from wiseft_lib.studies.base import StudyParams, UsesRuns, write_study_record
 
@@ -49,8 +49,8 @@ class Table13Params(CurveConfig, UsesRuns, StudyParams):
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        from wiseft_lib.other_models import check_other_name
-        from wiseft_lib.output_ensembles import SPACES
+        from wiseft_lib.baselines.other_models import check_other_name
+        from wiseft_lib.baselines.output_ensembles import SPACES
 
         if not self.others:
             raise ParamsError("parameter 'others': name at least one model to ensemble with the zero-shot one")
@@ -89,10 +89,10 @@ class Table13Result:
 
 def ensemble_rows(p: Table13Params, seed: int, runs, progress: bool = False) -> pd.DataFrame:
     """Tidy rows ``(seed, mode, alpha, dataset, metric, value)``: mode ``OTHER (SPACE)`` per model and space."""
-    from wiseft_lib.endpoints import Endpoints
-    from wiseft_lib.evaluate import score
-    from wiseft_lib.other_models import other_model_logits, zeroshot_logits
-    from wiseft_lib.output_ensembles import SPACES
+    from wiseft_lib.experiment.endpoints import Endpoints
+    from wiseft_lib.core.evaluate import score
+    from wiseft_lib.baselines.other_models import other_model_logits, zeroshot_logits
+    from wiseft_lib.baselines.output_ensembles import SPACES
 
     ep = Endpoints(p, seed, runs, progress)
     models: dict = {}
@@ -157,7 +157,7 @@ def _claims(table: pd.DataFrame, p: Table13Params) -> pd.DataFrame:
 
 
 def _beside(table: pd.DataFrame, p: Table13Params) -> Optional[pd.DataFrame]:
-    from wiseft_lib.paper import published
+    from wiseft_lib.report.paper import published
 
     if not p.published_names:
         return None
@@ -184,11 +184,11 @@ def _beside(table: pd.DataFrame, p: Table13Params) -> Optional[pd.DataFrame]:
 def run(params: Table13Params, *, progress: bool = True) -> Table13Result:
     from tqdm.auto import tqdm
 
-    from wiseft_lib._io import atomic_write_text
-    from wiseft_lib.plots import plot_id_vs_ood, save_figure
-    from wiseft_lib.results import ResultsStore
-    from wiseft_lib.runs import RunCache
-    from wiseft_lib.tables import write_table
+    from wiseft_lib.core._io import atomic_write_text
+    from wiseft_lib.report.plots import plot_id_vs_ood, save_figure
+    from wiseft_lib.experiment.results import ResultsStore
+    from wiseft_lib.experiment.runs import RunCache
+    from wiseft_lib.report.tables import write_table
 
     started = time.time()
     p = params.smoke_version() if params.smoke else params

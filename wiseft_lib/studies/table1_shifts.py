@@ -86,9 +86,9 @@ def shape_claims(shape: pd.DataFrame) -> pd.DataFrame:
 
 def run(params: Table1Params, *, progress: bool = True) -> Table1Result:
     """Compute (or reuse) the sweep; write Tables 1, 3, 4/5 and the comparison with the paper."""
-    from wiseft_lib.paper import published
-    from wiseft_lib.shift_tables import paper_columns, shape_table, sweep_table, table1, table3
-    from wiseft_lib.tables import beside_published, write_table
+    from wiseft_lib.report.paper import published
+    from wiseft_lib.analysis.shift_tables import paper_columns, shape_table, sweep_table, table1, table3
+    from wiseft_lib.report.tables import beside_published, write_table
 
     started = time.time()
     p, out, tidy, _, store = run_sweep(params, NAME, progress=progress)

@@ -4,7 +4,7 @@
     papermill notebooks/table7_coop.ipynb out.ipynb -f params/mini/table7_coop.yaml
 
 Each seed draws ``shots`` training examples per class (:mod:`wiseft_lib.data.kshot`). On them: CoOp
-(:mod:`wiseft_lib.coop`: the CLIP stays frozen, only the prompt context is learned, on cached image features),
+(:mod:`wiseft_lib.baselines.coop`: the CLIP stays frozen, only the prompt context is learned, on cached image features),
 the linear classifier and the end-to-end fine-tune, each with WiSE-FT at alpha 0.5. The paper (ViT-B/16, 16 shots)
 finds both WiSE-FT rows above CoOp on ImageNet and on average over its four shifts. Writes ``table7.*`` (one row
 per method, ID, each shift and their mean), ``published_table7.*``, ``claims.*``, ``results.sqlite``, ``study.json``.
@@ -21,10 +21,10 @@ from typing import Any
 
 import pandas as pd
 
-from wiseft_lib.curve import CurveConfig, wiseft_curve
+from wiseft_lib.experiment.curve import CurveConfig, wiseft_curve
 from wiseft_lib.params import ParamsError, param
-from wiseft_lib.results import ResultsStore
-from wiseft_lib.runs import RunCache, run_key
+from wiseft_lib.experiment.results import ResultsStore
+from wiseft_lib.experiment.runs import RunCache, run_key
 from wiseft_lib.studies.base import StudyParams, UsesRuns, write_study_record
 
 NAME = "table7_coop"
@@ -39,7 +39,7 @@ class Table7Params(CurveConfig, UsesRuns, StudyParams):
     shots: int = param(16, "training examples per class (a seeded draw per seed)")
     alphas: list[float] = param([0.0, 0.5, 1.0], "WiSE-FT alphas scored (Table 7 reports 0.5)")
     coop: dict[str, Any] = param({"n_ctx": 8, "epochs": 50, "lr": 0.002, "batch_size": 32},
-                                 "CoOp settings: wiseft_lib.coop.CoOpConfig fields (CoOp's ImageNet recipe, but 8 "
+                                 "CoOp settings: wiseft_lib.baselines.coop.CoOpConfig fields (CoOp's ImageNet recipe, but 8 "
                                  "context vectors: the mini's 16-token context holds no more beside the class names; "
                                  "16 for CLIP's 77 tokens)")
     e2e: dict[str, Any] = param({"epochs": 40, "lr": 5e-4, "batch_size": 64, "weight_decay": 0.1, "warmup_steps": 10},
@@ -49,7 +49,7 @@ class Table7Params(CurveConfig, UsesRuns, StudyParams):
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        from wiseft_lib.coop import CoOpConfig
+        from wiseft_lib.baselines.coop import CoOpConfig
 
         try:
             CoOpConfig(**self.coop)
@@ -65,8 +65,8 @@ class Table7Params(CurveConfig, UsesRuns, StudyParams):
     def _check_context_fits(self) -> None:
         """CoOp's context, CLIP's start and end tokens and at least one name token plus '.' must fit the text
         tower's context, checked before anything runs (the full check per class name comes in train_coop)."""
-        from wiseft_lib.coop import CoOpConfig
-        from wiseft_lib.models import text_context_length
+        from wiseft_lib.baselines.coop import CoOpConfig
+        from wiseft_lib.core.models import text_context_length
 
         n_ctx, length = CoOpConfig(**self.coop).n_ctx, text_context_length(self.model)
         if length is not None and n_ctx + 4 > length:
@@ -100,10 +100,10 @@ def coop_scores(cfg: CurveConfig, seed: int, coop: dict[str, Any], runs: RunCach
     kind "coop", keyed by the zero-shot model, the training images, the settings and the seed)."""
     from safetensors.torch import load_file, save_file
 
-    from wiseft_lib.coop import CoOpConfig, train_coop
-    from wiseft_lib.endpoints import Endpoints
-    from wiseft_lib.evaluate import evaluate_head
-    from wiseft_lib.models import ClassificationHead, create_model
+    from wiseft_lib.baselines.coop import CoOpConfig, train_coop
+    from wiseft_lib.experiment.endpoints import Endpoints
+    from wiseft_lib.core.evaluate import evaluate_head
+    from wiseft_lib.core.models import ClassificationHead, create_model
 
     ep = Endpoints(cfg, seed, runs, progress)
     config = CoOpConfig(**coop)
@@ -159,9 +159,9 @@ def run(params: Table7Params, *, progress: bool = True) -> Table7Result:
     """CoOp, LC and E2E on each seed's shots (all cached); write Table 7 beside the paper's."""
     from wiseft_lib.data import get_dataset
     from wiseft_lib.data.registry import default_eval_split
-    from wiseft_lib.endpoints import eval_bundle_kwargs
-    from wiseft_lib.paper import published
-    from wiseft_lib.tables import write_table
+    from wiseft_lib.experiment.endpoints import eval_bundle_kwargs
+    from wiseft_lib.report.paper import published
+    from wiseft_lib.report.tables import write_table
 
     started = time.time()
     p = params.smoke_version() if params.smoke else params

@@ -80,7 +80,7 @@ def _label(model: str, tag: Optional[str]) -> str:
 
 def gains_table(table8: pd.DataFrame, id_col: str, source: str) -> pd.DataFrame:
     """Per model: fine-tuning's ID gain, and WiSE-FT 0.5's Avg gain over the better endpoint and ID change vs FT."""
-    from wiseft_lib.shift_tables import AVG
+    from wiseft_lib.analysis.shift_tables import AVG
 
     rows = []
     for model, g in table8.groupby("model", sort=False):
@@ -96,9 +96,9 @@ def gains_table(table8: pd.DataFrame, id_col: str, source: str) -> pd.DataFrame:
 
 def run(params: Table8Params, *, progress: bool = True) -> Table8Result:
     """One cached sweep per model; write Table 8, the gains and the comparison with the paper."""
-    from wiseft_lib.paper import published
-    from wiseft_lib.shift_tables import paper_columns, table1
-    from wiseft_lib.tables import beside_published, write_table
+    from wiseft_lib.report.paper import published
+    from wiseft_lib.analysis.shift_tables import paper_columns, table1
+    from wiseft_lib.report.tables import beside_published, write_table
 
     started = time.time()
     p = params.smoke_version() if params.smoke else params

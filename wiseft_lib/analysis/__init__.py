@@ -1,0 +1,1 @@
+"""Computations on result tables (no models): shift tables, complementarity, effective robustness."""

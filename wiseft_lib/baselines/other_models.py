@@ -1,0 +1,132 @@
+"""Independently trained classifiers, ensembled with the zero-shot model in output space (Table 13).
+
+A model is named ``standard:NAME`` (the package's :data:`wiseft_lib.mini.standard.STANDARD_ZOO`, trained here on
+the ID training split, seeded) or ``timm:NAME`` (a timm ImageNet classifier with its pretrained weights, e.g.
+``timm:tf_efficientnet_b6.ns_jft_in1k``, the paper's NoisyStudent models; each sees the images through its own
+timm transform). Its logits on each evaluation set, and the zero-shot model's, are computed once and kept in
+the run cache, so an ensemble at any alpha costs an argmax.
+
+    from wiseft_lib.baselines.other_models import other_model_logits
+    logits, labels = other_model_logits("standard:cnn32-e4", "mini-photo", cfg, seed=0, runs=runs)
+"""
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any, Callable
+
+import torch
+from safetensors.torch import load_file, save_file
+from torch import nn
+
+from wiseft_lib.experiment.runs import RunCache, run_key
+
+if TYPE_CHECKING:
+    from wiseft_lib.experiment.curve import CurveConfig
+    from wiseft_lib.experiment.endpoints import Endpoints
+
+__all__ = ["KINDS", "check_other_name", "build_other_model", "other_model_logits", "zeroshot_logits"]
+
+KINDS = ("standard", "timm")
+
+
+def check_other_name(name: str) -> None:
+    """Raise ValueError unless ``name`` is ``standard:ZOO_NAME`` or ``timm:MODEL``."""
+    from wiseft_lib.mini.standard import STANDARD_ZOO
+
+    kind, _, model = name.partition(":")
+    if kind not in KINDS or not model:
+        raise ValueError(f"model {name!r}: name it 'standard:NAME' (one of {', '.join(STANDARD_ZOO)}) or "
+                         f"'timm:NAME' (a timm ImageNet classifier, e.g. timm:tf_efficientnet_b6.ns_jft_in1k)")
+    if kind == "standard" and model not in STANDARD_ZOO:
+        raise ValueError(f"model {name!r}: unknown standard model; known: {', '.join(STANDARD_ZOO)}")
+
+
+def build_other_model(name: str, cfg: "CurveConfig", seed: int, *, pretrained: bool = True,
+                      n_train: int | None = None, progress: bool = False) -> tuple[nn.Module, Callable[[Any], torch.Tensor]]:
+    """``(model in eval mode on cfg's device, its eval transform)``; a standard model is trained here on
+    ``n_train`` ID training images (None: the whole split)."""
+    check_other_name(name)
+    kind, _, model_name = name.partition(":")
+    device = cfg.resolved_device()
+    if kind == "timm":
+        import timm
+
+        try:
+            model = timm.create_model(model_name, pretrained=pretrained)
+        except RuntimeError as err:  # an unknown name
+            raise ValueError(f"model {name!r}: timm cannot build it ({err})") from None
+        data_cfg = timm.data.resolve_data_config({}, model=model)
+        return model.to(device).eval(), timm.data.create_transform(**data_cfg)
+    from wiseft_lib.data import get_dataset
+    from wiseft_lib.core.evaluate import preprocess_once
+    from wiseft_lib.mini.standard import _NORMALIZE, STANDARD_ZOO, build_standard, train_standard
+
+    kwargs = {"n_train": n_train, "seed": seed} if cfg.id_dataset.startswith("mini-") else {}
+    train = get_dataset(cfg.id_dataset, root=cfg.data_root, split="train", transform=_NORMALIZE, **kwargs)
+    x, y = preprocess_once(train, progress=progress).dataset.tensors
+    spec = STANDARD_ZOO[model_name]
+    torch.manual_seed(seed)
+    model = build_standard(spec["arch"], spec["width"], num_classes=len(train.classnames), image_size=x.shape[-1])
+    return train_standard(model, x, y, epochs=spec["epochs"], seed=seed, device=device), _NORMALIZE
+
+
+def _cached(runs: RunCache, kind: str, key: str, record: dict[str, Any]):
+    if not runs.has(kind, key):
+        with runs.lock(kind, key):
+            if not runs.has(kind, key):
+                runs.commit(kind, key, runs.work_dir(kind, key), record)
+    return runs.entry(kind, key)
+
+
+def _load_or(path, compute: Callable[[], tuple[torch.Tensor, torch.Tensor]]) -> tuple[torch.Tensor, torch.Tensor]:
+    from wiseft_lib.core._io import atomic_path
+
+    if path.is_file():
+        t = load_file(str(path))
+        return t["logits"], t["labels"]
+    logits, labels = compute()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with atomic_path(path) as tmp:
+        save_file({"logits": logits.contiguous(), "labels": labels.contiguous()}, str(tmp))
+    return logits, labels
+
+
+def zeroshot_logits(ep: "Endpoints", dataset: str) -> tuple[torch.Tensor, torch.Tensor]:
+    """The zero-shot classifier's ``(logits, labels)`` on an evaluation set, cached beside it."""
+    from wiseft_lib.core.evaluate import predict_logits
+
+    ep.zeroshot()
+    path = ep.runs.entry("zeroshot", ep.zeroshot_key()) / "logits" / f"{ep.eval_key(dataset, 'model')}.safetensors"
+    return _load_or(path, lambda: predict_logits(ep.zeroshot(), ep.eval_bundle(dataset),
+                                                 batch_size=ep.cfg.eval_batch_size, num_workers=ep.cfg.num_workers,
+                                                 progress=False))
+
+
+def other_model_logits(name: str, dataset: str, ep: "Endpoints", *, pretrained: bool = True,
+                       n_train: int | None = None, models: dict | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(logits, labels)`` of model ``name`` on an evaluation set of ``ep``'s config, cached in the run cache
+    (``models`` keeps a model built for one set for the next)."""
+    from wiseft_lib.data import get_dataset
+    from wiseft_lib.experiment.endpoints import eval_bundle_kwargs
+    from wiseft_lib.core.evaluate import predict_logits
+
+    cfg, seed = ep.cfg, ep.seed
+    kind = name.partition(":")[0]
+    identity = {"model": name, "pretrained": pretrained}
+    if kind == "standard":  # trained here: its data and seed are part of what it is
+        identity.update(train={"dataset": cfg.id_dataset, "n_train": n_train, "seed": seed})
+    key = run_key(identity)
+    entry = _cached(ep.runs, "other", key, {"identity": identity})
+    path = entry / "logits" / f"{ep.eval_key(dataset, 'model')}.safetensors"
+
+    def compute() -> tuple[torch.Tensor, torch.Tensor]:
+        store = models if models is not None else {}
+        if name not in store:
+            store[name] = build_other_model(name, cfg, seed, pretrained=pretrained, n_train=n_train)
+        model, transform = store[name]
+        record = ep.eval_record(dataset)
+        bundle = get_dataset(dataset, root=cfg.data_root, split=record["split"], transform=transform,
+                             **eval_bundle_kwargs(dataset, cfg.n_test))
+        return predict_logits(model, bundle, batch_size=cfg.eval_batch_size, num_workers=cfg.num_workers,
+                              device=ep.device, progress=False)
+
+    return _load_or(path, compute)

@@ -1,0 +1,1 @@
+"""The method's core: models, zero-shot heads, weight interpolation, evaluation, features, probes."""

@@ -1,0 +1,1 @@
+"""Plots, tables and the paper's published numbers (``paper_data/``)."""

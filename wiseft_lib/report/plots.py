@@ -1,0 +1,547 @@
+"""Paper figures: Figure 1's ID-vs-OOD accuracy plot on logit-scaled axes.
+
+    import pandas as pd
+    from wiseft_lib.report.plots import plot_id_vs_ood, save_figure
+
+    curve = pd.DataFrame({"mode": ["end-to-end"] * 3, "alpha": [0, 0.5, 1],
+                          "id_acc": [68.3, 81.7, 81.3], "ood_avg": [58.1, 63.0, 53.8]})
+    fig = plot_id_vs_ood(curve)
+    save_figure(fig, "outputs/figure1")          # figure1.png and figure1.pdf
+
+Accuracies are percentages everywhere; the axes are logit-scaled (as in Taori et al. and the
+paper) with percent tick labels. :func:`fit_logit_line` fits the effective-robustness
+baseline, a straight line in logit space through a group of models. Figures are built with
+:func:`new_figure` (a :class:`NotebookFigure` on the Agg canvas), never pyplot, so they work
+headless and do not touch a notebook's backend; a notebook cell that ends in a figure shows it
+as a PNG image (in JupyterLab, in papermill's executed notebook, in an ipywidgets ``Output``)
+whatever the matplotlib backend, because the figure renders itself.
+"""
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any, NamedTuple, Optional, Union
+
+import numpy as np
+import pandas as pd
+from matplotlib.axes import Axes
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
+from matplotlib.ticker import FixedLocator, FuncFormatter, NullLocator
+
+from wiseft_lib.core._io import atomic_path
+
+__all__ = [
+    "plot_baselines",
+    "plot_metric_curves",
+    "LogitLine",
+    "fit_logit_line",
+    "draw_logit_line",
+    "logit_axes",
+    "plot_id_vs_ood",
+    "show_images",
+    "plot_alpha_step",
+    "plot_weight_path",
+    "plot_per_shift",
+    "save_figure",
+    "new_figure",
+    "NotebookFigure",
+]
+
+_EPS = 1e-4  # accuracies are clipped to [0.01 %, 99.99 %] before the logit transform
+_TICK_TIERS = (  # coarse to fine; the finest tier with at most max_ticks ticks in range wins
+    (0.1, 1, 5, 10, 20, 30, 40, 50, 60, 70, 80, 90, 95, 99, 99.9),
+    (0.1, 0.5, 1, 2, 5, 10, 15, 20, 25, 30, 35, 40, 45, 50, 55, 60, 65, 70, 75, 80, 85, 90, 95,
+     98, 99, 99.5, 99.9),
+    (0.1, 0.2, 0.5, 1, 2, 5, 10, 15, 20, 25, 30, 35, 40, 45, 50, 55, 60, 65, 70, 75, 80, 85, 90,
+     92, 94, 95, 96, 97, 98, 99, 99.5, 99.8, 99.9),
+)
+_MARKERS = ("o", "s", "^", "D", "v", "P", "X", "<", ">")
+
+
+class NotebookFigure(Figure):
+    """A ``Figure`` that IPython displays as a PNG image.
+
+    A bare ``matplotlib.figure.Figure`` has no image formatter unless pyplot's inline backend has
+    been loaded (and papermill, ``MPLBACKEND=Agg`` or a kernel that never imported pyplot leave
+    it unloaded), so a notebook cell ending in one printed ``<Figure size ... with N Axes>``.
+    This one answers IPython's rich-display protocol itself: ``image/png`` (drawn like the
+    saved file, at ``display_dpi``) and a text alternative naming the files it was saved to.
+    """
+
+    display_dpi = 100
+
+    def _repr_mimebundle_(self, include: Any = None, exclude: Any = None) -> dict[str, Any]:
+        return {"image/png": self.to_png(), "text/plain": self._describe()}
+
+    def _repr_png_(self) -> bytes:
+        return self.to_png()
+
+    def to_png(self, dpi: Optional[int] = None) -> bytes:
+        """The figure as PNG bytes (``bbox_inches="tight"``, as :func:`save_figure` writes it)."""
+        import io
+
+        if self.canvas is None or not hasattr(self.canvas, "print_figure"):
+            FigureCanvasAgg(self)
+        buffer = io.BytesIO()
+        self.savefig(buffer, format="png", dpi=dpi or self.display_dpi, bbox_inches="tight")
+        return buffer.getvalue()
+
+    def _describe(self) -> str:
+        width, height = (self.get_size_inches() * self.display_dpi).round().astype(int)
+        saved = getattr(self, "saved_to", None)
+        where = f"; saved as {', '.join(str(p) for p in saved)}" if saved else ""
+        return f"[figure: {width}x{height} px, {len(self.axes)} axes{where}]"
+
+
+def new_figure(figsize: tuple[float, float], **kwargs: Any) -> NotebookFigure:
+    """An empty :class:`NotebookFigure` on the Agg canvas (``layout="constrained"`` unless given)."""
+    kwargs.setdefault("layout", "constrained")
+    fig = NotebookFigure(figsize=figsize, **kwargs)
+    FigureCanvasAgg(fig)
+    return fig
+
+
+def _frac(percent: Any) -> np.ndarray:
+    return np.clip(np.asarray(percent, dtype=float) / 100.0, _EPS, 1.0 - _EPS)
+
+
+def _logit(percent: Any) -> np.ndarray:
+    p = _frac(percent)
+    return np.log(p) - np.log1p(-p)
+
+
+def _expit_percent(z: Any) -> np.ndarray:
+    return 100.0 / (1.0 + np.exp(-np.asarray(z, dtype=float)))
+
+
+class LogitLine(NamedTuple):
+    """``logit(y) = slope * logit(x) + intercept`` with x, y accuracies in percent."""
+
+    slope: float
+    intercept: float
+
+    def __call__(self, x_percent: Any) -> np.ndarray:
+        """Predicted y (percent) at x (percent)."""
+        return _expit_percent(self.slope * _logit(x_percent) + self.intercept)
+
+    def draw(self, ax: Axes, x_range: Optional[tuple[float, float]] = None, **kwargs: Any) -> None:
+        """Draw the line on a :func:`plot_id_vs_ood` axes; see :func:`draw_logit_line`."""
+        draw_logit_line(ax, self, x_range, **kwargs)
+
+
+def fit_logit_line(x: Sequence[float], y: Sequence[float]) -> LogitLine:
+    """Least-squares line in logit space through accuracies ``x``, ``y`` (percent)."""
+    lx, ly = _logit(x), _logit(y)
+    if lx.shape != ly.shape or lx.ndim != 1:
+        raise ValueError(f"x and y must be 1-D and equally long, got shapes {lx.shape} and {ly.shape}")
+    if len(lx) < 2 or np.ptp(lx) == 0:
+        raise ValueError("fitting a line needs at least two points with different x accuracies")
+    slope, intercept = np.polyfit(lx, ly, 1)
+    return LogitLine(float(slope), float(intercept))
+
+
+def draw_logit_line(ax: Axes, line: LogitLine, x_range: Optional[tuple[float, float]] = None,
+                    **kwargs: Any) -> None:
+    """Draw ``line`` over ``x_range`` (percent; default: the axes' current x limits)."""
+    lo, hi = x_range if x_range is not None else tuple(100.0 * v for v in ax.get_xlim())
+    xs = _expit_percent(np.linspace(_logit(lo), _logit(hi), 100))
+    kwargs.setdefault("color", "0.4")
+    kwargs.setdefault("linestyle", "--")
+    kwargs.setdefault("linewidth", 1.0)
+    ax.plot(xs / 100.0, line(xs) / 100.0, **kwargs)
+
+
+def _nice_ticks(lo: float, hi: float, max_ticks: int = 9) -> list[float]:
+    tiers = [[t for t in tier if lo <= t <= hi] for tier in _TICK_TIERS]
+    fitting = [t for t in tiers if 3 <= len(t) <= max_ticks]
+    if fitting:
+        return [float(t) for t in fitting[-1]]
+    if len(tiers[0]) > max_ticks:  # thin the coarsest tier evenly in logit space
+        z = _logit(tiers[0])
+        targets = np.linspace(z[0], z[-1], max_ticks)
+        return sorted({float(tiers[0][int(np.argmin(np.abs(z - t)))]) for t in targets})
+    step = max((hi - lo) / 6.0, 0.01)  # a narrow range: evenly spaced round numbers
+    mag = 10 ** np.floor(np.log10(step))
+    step = min(m * mag for m in (1, 2, 5, 10) if m * mag >= step)
+    start = np.ceil(lo / step) * step
+    return [round(float(v), 6) for v in np.arange(start, hi + 1e-9, step)]
+
+
+def _format_percent(v: float, _pos: Any = None) -> str:
+    return f"{100.0 * v:.4g}"
+
+
+def logit_axes(ax: Axes, x_percent: Sequence[float], y_percent: Sequence[float],
+               pad: float = 0.08) -> None:
+    """Logit-scale both axes of ``ax`` around the given accuracies, with percent ticks.
+
+    Data on these axes are fractions (percent / 100).
+    """
+    for axis, vals, set_scale, set_lim in (
+        (ax.xaxis, x_percent, ax.set_xscale, ax.set_xlim),
+        (ax.yaxis, y_percent, ax.set_yscale, ax.set_ylim),
+    ):
+        z = _logit(np.asarray(vals, dtype=float))
+        z_lo, z_hi = float(np.min(z)), float(np.max(z))
+        span = max(z_hi - z_lo, 0.2)
+        z_lo, z_hi = z_lo - pad * span, z_hi + pad * span
+        lo, hi = float(_expit_percent(z_lo)), float(_expit_percent(z_hi))
+        set_scale("logit")
+        set_lim(lo / 100.0, hi / 100.0)
+        axis.set_major_locator(FixedLocator([t / 100.0 for t in _nice_ticks(lo, hi)]))
+        axis.set_minor_locator(NullLocator())
+        axis.set_major_formatter(FuncFormatter(_format_percent))
+        axis.set_minor_formatter(FuncFormatter(lambda *_: ""))
+
+
+def _aggregate(df: pd.DataFrame, keys: list[str], x: str, y: str) -> pd.DataFrame:
+    """Mean with min/max over repeated rows (e.g. seeds) per key."""
+    g = df.groupby(keys, sort=True, dropna=False)
+    out = g[[x, y]].mean()
+    out[[f"{x}_min", f"{y}_min"]] = g[[x, y]].min().to_numpy()
+    out[[f"{x}_max", f"{y}_max"]] = g[[x, y]].max().to_numpy()
+    out["n"] = g.size()
+    return out.reset_index()
+
+
+def _point(ax: Axes, row: pd.Series, x: str, y: str, show_range: bool, **kwargs: Any) -> None:
+    px, py = row[x] / 100.0, row[y] / 100.0
+    if show_range and row["n"] > 1:
+        # clipped at 0: the mean of equal values can exceed their max by a rounding error
+        xerr = [[max(px - row[f"{x}_min"] / 100.0, 0.0)], [max(row[f"{x}_max"] / 100.0 - px, 0.0)]]
+        yerr = [[max(py - row[f"{y}_min"] / 100.0, 0.0)], [max(row[f"{y}_max"] / 100.0 - py, 0.0)]]
+        ax.errorbar(px, py, xerr=xerr, yerr=yerr, fmt="none", ecolor=kwargs.get("color", "k"),
+                    elinewidth=0.8, capsize=2, zorder=kwargs.get("zorder", 3) - 0.5)
+    ax.scatter([px], [py], **kwargs)
+
+
+def plot_id_vs_ood(
+    df: pd.DataFrame,
+    ax: Optional[Axes] = None,
+    *,
+    x: str = "id_acc",
+    y: str = "ood_avg",
+    mode_col: str = "mode",
+    alpha_col: str = "alpha",
+    label_alpha: Optional[float] = 0.5,
+    extra: Optional[pd.DataFrame] = None,
+    group_col: str = "group",
+    fit: Union[bool, Sequence[str]] = True,
+    show_range: bool = True,
+    xlabel: str = "ID accuracy (%)",
+    ylabel: str = "Avg. accuracy under distribution shift (%)",
+    title: Optional[str] = None,
+    palette: Optional[Sequence[Any]] = None,
+    figsize: tuple[float, float] = (6.0, 5.0),
+    curve_label: str = "WiSE-FT ({mode})",
+    finetuned_label: str = "fine-tuned ({mode})",
+    span: tuple[Sequence[float], Sequence[float]] = ((), ()),
+) -> Figure:
+    """Figure 1: the WiSE-FT curve of each fine-tuning mode on logit-scaled ID/OOD axes.
+
+    ``df`` has one row per (mode, alpha[, seed]) with accuracies in percent; alpha 0 is the
+    zero-shot model (a star), alpha 1 the fine-tuned model (a large marker), and the points
+    between are joined in alpha order. Repeated rows (seeds) are averaged, with min/max bars
+    when ``show_range``. The ``label_alpha`` point of each curve is marked and labelled.
+    ``extra`` adds scatter groups (columns ``group_col``, ``x``, ``y``; e.g. other zero-shot
+    models, standard ImageNet models), each with a fitted logit-space line when ``fit`` is
+    True or names the group. ``curve_label`` and ``finetuned_label`` format the legend entries
+    (an entry that repeats, e.g. one fine-tuned model shared by several curves, is shown once). ``span``: more x
+    and y accuracies the axes must show (e.g. interval ends). Returns the Figure (drawn on ``ax`` if given).
+    """
+    missing = [c for c in (mode_col, alpha_col, x, y) if c not in df.columns]
+    if missing:
+        raise ValueError(f"plot_id_vs_ood needs columns {missing}; the frame has {list(df.columns)}")
+    if df.empty:
+        raise ValueError("plot_id_vs_ood got an empty frame: nothing to plot")
+    if ax is None:
+        fig = new_figure(figsize)
+        ax = fig.add_subplot()
+    else:
+        fig = ax.figure
+    agg = _aggregate(df, [mode_col, alpha_col], x, y)
+    modes = list(dict.fromkeys(df[mode_col]))
+    colors = list(palette) if palette is not None else [f"C{i}" for i in range(10)]
+
+    all_x, all_y = list(agg[x]) + list(span[0]), list(agg[y]) + list(span[1])
+    if extra is not None and not extra.empty:
+        all_x += list(extra[x])
+        all_y += list(extra[y])
+    logit_axes(ax, all_x, all_y)
+
+    if extra is not None and not extra.empty:
+        for i, (group, sub) in enumerate(extra.groupby(group_col, sort=False)):
+            color = f"C{(len(modes) + 2 + i) % 10}"
+            ax.scatter(sub[x] / 100.0, sub[y] / 100.0, s=18, color=color, alpha=0.7,
+                       label=str(group), zorder=2)
+            do_fit = fit is True or (not isinstance(fit, bool) and group in fit)
+            if do_fit and len(sub) >= 2 and np.ptp(_logit(sub[x])) > 0:
+                line = fit_logit_line(sub[x], sub[y])
+                draw_logit_line(ax, line, color=color, label=f"linear fit ({group})")
+
+    zero_shot_drawn, finetuned_drawn = False, set()
+    for i, mode in enumerate(modes):
+        color = colors[i % len(colors)]
+        curve = agg[agg[mode_col] == mode].sort_values(alpha_col)
+        ax.plot(curve[x] / 100.0, curve[y] / 100.0, "-", color=color, marker=".", markersize=5,
+                linewidth=1.5, label=curve_label.format(mode=mode), zorder=3)
+        for _, row in curve.iterrows():
+            a = row[alpha_col]
+            if a == 0:
+                _point(ax, row, x, y, show_range, marker="*", s=220, color="gold", edgecolor="k",
+                       zorder=5, label=None if zero_shot_drawn else "zero-shot")
+                zero_shot_drawn = True
+            elif a == 1:
+                label = finetuned_label.format(mode=mode)
+                _point(ax, row, x, y, show_range, marker=_MARKERS[i % len(_MARKERS)], s=70, color=color,
+                       edgecolor="k", zorder=5, label=None if label in finetuned_drawn else label)
+                finetuned_drawn.add(label)
+            elif label_alpha is not None and np.isclose(a, label_alpha):
+                _point(ax, row, x, y, show_range, marker="D", s=45, color=color, edgecolor="k",
+                       zorder=5)
+                ax.annotate(f"α={label_alpha:g}", (row[x] / 100.0, row[y] / 100.0),
+                            textcoords="offset points", xytext=(4, 6), fontsize=8, color=color)
+            elif show_range and row["n"] > 1:
+                _point(ax, row, x, y, show_range, marker=".", s=1, color=color, zorder=4)
+
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    if title:
+        ax.set_title(title)
+    ax.grid(True, which="major", linewidth=0.5, alpha=0.5)
+    ax.legend(fontsize=8, loc="best", frameon=True)
+    return fig
+
+
+def _image_grid(axes: Sequence[Axes], images: Sequence[Any], titles: Sequence[str], fontsize: int = 7) -> None:
+    for ax in axes:
+        ax.axis("off")
+    for ax, image, title in zip(axes, images, titles):
+        arr = np.asarray(image)
+        ax.imshow(arr, cmap="gray" if arr.ndim == 2 else None, vmin=0, vmax=255)
+        ax.set_title(title, fontsize=fontsize)
+
+
+def show_images(images: Sequence[Any], titles: Sequence[str], ncols: int = 6, *, title: Optional[str] = None,
+                size: float = 1.4) -> Figure:
+    """A grid of images (PIL images or uint8 arrays, e.g. a dataset built without a transform)."""
+    if len(images) != len(titles):
+        raise ValueError(f"{len(images)} images but {len(titles)} titles")
+    if not len(images):
+        raise ValueError("show_images got no images")
+    nrows = -(-len(images) // ncols)
+    fig = new_figure((size * ncols, size * nrows + (0.4 if title else 0)))
+    _image_grid(fig.subplots(nrows, ncols, squeeze=False).ravel(), images, titles)
+    if title:
+        fig.suptitle(title, fontsize=10)
+    return fig
+
+
+def plot_alpha_step(curve: pd.DataFrame, alpha: float, images: Sequence[Any], labels: Sequence[int],
+                    predictions: dict[float, Sequence[int]], classnames: Sequence[str], *, max_images: int = 8,
+                    dataset: str = "") -> Figure:
+    """One step of an alpha slider: the curve with the point at ``alpha`` (left) and the images whose
+    prediction at ``alpha`` differs from the zero-shot model's (right), right ones first.
+
+    ``predictions`` maps each alpha of ``curve`` to the predicted labels of ``images``.
+    """
+    if alpha not in predictions or 0.0 not in predictions:
+        raise ValueError(f"predictions must hold alpha 0 and {alpha}; it has {sorted(predictions)}")
+    zero, now, labels = np.asarray(predictions[0.0]), np.asarray(predictions[alpha]), np.asarray(labels)
+    changed = np.flatnonzero(zero != now)
+    fixed, broken = changed[now[changed] == labels[changed]], changed[now[changed] != labels[changed]]
+    shown = np.concatenate([fixed, broken])[:max_images]
+    fig = new_figure((11.0, 4.2))
+    left, right = fig.subfigures(1, 2, width_ratios=[1.0, 1.15])
+    ax = left.subplots()
+    plot_id_vs_ood(curve, ax=ax, title=f"alpha = {alpha:g}")
+    point = curve[np.isclose(curve["alpha"], alpha)].mean(numeric_only=True)
+    ax.scatter([point["id_acc"] / 100.0], [point["ood_avg"] / 100.0], s=260, facecolors="none",
+               edgecolors="red", linewidths=2, zorder=6)
+    grid = right.subplots(2, max(1, -(-max_images // 2)), squeeze=False).ravel()
+    titles = [f"{'fixed' if i in fixed else 'broken'}: {classnames[zero[i]]}\n-> {classnames[now[i]]} "
+              f"(is {classnames[labels[i]]})" for i in shown]
+    _image_grid(grid, [images[i] for i in shown], titles, fontsize=6)
+    right.suptitle(f"{dataset}: {len(fixed)} predictions fixed, {len(broken)} broken vs. zero-shot",
+                   fontsize=9)
+    return fig
+
+
+def _grid(n: int, ncols: int, panel: tuple[float, float]) -> tuple[Figure, list[Axes]]:
+    ncols = max(1, min(ncols, n))
+    nrows = -(-n // ncols)
+    fig = new_figure((panel[0] * ncols, panel[1] * nrows))
+    axes = fig.subplots(nrows, ncols, squeeze=False).ravel()
+    for ax in axes[n:]:
+        ax.set_visible(False)
+    return fig, list(axes[:n])
+
+
+def plot_weight_path(path: pd.DataFrame, *, titles: Optional[dict[str, str]] = None, ncols: int = 4,
+                     title: Optional[str] = None) -> Figure:
+    """Figure 6: accuracy along the weight path vs alpha, one panel per dataset column.
+
+    ``path`` is :func:`wiseft_lib.analysis.shift_tables.weight_path_table`'s frame; each mode's path is a
+    solid line, the straight line between its endpoint accuracies dashed, the better endpoint dotted.
+    """
+    columns = list(dict.fromkeys(path["column"]))
+    fig, axes = _grid(len(columns), ncols, (3.2, 2.7))
+    titles = titles or {}
+    for ax, column in zip(axes, columns):
+        for i, (mode, g) in enumerate(path[path["column"] == column].groupby("mode", sort=False)):
+            g = g.sort_values("alpha")
+            color = f"C{i}"
+            ax.plot(g["alpha"], g["accuracy"], "-", marker=".", color=color, label=f"weight path ({mode})")
+            ax.plot(g["alpha"], g["endpoint_line"], "--", color=color, linewidth=1, label="endpoint line")
+            ax.plot(g["alpha"], g["best_endpoint"], ":", color=color, linewidth=1, label="better endpoint")
+        ax.set_title(titles.get(column, column), fontsize=9)
+        ax.set_xlabel("alpha")
+        ax.set_ylabel("accuracy (%)")
+        ax.grid(True, linewidth=0.5, alpha=0.5)
+    axes[0].legend(fontsize=6, loc="best")
+    if title:
+        fig.suptitle(title, fontsize=10)
+    return fig
+
+
+def plot_per_shift(points: pd.DataFrame, background: Optional[pd.DataFrame] = None, *,
+                   titles: Optional[dict[str, str]] = None, fit_group: str = "standard", ncols: int = 3,
+                   title: Optional[str] = None, whole_intervals: bool = False) -> Figure:
+    """Figures 7, 8, 21: per shift, ID accuracy on the shift's classes (x) vs accuracy on the shift (y).
+
+    ``points`` is :func:`wiseft_lib.analysis.shift_tables.per_shift_points`'s frame (the WiSE-FT curves; the
+    zero-shot, fine-tuned and alpha=0.5 points get their Clopper-Pearson intervals when the frame has
+    ``x_lo`` ... ``y_hi``); ``background`` has ``shift, group, model, x, y`` (e.g. standard models),
+    and the ``fit_group`` models get a logit-space linear fit; ``whole_intervals`` widens the axes to the interval ends.
+    """
+    shifts = list(dict.fromkeys(points["shift"]))
+    fig, axes = _grid(len(shifts), ncols, (4.2, 3.6))
+    titles = titles or {}
+    for ax, shift in zip(axes, shifts):
+        own = points[points["shift"] == shift]
+        extra = None
+        if background is not None and not background.empty:
+            extra = background[(background["shift"] == shift)].dropna(subset=["x", "y"])
+        marked = own[np.isclose(own["alpha"], 0.0) | np.isclose(own["alpha"], 0.5) | np.isclose(own["alpha"], 1.0)]
+        has_intervals = {"x_lo", "x_hi", "y_lo", "y_hi"} <= set(own.columns)
+        span = [[*marked[f"{a}_lo"].dropna(), *marked[f"{a}_hi"].dropna()] for a in "xy"] \
+            if has_intervals and whole_intervals else ((), ())
+        plot_id_vs_ood(own, ax=ax, x="x", y="y", extra=extra, fit=[fit_group], show_range=False,
+                       xlabel=f"ID accuracy on {own['x_dataset'].iloc[0]} (%)", ylabel=f"{shift} accuracy (%)",
+                       title=titles.get(shift, shift), span=span)
+        if has_intervals:
+            ax.errorbar(marked["x"] / 100.0, marked["y"] / 100.0,
+                        xerr=[(marked["x"] - marked["x_lo"]) / 100.0, (marked["x_hi"] - marked["x"]) / 100.0],
+                        yerr=[(marked["y"] - marked["y_lo"]) / 100.0, (marked["y_hi"] - marked["y"]) / 100.0],
+                        fmt="none", ecolor="0.3", elinewidth=0.7, capsize=1.5, zorder=4)
+        if ax is not axes[0]:
+            legend = ax.get_legend()
+            if legend is not None:
+                legend.remove()
+        else:
+            ax.legend(fontsize=6, loc="best")
+    if title:
+        fig.suptitle(title, fontsize=10)
+    return fig
+
+
+def plot_baselines(reference: pd.DataFrame, variants: pd.DataFrame, points: Optional[pd.DataFrame] = None, *,
+                   reference_label: str = "WiSE-FT", ncols: int = 2, title: Optional[str] = None,
+                   extra_curves: Optional[pd.DataFrame] = None) -> Figure:
+    """Figures 3, 11-13, 15: one panel per family of baselines, each beside WiSE-FT's curve.
+
+    ``reference`` has ``alpha, id_acc, ood_avg`` (rows per seed are averaged); ``variants`` has ``family,
+    variant, alpha, id_acc, ood_avg``: each variant is a point (alpha 1) and WiSE-FT applied to it a dashed
+    line from the zero-shot model through its other alphas. Rows of ``points`` with ``chosen_on_val`` get a
+    black edge. ``extra_curves`` (``mode, alpha, id_acc, ood_avg``; e.g. output-space ensembles) get a panel
+    of their own. Accuracies in percent, logit-scaled axes.
+    """
+    ref = reference.groupby("alpha")[["id_acc", "ood_avg"]].mean().reset_index().sort_values("alpha")
+    var = variants.groupby(["family", "variant", "alpha"], sort=False)[["id_acc", "ood_avg"]].mean().reset_index()
+    ext = None
+    if extra_curves is not None and not extra_curves.empty:
+        ext = extra_curves.groupby(["mode", "alpha"], sort=False)[["id_acc", "ood_avg"]].mean().reset_index()
+    families = list(dict.fromkeys(var["family"])) + (["output space and random interpolation"] if ext is not None
+                                                     else [])
+    chosen = set(points.loc[points["chosen_on_val"], "variant"]) if points is not None and "chosen_on_val" in points \
+        else set()
+    fig, axes = _grid(max(len(families), 1), ncols, (4.6, 3.9))
+    zs = ref[np.isclose(ref["alpha"], 0.0)]
+    for ax, family in zip(axes, families):
+        own = var[var["family"] == family] if ext is None or family in set(var["family"]) else ext
+        logit_axes(ax, list(ref["id_acc"]) + list(own["id_acc"]), list(ref["ood_avg"]) + list(own["ood_avg"]))
+        ax.plot(ref["id_acc"] / 100, ref["ood_avg"] / 100, "-", color="k", linewidth=1.6, marker=".", markersize=3,
+                label=f"{reference_label} (alpha 0 to 1)", zorder=3)
+        if not zs.empty:
+            ax.scatter(zs["id_acc"] / 100, zs["ood_avg"] / 100, marker="*", s=140, color="k", zorder=5,
+                       label="zero-shot")
+        key = "variant" if "variant" in own.columns else "mode"
+        for i, (name, g) in enumerate(own.groupby(key, sort=False)):
+            g = g.sort_values("alpha")
+            color = f"C{i % 10}"
+            line = pd.concat([zs[["id_acc", "ood_avg"]], g[["id_acc", "ood_avg"]]]) if key == "variant" else g
+            ax.plot(line["id_acc"] / 100, line["ood_avg"] / 100, "--" if key == "variant" else "-", color=color,
+                    linewidth=0.9, zorder=2)
+            if key == "variant":
+                end = g[np.isclose(g["alpha"], 1.0)]
+                ax.scatter(end["id_acc"] / 100, end["ood_avg"] / 100, s=55 if name in chosen else 30, color=color,
+                           edgecolors="k" if name in chosen else color, linewidths=1.5, zorder=4,
+                           label=f"{name}" + (" (chosen on val)" if name in chosen else ""))
+            else:
+                ax.scatter(g["id_acc"] / 100, g["ood_avg"] / 100, s=10, color=color, zorder=4, label=name)
+        ax.set_title(family, fontsize=9)
+        ax.set_xlabel("ID accuracy (%)", fontsize=8)
+        ax.set_ylabel("mean OOD accuracy (%)", fontsize=8)
+        ax.grid(True, linewidth=0.5, alpha=0.5)
+        ax.legend(fontsize=6, loc="best")
+    if title:
+        fig.suptitle(title, fontsize=10)
+    return fig
+
+
+def plot_metric_curves(curves: pd.DataFrame, *, x: str = "x", y: str = "y", panel: str = "panel",
+                       hue: str = "mode", xlabel: str = "ID accuracy (%)", ylabels: Optional[dict[str, str]] = None,
+                       titles: Optional[dict[str, str]] = None, ncols: int = 3, panel_size: tuple[float, float] = (3.6, 3.0),
+                       title: Optional[str] = None) -> Figure:
+    """WiSE-FT curves on plain axes, one panel per ``panel`` value: ``x`` against ``y`` along alpha per ``hue``
+    (a metric that can reach 0 or 100, e.g. pm-10 or macro-F1, rules out logit axes). The zero-shot end
+    (alpha 0) is a star, the fine-tuned end (alpha 1) a square, alpha 0.5 a diamond."""
+    panels = list(dict.fromkeys(curves[panel]))
+    fig, axes = _grid(len(panels), ncols, panel_size)
+    ylabels, titles = ylabels or {}, titles or {}
+    for ax, name in zip(axes, panels):
+        for i, (key, g) in enumerate(curves[curves[panel] == name].groupby(hue, sort=False)):
+            g = g.sort_values("alpha")
+            color = f"C{i}"
+            ax.plot(g[x], g[y], "-", marker=".", markersize=3, color=color, label=f"WiSE-FT ({key})")
+            for alpha, marker, size in ((0.0, "*", 11), (1.0, "s", 6), (0.5, "D", 5)):
+                at = g[np.isclose(g["alpha"], alpha)]
+                if not at.empty:
+                    ax.plot(at[x], at[y], marker, color=color, markersize=size, markeredgecolor="black",
+                            markeredgewidth=0.5, linestyle="none")
+        ax.set_title(titles.get(name, name), fontsize=9)
+        ax.set_xlabel(xlabel, fontsize=8)
+        ax.set_ylabel(ylabels.get(name, y), fontsize=8)
+        ax.grid(True, linewidth=0.5, alpha=0.5)
+    axes[0].legend(fontsize=6, loc="best", title="star: zero-shot, square: fine-tuned, diamond: alpha 0.5",
+                   title_fontsize=5)
+    if title:
+        fig.suptitle(title, fontsize=10)
+    return fig
+
+
+def save_figure(fig: Figure, path_without_ext: Union[str, Path],
+                formats: Sequence[str] = ("png", "pdf"), dpi: int = 200) -> list[Path]:
+    """Write ``fig`` as ``<path>.png`` and ``<path>.pdf`` (atomically); return the paths."""
+    base = Path(path_without_ext)
+    if fig.canvas is None or not hasattr(fig.canvas, "print_figure"):
+        FigureCanvasAgg(fig)
+    paths = []
+    for fmt in formats:
+        path = base.with_name(f"{base.name}.{fmt}")
+        with atomic_path(path) as tmp:
+            fig.savefig(tmp, format=fmt, dpi=dpi, bbox_inches="tight")
+        paths.append(path)
+    fig.saved_to = paths  # named in the text form a notebook shows beside the image
+    return paths
