@@ -399,7 +399,7 @@ def run_cache_(path: Path) -> Any:
 
 
 def load_fisher_(path: Path) -> Any:
-    from wiseft_lib.core.interpolate import load_fisher
+    from wiseft_lib.core.fisher import load_fisher
 
     return load_fisher(path)
 
@@ -471,7 +471,7 @@ def interpolate(alpha: Any = 0.5, other: Optional[Callable[[], dict]] = None) ->
 def fisher_other_keys() -> Callable[[], Any]:
     import torch
 
-    from wiseft_lib.core.interpolate import fisher_interpolate
+    from wiseft_lib.core.fisher import fisher_interpolate
 
     theta = tiny_classifier().state_dict()
     f = {"foo": torch.ones(1)}
@@ -517,7 +517,8 @@ def from_yaml(tmp: Path, text: str) -> Callable[[], Any]:
 
 def curve_with_checkpoint(tmp: Path) -> Callable[[], Any]:
     """A wiseft-mini curve (mini-photo, Fashion-MNIST) given a wiseft-test-tiny model as its end-to-end end."""
-    from wiseft_lib.experiment.curve import CurveConfig, wiseft_curve
+    from wiseft_lib.experiment.config import CurveConfig
+    from wiseft_lib.experiment.curve import wiseft_curve
     from wiseft_lib.data.fashion_mnist import FashionMNISTNotFound, find_fashion_mnist
     from wiseft_lib.experiment.runs import RunCache
 

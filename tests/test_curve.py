@@ -2,7 +2,8 @@
 import pandas as pd
 import pytest
 
-from wiseft_lib.experiment.curve import CurveConfig, curve_table, summary_table
+from wiseft_lib.experiment.config import CurveConfig
+from wiseft_lib.experiment.curve import curve_table, summary_table
 from wiseft_lib.params import ParamsError
 
 

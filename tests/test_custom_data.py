@@ -10,7 +10,7 @@ import torch
 from PIL import Image
 
 from wiseft_lib.data import default_eval_split, eval_split, get_dataset
-from wiseft_lib.data._common import DatasetNotFoundError, dataset_labels
+from wiseft_lib.data.common import DatasetNotFoundError, dataset_labels
 
 ROOT = Path(__file__).resolve().parents[1]
 CLASSES = ["blue_dots", "green_stripes", "red_square"]  # sorted: the label order
@@ -194,7 +194,7 @@ def test_a_shift_folder_of_other_classes_is_refused(split_folders, tmp_path):
 
 
 def test_demo_folders_are_written_only_where_allowed(tmp_path, fashion_mnist_root):
-    from wiseft_lib.data.folder import DEMO_MARKER, write_demo_folder
+    from wiseft_lib.data.mini.demo_folder import DEMO_MARKER, write_demo_folder
 
     demo = write_demo_folder(tmp_path / "demo-sketch", 2, style="sketch", train=False)
     assert sorted(p.name for p in (demo / "test").iterdir())[:2] == ["ankle_boot", "bag"]

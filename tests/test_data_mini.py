@@ -4,7 +4,7 @@ import pytest
 
 from wiseft_lib.data import get_dataset, list_datasets
 from wiseft_lib.data.fashion_mnist import CLASSNAMES, FashionMNISTNotFound, find_fashion_mnist, load_fashion_mnist
-from wiseft_lib.data.mini import (MINI_ID, MINI_OOD, STYLES, finetune_subset, render, split_indices,
+from wiseft_lib.data.mini import (MINI_ID, MINI_OOD, STYLES, class_balanced_subset, render, split_indices,
                                   test_subset as mini_test_subset)
 
 
@@ -47,12 +47,12 @@ def test_split_pools_are_disjoint_and_cover_train():
     assert len(s["pretrain"]) + len(s["finetune"]) == 60_000
 
 
-def test_finetune_subset_is_seeded_and_balanced():
+def test_class_balanced_subset_is_seeded_and_balanced():
     labels = np.repeat(np.arange(10), 100)
-    a, b, c = finetune_subset(labels, 200, 0), finetune_subset(labels, 200, 0), finetune_subset(labels, 200, 1)
+    a, b, c = class_balanced_subset(labels, 200, 0), class_balanced_subset(labels, 200, 0), class_balanced_subset(labels, 200, 1)
     assert np.array_equal(a, b) and not np.array_equal(a, c)
     assert np.bincount(labels[a], minlength=10).tolist() == [20] * 10
-    assert len(finetune_subset(labels, 205, 0)) == 205
+    assert len(class_balanced_subset(labels, 205, 0)) == 205
 
 
 def test_renderings_are_deterministic_and_distinct(fashion_mnist_root):

@@ -14,7 +14,7 @@ import torch
 from PIL import Image
 
 from wiseft_lib.data import get_dataset, list_datasets
-from wiseft_lib.data._common import DatasetNotFoundError, MaxProjection
+from wiseft_lib.data.common import DatasetNotFoundError, MaxProjection
 from wiseft_lib.data.imagenet import (
     imagenet_classnames,
     objectnet_classes,

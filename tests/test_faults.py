@@ -181,7 +181,7 @@ def test_full_disk_during_a_results_or_table_write_keeps_what_was_there(tmp_path
     monkeypatch.setattr(sqlite3, "connect", real_connect)
     assert len(store.to_frame()) == 5  # the earlier rows, none of the failed batch
 
-    from wiseft_lib.core import _io
+    from wiseft_lib.core import files as _io
 
     target = tmp_path / "curve.csv"
     _io.atomic_write_text(target, "old\n")

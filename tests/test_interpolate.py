@@ -12,13 +12,12 @@ from torch import nn
 from wiseft_lib.core.interpolate import (
     bernoulli_interpolate,
     check_compatible,
-    compute_fisher,
-    fisher_interpolate,
     interpolate_in_place,
     interpolate_weights,
     iter_alphas,
     sweep_alphas,
 )
+from wiseft_lib.core.fisher import compute_fisher, fisher_interpolate
 from wiseft_lib.core.models import ClassificationHead, ImageClassifier
 
 

@@ -59,7 +59,7 @@ def test_bad_search_settings_are_named():
         LinearSearch(regularizer="dropout")
     with pytest.raises(ValueError, match="holdout_fraction must be in"):
         LinearSearch(holdout_fraction=1.5)
-    from wiseft_lib.experiment.curve import CurveConfig
+    from wiseft_lib.experiment.config import CurveConfig
     from wiseft_lib.params import ParamsError
 
     with pytest.raises(ParamsError, match="parameter 'linear'.*LinearSearch fields"):
@@ -73,7 +73,8 @@ def test_a_curve_with_a_searched_head_keeps_the_trials_and_reuses_the_run(tmp_pa
     import pandas as pd
     from conftest import forbid
 
-    from wiseft_lib.experiment.curve import CurveConfig, wiseft_curve
+    from wiseft_lib.experiment.config import CurveConfig
+    from wiseft_lib.experiment.curve import wiseft_curve
     from wiseft_lib.experiment.runs import RunCache
 
     cfg = CurveConfig(modes=["linear"], linear_method="search", n_train_linear=500, n_test=200, alphas=[0.0, 1.0],

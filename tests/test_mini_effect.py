@@ -15,7 +15,8 @@ import yaml
 
 from wiseft_lib.mini.pretrain import PretrainConfig
 from wiseft_lib.core.models import PACKAGE_MODELS, package_weights_path
-from wiseft_lib.experiment.curve import CurveConfig, curve_table, wiseft_curve
+from wiseft_lib.experiment.config import CurveConfig
+from wiseft_lib.experiment.curve import curve_table, wiseft_curve
 
 ROOT = Path(__file__).resolve().parents[1]
 

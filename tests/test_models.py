@@ -119,7 +119,7 @@ def test_pretraining_budget_tags_load_and_more_pretraining_is_a_better_zero_shot
 def test_open_clip_models_get_random_weights_only_when_asked_by_name():
     with pytest.raises(ValueError, match="pretrained is unset.*'random'"):
         create_model("ViT-B-32")
-    from wiseft_lib.experiment.curve import CurveConfig
+    from wiseft_lib.experiment.config import CurveConfig
     from wiseft_lib.params import ParamsError
 
     with pytest.raises(ParamsError, match="pretrained.*no default weights"):

@@ -4,7 +4,8 @@ import pytest
 import torch
 from conftest import forbid
 
-from wiseft_lib.experiment.curve import CurveConfig, curve_table, wiseft_curve
+from wiseft_lib.experiment.config import CurveConfig
+from wiseft_lib.experiment.curve import curve_table, wiseft_curve
 from wiseft_lib.baselines.output_ensembles import ood_at_matched_id, output_ensemble_curve
 from wiseft_lib.experiment.runs import RunCache
 

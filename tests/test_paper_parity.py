@@ -79,7 +79,7 @@ def test_imagenet_names_templates_and_subsets():
 
 
 def test_objectnet_classes_groups_and_projection():
-    from wiseft_lib.data._common import MaxProjection
+    from wiseft_lib.data.common import MaxProjection
     from wiseft_lib.data.imagenet import objectnet_classes, objectnet_imagenet_groups
 
     classes, groups = objectnet_classes(), objectnet_imagenet_groups()

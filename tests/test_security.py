@@ -154,7 +154,7 @@ def test_a_pickle_as_a_fisher_file_is_refused(tmp_path, sentinel, tiny_registere
     import io
 
     from wiseft_lib.cli import main
-    from wiseft_lib.core.interpolate import load_fisher
+    from wiseft_lib.core.fisher import load_fisher
 
     f = write(tmp_path / "fisher.safetensors", evil(sentinel))
     with pytest.raises(ValueError, match="Fisher file .* is not a readable safetensors file"):

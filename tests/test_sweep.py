@@ -83,7 +83,7 @@ def test_gather_rows_is_the_identity_on_one_process():
 
 
 def test_evaluation_precision_is_a_parameter():
-    from wiseft_lib.experiment.curve import CurveConfig
+    from wiseft_lib.experiment.config import CurveConfig
     from wiseft_lib.experiment.endpoints import Endpoints
     from wiseft_lib.params import ParamsError
     from wiseft_lib.experiment.runs import RunCache

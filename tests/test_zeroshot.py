@@ -59,7 +59,7 @@ def test_named_placeholders_give_the_article_and_the_plural():
     ("a {", r"is not a format string .*a literal brace as \{\{"),
 ])
 def test_a_bad_template_says_what_is_wrong(template, message):
-    from wiseft_lib.experiment.curve import CurveConfig
+    from wiseft_lib.experiment.config import CurveConfig
     from wiseft_lib.params import ParamsError
 
     with pytest.raises(ValueError, match=message):

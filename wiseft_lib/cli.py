@@ -17,20 +17,30 @@ import json
 import sys
 from pathlib import Path
 from typing import Optional, Sequence
+import pandas as pd
+from wiseft_lib.data import default_eval_split, get_dataset, describe_dataset, list_datasets
+from wiseft_lib.experiment.endpoints import eval_bundle_kwargs
+from wiseft_lib.core.models import create_model, ImageClassifier, create_architecture, list_models, list_pretrained
+from wiseft_lib.core.zeroshot import zeroshot_classifier
+from wiseft_lib.core.evaluate import evaluate
+from wiseft_lib.core.fisher import fisher_interpolate, load_fisher
+from wiseft_lib.core.interpolate import interpolate_weights
+from wiseft_lib.experiment.export import export_wiseft
+from wiseft_lib.studies import STUDIES, run_study
+from wiseft_lib.finetune import run_finetune_from_args, add_finetune_arguments
+from wiseft_lib.mini.pretrain import run_from_args, add_pretrain_arguments
+from wiseft_lib.data.fashion_mnist import ensure_fashion_mnist, find_fashion_mnist
+from wiseft_lib.data.templates import get_templates
+from wiseft_lib.experiment.results import ResultsStore
 
 
 def cmd_zeroshot(a: argparse.Namespace) -> int:
-    from wiseft_lib.data import default_eval_split, get_dataset
-    from wiseft_lib.experiment.endpoints import eval_bundle_kwargs
-    from wiseft_lib.core.models import create_model
-    from wiseft_lib.core.zeroshot import zeroshot_classifier
 
     clip_model, _, eval_tf = create_model(a.model, a.pretrained, device=a.device)
     bundle = get_dataset(a.dataset, root=a.data_root, split=default_eval_split(a.dataset), transform=eval_tf,
                          **eval_bundle_kwargs(a.dataset, a.n_test))
     templates = bundle.templates
     if a.templates:
-        from wiseft_lib.data.templates import get_templates
 
         templates = get_templates(a.templates)
     clf = zeroshot_classifier(clip_model, a.model, bundle.classnames, templates, a.pretrained)
@@ -42,9 +52,6 @@ def cmd_zeroshot(a: argparse.Namespace) -> int:
 
 
 def _print_scores(model, datasets: Sequence[str], a: argparse.Namespace, transform, store=None, label=None):
-    from wiseft_lib.data import default_eval_split, get_dataset
-    from wiseft_lib.experiment.endpoints import eval_bundle_kwargs
-    from wiseft_lib.core.evaluate import evaluate
 
     for name in datasets:
         bundle = get_dataset(name, root=a.data_root, split=default_eval_split(name), transform=transform,
@@ -58,13 +65,11 @@ def _print_scores(model, datasets: Sequence[str], a: argparse.Namespace, transfo
 
 
 def cmd_evaluate(a: argparse.Namespace) -> int:
-    from wiseft_lib.core.models import ImageClassifier, create_architecture
 
     clf = ImageClassifier.load(a.checkpoint, device=a.device)
     _, _, eval_tf = create_architecture(clf.meta["model_name"], clf.meta.get("pretrained"))  # the tag's preprocessing
     store = None
     if a.results:
-        from wiseft_lib.experiment.results import ResultsStore
 
         store = ResultsStore(a.results)
     _print_scores(clf, a.datasets, a, eval_tf, store, a.run or Path(a.checkpoint).stem)
@@ -72,8 +77,6 @@ def cmd_evaluate(a: argparse.Namespace) -> int:
 
 
 def cmd_interpolate(a: argparse.Namespace) -> int:
-    from wiseft_lib.core.interpolate import fisher_interpolate, interpolate_weights
-    from wiseft_lib.core.models import ImageClassifier
 
     zs, ft = ImageClassifier.load(a.zeroshot), ImageClassifier.load(a.finetuned)
     if zs.meta.get("model_name") != ft.meta.get("model_name"):
@@ -81,7 +84,6 @@ def cmd_interpolate(a: argparse.Namespace) -> int:
                          f"WiSE-FT mixes a model with its own fine-tuned version, so both checkpoints must be "
                          f"fine-tuned from the same model (pass the zero-shot model the fine-tune started from)")
     if a.fisher:
-        from wiseft_lib.core.interpolate import load_fisher
 
         f0, f1 = (load_fisher(p) for p in a.fisher)
         theta = fisher_interpolate(zs.state_dict(), ft.state_dict(), a.alpha, f0, f1)
@@ -95,7 +97,6 @@ def cmd_interpolate(a: argparse.Namespace) -> int:
 
 
 def cmd_export(a: argparse.Namespace) -> int:
-    from wiseft_lib.experiment.export import export_wiseft
 
     result = export_wiseft(a.finetuned, a.output, alpha=a.alpha, model=a.model, pretrained=a.pretrained,
                            zeroshot=a.zeroshot, device=a.device)
@@ -110,7 +111,6 @@ def cmd_export(a: argparse.Namespace) -> int:
 
 
 def cmd_run(a: argparse.Namespace) -> int:
-    from wiseft_lib.studies import STUDIES, run_study
 
     if a.list or not a.study:
         for study in STUDIES.values():
@@ -123,7 +123,6 @@ def cmd_run(a: argparse.Namespace) -> int:
 
 
 def _print_result(result) -> None:
-    import pandas as pd
 
     with pd.option_context("display.width", 200, "display.max_columns", 30):
         for name in ("summary", "table1", "table8", "gains", "effective_robustness", "zeroshot", "claims"):
@@ -142,7 +141,6 @@ def cmd_sweep(a: argparse.Namespace) -> int:
 
 
 def cmd_finetune(a: argparse.Namespace) -> int:
-    from wiseft_lib.finetune import run_finetune_from_args
 
     run_finetune_from_args(a)
     print(f"fine-tuned model: {Path(a.output_dir) / 'finetuned.safetensors'}")
@@ -150,15 +148,12 @@ def cmd_finetune(a: argparse.Namespace) -> int:
 
 
 def cmd_pretrain_mini(a: argparse.Namespace) -> int:
-    from wiseft_lib.mini.pretrain import run_from_args
 
     run_from_args(a)
     return 0
 
 
 def cmd_data(a: argparse.Namespace) -> int:
-    from wiseft_lib.data import describe_dataset, list_datasets
-    from wiseft_lib.data.fashion_mnist import ensure_fashion_mnist, find_fashion_mnist
 
     if a.list:
         for name in list_datasets():
@@ -169,7 +164,6 @@ def cmd_data(a: argparse.Namespace) -> int:
 
 
 def cmd_models(a: argparse.Namespace) -> int:
-    from wiseft_lib.core.models import list_models, list_pretrained
 
     for name in list_models():
         tags = [t for m, t in list_pretrained(name)]
@@ -197,7 +191,6 @@ def build_parser() -> argparse.ArgumentParser:
     common(q)
     q.set_defaults(fn=cmd_zeroshot)
 
-    from wiseft_lib.finetune import add_finetune_arguments
 
     q = sub.add_parser("finetune", help="fine-tune end-to-end or as a linear classifier (torchrun-ready)")
     add_finetune_arguments(q)
@@ -249,7 +242,6 @@ def build_parser() -> argparse.ArgumentParser:
     study_flags(q)
     q.set_defaults(fn=cmd_sweep)
 
-    from wiseft_lib.mini.pretrain import add_pretrain_arguments
 
     q = sub.add_parser("pretrain-mini", help="pretrain the wiseft-mini CLIP (writes to an output folder)")
     add_pretrain_arguments(q)

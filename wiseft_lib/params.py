@@ -35,6 +35,7 @@ import typing
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any, TypeVar, Union
+import yaml
 
 __all__ = ["ParamsError", "Params", "param", "check_fields", "parse_assignment", "IPYTHON_NAMES"]
 
@@ -178,7 +179,6 @@ def _literal(v: Any) -> str:
 
 def parse_assignment(text: str) -> tuple[str, Any]:
     """``KEY=VALUE`` (the value read as YAML: ``seeds=[0, 1]``, ``n_test=500``, ``pretrained=null``)."""
-    import yaml
 
     key, sep, value = text.partition("=")
     if not sep or not key.strip():
@@ -215,7 +215,6 @@ class Params:
     @classmethod
     def from_yaml(cls: type[P], path: Union[str, Path, None], overrides: Sequence[str] = ()) -> P:
         """A params file (or only defaults with ``path=None``) plus ``KEY=VALUE`` overrides."""
-        import yaml
 
         values: dict[str, Any] = {}
         source = "--set" if overrides else "parameters"

@@ -18,6 +18,10 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Optional, Sequence
+import yaml
+import pandas as pd
+from tqdm.auto import tqdm
+from wiseft_lib.core.files import atomic_write_text
 
 __all__ = ["PAPER_COVERAGE", "StudyRun", "FigureOutputs", "figure_outputs", "reproduce", "write_index", "main"]
 
@@ -55,7 +59,7 @@ def figure_outputs(notebook: Path | str) -> FigureOutputs:
 
     A figure cell ends in a figure expression (``fig``, ``result.figure``) or has an image or a
     ``<Figure ...>`` text among its outputs. Cell numbers count code cells from 0."""
-    import nbformat
+    import nbformat  # the [studies] extra
 
     nb = nbformat.read(str(notebook), as_version=4)
     with_image, cells, as_text = 0, 0, []
@@ -74,8 +78,7 @@ def figure_outputs(notebook: Path | str) -> FigureOutputs:
 
 def _execute(notebook: Path, params_file: Path, out: Path, smoke: bool, kernel: str, log_output: bool,
              cell_timeout: Optional[int] = None) -> None:
-    import papermill
-    import yaml
+    import papermill  # the [studies] extra
 
     parameters = dict(yaml.safe_load(params_file.read_text()) or {})
     parameters["output_dir"] = str(out.resolve())
@@ -100,7 +103,6 @@ def reproduce(preset: str = "mini", *, root: Path | str = ".", outputs: Optional
     ``cell_timeout`` (seconds) fails a notebook whose cell runs longer, e.g. a kernel that stopped answering
     (seen once with Jupyter's messaging): the others still run. None: no limit (paper runs take hours).
     """
-    from tqdm.auto import tqdm
 
     root = Path(root)
     params_dir = root / "params" / preset
@@ -131,7 +133,6 @@ def reproduce(preset: str = "mini", *, root: Path | str = ".", outputs: Optional
 
 
 def _claims_summary(out: Path) -> str:
-    import pandas as pd
 
     path = out / "claims.csv"
     if not path.exists():
@@ -175,7 +176,6 @@ INDEX_TABLES = ("summary", "table1", "table2", "table6", "table7", "table8", "ta
 
 def write_index(runs: Sequence[StudyRun], base: Path, preset: str, smoke: bool = False) -> Path:
     """``index.md``: a status table, then per study its figures, tables, claims and notebook."""
-    from wiseft_lib.core._io import atomic_write_text
 
     def rel(p: Path) -> str:
         return p.relative_to(base).as_posix()

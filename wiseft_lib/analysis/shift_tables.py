@@ -22,6 +22,7 @@ from typing import Mapping, Optional, Sequence
 
 import numpy as np
 import pandas as pd
+from scipy.stats import beta
 
 __all__ = ["AVG", "AVG_ID", "HEADS", "clopper_pearson", "sweep_table", "optimal_alphas", "table1", "table3",
            "shape_table", "weight_path_table", "per_shift_points", "paper_columns", "with_intervals"]
@@ -34,7 +35,6 @@ MODE_OF = {v: k for k, v in HEADS.items()}
 def clopper_pearson(correct: Sequence[float] | float, n: Sequence[float] | float,
                     level: float = 0.95) -> tuple[np.ndarray, np.ndarray]:
     """Exact binomial interval for ``correct`` successes out of ``n``, in percent: ``(low, high)``."""
-    from scipy.stats import beta
 
     k, n = np.asarray(correct, dtype=float), np.asarray(n, dtype=float)
     if np.any(n <= 0) or np.any(k < 0) or np.any(k > n):
@@ -46,7 +46,7 @@ def clopper_pearson(correct: Sequence[float] | float, n: Sequence[float] | float
     return 100.0 * low, 100.0 * high
 
 
-def _interval(accuracy: float, n: Optional[float], level: float) -> Optional[tuple[float, float]]:
+def count_interval(accuracy: float, n: Optional[float], level: float) -> Optional[tuple[float, float]]:
     """The Clopper-Pearson interval of an accuracy (percent) on ``n`` images; None without a count."""
     if n is None or pd.isna(n):
         return None
@@ -132,7 +132,7 @@ def table1(tidy: pd.DataFrame, id_dataset: str, shifts: Sequence[str], *, level:
         row = {"row": label, "paper_row": paper_row, "head": head, "alpha": alpha}
         row.update({c: float(values[c]) for c in cols})
         for s in sets:
-            interval = _interval(values[s], sizes.get(s), level)
+            interval = count_interval(values[s], sizes.get(s), level)
             if interval is not None:
                 row[f"{s}_lo"], row[f"{s}_hi"] = interval
         if chosen is not None:
@@ -240,7 +240,7 @@ def per_shift_points(tidy: pd.DataFrame, id_dataset: str, shifts: Sequence[str],
             row = {"shift": shift, "x_dataset": x_set, "mode": r["mode"], "alpha": float(r["alpha"]),
                    "x": float(r[x_set]), "y": float(r[shift])}
             for axis, name in (("x", x_set), ("y", shift)):
-                interval = _interval(r[name], r.get(f"n_{name}"), level)
+                interval = count_interval(r[name], r.get(f"n_{name}"), level)
                 if interval is not None:
                     row[f"{axis}_lo"], row[f"{axis}_hi"] = interval
             rows.append(row)

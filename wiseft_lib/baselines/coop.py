@@ -39,6 +39,7 @@ from open_clip.transformer import text_global_pool
 from torch import nn
 
 from wiseft_lib.core.models import ClassificationHead, get_tokenizer
+from tqdm.auto import tqdm
 
 __all__ = ["CLASS_TOKEN_POSITIONS", "CoOpConfig", "PromptLearner", "CoOpResult", "coop_lr", "text_features",
            "coop_head", "train_coop"]
@@ -320,7 +321,6 @@ def train_coop(clip_model: nn.Module, classnames: Sequence[str], image_features:
     tokenizer or a model name for :func:`wiseft_lib.core.models.get_tokenizer`. The context initialisation and the
     batch order come from ``seed`` alone, so on CPU two calls give bit-identical results.
     """
-    from tqdm.auto import tqdm
 
     config = config or CoOpConfig()
     classnames = list(classnames)

@@ -8,7 +8,7 @@ zero-shot encoder), each alpha of these costs a matrix product on the evaluation
 - random ("Bernoulli") interpolation: each weight of the head from the LC with probability ``a``, else from
   the zero-shot head, averaged over ``draws`` seeded draws.
 
-    from wiseft_lib.experiment.curve import CurveConfig
+    from wiseft_lib.experiment.config import CurveConfig
     from wiseft_lib.baselines.head_baselines import head_baseline_curves
     rows = head_baseline_curves(CurveConfig(modes=["linear"], n_test=200), seed=0, bernoulli_draws=3)
 """
@@ -20,9 +20,12 @@ from typing import Optional, Sequence
 import pandas as pd
 import torch
 
-from wiseft_lib.experiment.curve import CurveConfig
+from wiseft_lib.experiment.config import CurveConfig
 from wiseft_lib.experiment.endpoints import Endpoints, finetuned_run
 from wiseft_lib.experiment.runs import RunCache
+from wiseft_lib.core.evaluate import evaluate_head, score
+from wiseft_lib.core.interpolate import bernoulli_interpolate
+from wiseft_lib.baselines.output_ensembles import SPACES, ensemble_mode
 
 __all__ = ["BERNOULLI", "head_baseline_curves"]
 
@@ -35,9 +38,6 @@ def head_baseline_curves(cfg: CurveConfig, seed: int = 0, *, runs: Optional[RunC
     """Tidy rows ``(seed, mode, alpha, dataset, metric, value)`` at ``cfg.alphas`` of the output-space ensembles
     (one ``mode`` per space) and of random interpolation (mean over ``bernoulli_draws``; 0: none) of the
     zero-shot head and the cached linear classifier of ``cfg`` (the one WiSE-FT LC uses)."""
-    from wiseft_lib.core.evaluate import evaluate_head, score
-    from wiseft_lib.core.interpolate import bernoulli_interpolate
-    from wiseft_lib.baselines.output_ensembles import SPACES, ensemble_mode
 
     unknown = [s for s in spaces if s not in SPACES]
     if unknown:

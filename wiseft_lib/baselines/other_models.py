@@ -18,9 +18,14 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 from wiseft_lib.experiment.runs import RunCache, run_key
+from wiseft_lib.mini.standard import STANDARD_ZOO, _NORMALIZE, build_standard, train_standard
+from wiseft_lib.data import get_dataset, is_embedded
+from wiseft_lib.core.evaluate import preprocess_once, predict_logits
+from wiseft_lib.core.files import atomic_path
+from wiseft_lib.experiment.endpoints import eval_bundle_kwargs
 
 if TYPE_CHECKING:
-    from wiseft_lib.experiment.curve import CurveConfig
+    from wiseft_lib.experiment.config import CurveConfig
     from wiseft_lib.experiment.endpoints import Endpoints
 
 __all__ = ["KINDS", "check_other_name", "build_other_model", "other_model_logits", "zeroshot_logits"]
@@ -30,7 +35,6 @@ KINDS = ("standard", "timm")
 
 def check_other_name(name: str) -> None:
     """Raise ValueError unless ``name`` is ``standard:ZOO_NAME`` or ``timm:MODEL``."""
-    from wiseft_lib.mini.standard import STANDARD_ZOO
 
     kind, _, model = name.partition(":")
     if kind not in KINDS or not model:
@@ -48,7 +52,7 @@ def build_other_model(name: str, cfg: "CurveConfig", seed: int, *, pretrained: b
     kind, _, model_name = name.partition(":")
     device = cfg.resolved_device()
     if kind == "timm":
-        import timm
+        import timm  # optional: only for timm models
 
         try:
             model = timm.create_model(model_name, pretrained=pretrained)
@@ -56,11 +60,8 @@ def build_other_model(name: str, cfg: "CurveConfig", seed: int, *, pretrained: b
             raise ValueError(f"model {name!r}: timm cannot build it ({err})") from None
         data_cfg = timm.data.resolve_data_config({}, model=model)
         return model.to(device).eval(), timm.data.create_transform(**data_cfg)
-    from wiseft_lib.data import get_dataset
-    from wiseft_lib.core.evaluate import preprocess_once
-    from wiseft_lib.mini.standard import _NORMALIZE, STANDARD_ZOO, build_standard, train_standard
 
-    kwargs = {"n_train": n_train, "seed": seed} if cfg.id_dataset.startswith("mini-") else {}
+    kwargs = {"n_train": n_train, "seed": seed} if is_embedded(cfg.id_dataset) else {}
     train = get_dataset(cfg.id_dataset, root=cfg.data_root, split="train", transform=_NORMALIZE, **kwargs)
     x, y = preprocess_once(train, progress=progress).dataset.tensors
     spec = STANDARD_ZOO[model_name]
@@ -78,7 +79,6 @@ def _cached(runs: RunCache, kind: str, key: str, record: dict[str, Any]):
 
 
 def _load_or(path, compute: Callable[[], tuple[torch.Tensor, torch.Tensor]]) -> tuple[torch.Tensor, torch.Tensor]:
-    from wiseft_lib.core._io import atomic_path
 
     if path.is_file():
         t = load_file(str(path))
@@ -92,7 +92,6 @@ def _load_or(path, compute: Callable[[], tuple[torch.Tensor, torch.Tensor]]) -> 
 
 def zeroshot_logits(ep: "Endpoints", dataset: str) -> tuple[torch.Tensor, torch.Tensor]:
     """The zero-shot classifier's ``(logits, labels)`` on an evaluation set, cached beside it."""
-    from wiseft_lib.core.evaluate import predict_logits
 
     ep.zeroshot()
     path = ep.runs.entry("zeroshot", ep.zeroshot_key()) / "logits" / f"{ep.eval_key(dataset, 'model')}.safetensors"
@@ -105,9 +104,6 @@ def other_model_logits(name: str, dataset: str, ep: "Endpoints", *, pretrained: 
                        n_train: int | None = None, models: dict | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """``(logits, labels)`` of model ``name`` on an evaluation set of ``ep``'s config, cached in the run cache
     (``models`` keeps a model built for one set for the next)."""
-    from wiseft_lib.data import get_dataset
-    from wiseft_lib.experiment.endpoints import eval_bundle_kwargs
-    from wiseft_lib.core.evaluate import predict_logits
 
     cfg, seed = ep.cfg, ep.seed
     kind = name.partition(":")[0]

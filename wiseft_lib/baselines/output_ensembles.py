@@ -6,7 +6,7 @@ its logits are kept in the run cache beside the fine-tune, so every alpha of eit
 argmax, and a later study reads the scores without a forward pass. Unlike WiSE-FT, an ensemble costs two
 forward passes at inference.
 
-    from wiseft_lib.experiment.curve import CurveConfig
+    from wiseft_lib.experiment.config import CurveConfig
     from wiseft_lib.baselines.output_ensembles import output_ensemble_curve
     rows = output_ensemble_curve(CurveConfig(n_test=200, n_train=256, e2e={"epochs": 1}), seed=0)
 """
@@ -20,10 +20,13 @@ import torch
 from safetensors.torch import load_file, save_file
 from torch import nn
 
-from wiseft_lib.experiment.curve import CurveConfig, missing_scores, tidy_scores
+from wiseft_lib.experiment.config import CurveConfig
+from wiseft_lib.experiment.curve import missing_scores, tidy_scores
 from wiseft_lib.experiment.endpoints import Endpoints, RunRef, finetuned_run
 from wiseft_lib.core.ensemble import ensemble_logits, ensemble_probs
 from wiseft_lib.experiment.runs import RunCache
+from wiseft_lib.core.files import atomic_path
+from wiseft_lib.core.evaluate import predict_logits, score
 
 __all__ = ["SPACES", "ensemble_mode", "endpoint_logits", "output_ensemble_curve", "ood_at_matched_id"]
 
@@ -41,8 +44,6 @@ def endpoint_logits(ep: Endpoints, run: RunRef, which: str, name: str,
     ``model`` returns the endpoint when the logits must be computed (default: load it), so a caller
     scoring several sets can load it once.
     """
-    from wiseft_lib.core._io import atomic_path
-    from wiseft_lib.core.evaluate import predict_logits
 
     if which not in ("zeroshot", "finetuned"):
         raise ValueError(f"which must be 'zeroshot' or 'finetuned', got {which!r}")
@@ -65,7 +66,6 @@ def output_ensemble_curve(cfg: CurveConfig, seed: int = 0, *, runs: Optional[Run
     """Tidy rows ``(seed, mode, alpha, dataset, metric, value)`` of the output-space ensembles of the
     zero-shot model and the end-to-end fine-tuned model (the same cached fine-tune WiSE-FT uses), one
     ``mode`` per space: ``output ensemble (logit)`` / ``output ensemble (prob)``."""
-    from wiseft_lib.core.evaluate import score
 
     unknown = [s for s in spaces if s not in SPACES]
     if unknown:

@@ -28,8 +28,11 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader, Dataset, TensorDataset
 
+from wiseft_lib.core._batches import checked_images, images_labels, model_device
 from wiseft_lib.data.registry import DatasetBundle
 from wiseft_lib.core.metrics import METRICS, get_metric
+from wiseft_lib.core.sweep import distributed_logits
+from tqdm.auto import tqdm
 
 __all__ = [
     "METRICS",
@@ -43,12 +46,6 @@ __all__ = [
 Source = Union[DataLoader, Dataset, DatasetBundle]
 
 
-def _model_device(model: nn.Module) -> torch.device:
-    for p in model.parameters():
-        return p.device
-    return torch.device("cpu")
-
-
 def _loader(source: Source, batch_size: int, num_workers: int, pin: bool) -> DataLoader:
     if isinstance(source, DatasetBundle):
         source = source.dataset
@@ -58,26 +55,6 @@ def _loader(source: Source, batch_size: int, num_workers: int, pin: bool) -> Dat
         return DataLoader(source, batch_size=batch_size, shuffle=False, num_workers=num_workers,
                           pin_memory=pin)
     raise TypeError(f"expected a DataLoader, Dataset or DatasetBundle, got {type(source).__name__}")
-
-
-def _images_labels(batch: Any) -> tuple[Any, torch.Tensor]:
-    if isinstance(batch, dict):
-        return batch["images"], torch.as_tensor(batch["labels"])
-    if isinstance(batch, (tuple, list)) and len(batch) >= 2:
-        return batch[0], torch.as_tensor(batch[1])
-    raise ValueError(
-        f"a batch must be (images, labels) or a dict with 'images' and 'labels', got "
-        f"{type(batch).__name__}"
-    )
-
-
-def _check_images(images: Any) -> torch.Tensor:
-    if not isinstance(images, torch.Tensor):
-        raise TypeError(
-            f"the dataset yields {type(images).__name__} images, not tensors; build it with the "
-            f"model's eval transform (get_dataset(..., transform=eval_tf))"
-        )
-    return images
 
 
 def predict_logits(
@@ -97,11 +74,10 @@ def predict_logits(
     moves the model there. Under ``torchrun`` each rank scores a contiguous share of a ``Dataset``
     and every rank gets all logits, exactly (:mod:`wiseft_lib.core.sweep`).
     """
-    from wiseft_lib.core.sweep import distributed_logits
 
     if isinstance(dataset_or_loader, DatasetBundle):
         dataset_or_loader = dataset_or_loader.dataset
-    dev = torch.device(device) if device is not None else _model_device(model)
+    dev = torch.device(device) if device is not None else model_device(model)
     return distributed_logits(model, dataset_or_loader, batch_size=batch_size, num_workers=num_workers,
                               device=dev, precision=precision, progress=progress)
 
@@ -159,13 +135,12 @@ def preprocess_once(bundle: DatasetBundle, *, batch_size: int = 256, num_workers
     Decoding and transforms then run once, not once per alpha of a sweep. The images stay in
     host memory as fp32 (N x 3 x H x W x 4 bytes: mind it for large datasets).
     """
-    from tqdm.auto import tqdm
 
     loader = _loader(bundle.dataset, batch_size, num_workers, pin=False)
     images, labels = [], []
     for batch in tqdm(loader, desc=f"preprocess {bundle.name}", disable=not progress, leave=False):
-        x, y = _images_labels(batch)
-        images.append(_check_images(x).detach().cpu())
+        x, y = images_labels(batch)
+        images.append(checked_images(x).detach().cpu())
         labels.append(y.long().cpu())
     if not images:
         raise ValueError(f"dataset {bundle.name!r} is empty: nothing to preprocess")
@@ -178,7 +153,7 @@ def evaluate_head(head: nn.Module, features: torch.Tensor, labels: Union[torch.T
 
     Runs on the head's device; ``batch_size`` bounds memory (default: all at once).
     """
-    dev = _model_device(head)
+    dev = model_device(head)
     features = torch.as_tensor(features)
     if features.ndim != 2:
         raise ValueError(f"features must be [N, D], got shape {tuple(features.shape)}")

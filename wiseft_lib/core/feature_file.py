@@ -19,7 +19,7 @@ from typing import BinaryIO, Iterator, Mapping, Optional
 import numpy as np
 import torch
 
-from wiseft_lib.core._io import atomic_path
+from wiseft_lib.core.files import atomic_path
 
 __all__ = ["Layout", "layout", "open_cache", "RowWriter", "write_rows", "assemble", "COPY_CHUNK_BYTES"]
 

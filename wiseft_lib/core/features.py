@@ -46,6 +46,7 @@ from wiseft_lib.core.feature_file import assemble, open_cache, write_rows
 from wiseft_lib.core.device import (all_ranks_agree, autocast_context, dist_info, is_distributed, resolve_precision,
                                shard_range)
 from wiseft_lib.core.models import state_dict_hash
+from tqdm.auto import tqdm
 
 __all__ = [
     "CACHE_STATS",
@@ -143,7 +144,6 @@ def _batches(fn: Callable[[torch.Tensor], torch.Tensor], module: nn.Module, data
              batch_size: int, device: torch.device, precision: str, num_workers: int,
              show: bool, desc: str) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
     """``(fn(images) as float32, labels as int64)`` per batch of ``dataset``, on ``device``, in order."""
-    from tqdm.auto import tqdm
 
     loader = DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=num_workers,
                         pin_memory=device.type == "cuda")

@@ -3,8 +3,8 @@
 ``theta_0`` is the zero-shot model's state dict, ``theta_1`` the fine-tuned one's. Plain
 interpolation returns a new state dict; an alpha sweep instead writes each interpolation into
 one existing model in place, so it needs the two endpoints and one working model, never a copy
-per alpha. Fisher-weighted merging (Matena & Raffel, as in the official wise-ft code) is here
-too.
+per alpha. Fisher-weighted merging (Matena & Raffel, as in the official wise-ft code) is in
+:mod:`wiseft_lib.core.fisher`.
 
     import torch
     from wiseft_lib.core.interpolate import interpolate_weights, sweep_alphas
@@ -36,11 +36,13 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterable, Iterator, Mapping
-from pathlib import Path
-from typing import Any, Callable, Optional, TypeVar, Union
+from typing import Callable, TypeVar, Union
 
 import torch
 from torch import nn
+from tqdm.auto import tqdm
+
+from wiseft_lib.core._batches import model_device
 
 __all__ = [
     "COUNTER_NAMES",
@@ -48,11 +50,11 @@ __all__ = [
     "check_compatible",
     "interpolate_weights",
     "bernoulli_interpolate",
-    "fisher_interpolate",
-    "compute_fisher",
-    "load_fisher",
     "interpolate_in_place",
     "iter_alphas",
+    "check_model_targets",
+    "write_interpolation",
+    "state_on_device",
     "sweep_alphas",
 ]
 
@@ -79,7 +81,7 @@ def check_alpha(alpha: float) -> float:
     return a
 
 
-def _describe(t: torch.Tensor) -> str:
+def describe_tensor(t: torch.Tensor) -> str:
     return f"shape {tuple(t.shape)} {str(t.dtype).replace('torch.', '')}"
 
 
@@ -105,7 +107,7 @@ def check_compatible(theta_0: StateDict, theta_1: StateDict,
     for key, t0 in theta_0.items():
         if key not in theta_1:
             raise ValueError(
-                f"state dicts differ at key {key!r}: present in {n0} ({_describe(t0)}) but "
+                f"state dicts differ at key {key!r}: present in {n0} ({describe_tensor(t0)}) but "
                 f"missing from {n1}. Both endpoints must come from the same architecture "
                 f"(check the model name and head size)."
             )
@@ -123,18 +125,18 @@ def check_compatible(theta_0: StateDict, theta_1: StateDict,
             )
         if not t0.is_floating_point() and not _is_counter(key) and not torch.equal(t0, t1.to(t0.device)):
             raise ValueError(
-                f"non-floating tensor {key!r} ({_describe(t0)}) differs between {n0} and {n1}; "
+                f"non-floating tensor {key!r} ({describe_tensor(t0)}) differs between {n0} and {n1}; "
                 f"integer/bool buffers cannot be interpolated and must be equal in both endpoints."
             )
     for key, t1 in theta_1.items():
         if key not in theta_0:
             raise ValueError(
-                f"state dicts differ at key {key!r}: present in {n1} ({_describe(t1)}) but "
+                f"state dicts differ at key {key!r}: present in {n1} ({describe_tensor(t1)}) but "
                 f"missing from {n0}. Both endpoints must come from the same architecture."
             )
 
 
-def _lerp(t0: torch.Tensor, t1: torch.Tensor, weight: Union[float, torch.Tensor]) -> torch.Tensor:
+def lerp_tensors(t0: torch.Tensor, t1: torch.Tensor, weight: Union[float, torch.Tensor]) -> torch.Tensor:
     """``t0 + weight * (t1 - t0)`` in at least fp32, returned in ``t0``'s dtype and device."""
     t1 = t1.to(t0.device)
     if t0.dtype in _LOW_PRECISION:
@@ -164,7 +166,7 @@ def interpolate_weights(theta_0: StateDict, theta_1: StateDict, alpha: float) ->
         elif a == 1.0:
             out[key] = t1.detach().to(t0.device).clone()
         else:
-            out[key] = _lerp(t0.detach(), t1.detach(), a)
+            out[key] = lerp_tensors(t0.detach(), t1.detach(), a)
     return out
 
 
@@ -200,186 +202,18 @@ def bernoulli_interpolate(theta_0: StateDict, theta_1: StateDict, alpha: float, 
             for i, (key, t0) in enumerate(theta_0.items())}
 
 
-def fisher_interpolate(
-    theta_0: StateDict,
-    theta_1: StateDict,
-    alpha: float,
-    fisher_0: Mapping[str, torch.Tensor],
-    fisher_1: Mapping[str, torch.Tensor],
-    eps: float = 1e-8,
-) -> dict[str, torch.Tensor]:
-    """Fisher-weighted merge: per element ``(c0 * theta_0 + c1 * theta_1) / (c0 + c1)``.
-
-    ``c0 = (1 - alpha) * max(F0, eps)`` and ``c1 = alpha * max(F1, eps)`` (``eps`` is the
-    official code's ``fisher_floor``). It is computed as a lerp with the per-element weight
-    ``c1 / (c0 + c1)``, which is exactly ``alpha`` wherever ``F0 == F1``, so equal Fishers
-    reproduce :func:`interpolate_weights` bit for bit. Keys without a Fisher in either dict
-    (buffers such as BatchNorm running statistics, and counters, which come from the nearer
-    endpoint) fall back to plain interpolation; a key with a Fisher in only one dict is an error.
-    """
-    a = check_alpha(alpha)
-    check_compatible(theta_0, theta_1)
-    if eps <= 0:
-        raise ValueError(f"eps (the Fisher floor) must be positive, got {eps!r}")
-    for key in list(fisher_0) + list(fisher_1):
-        if (key in fisher_0) != (key in fisher_1):
-            have, lack = ("fisher_0", "fisher_1") if key in fisher_0 else ("fisher_1", "fisher_0")
-            raise ValueError(
-                f"Fisher for {key!r} is in {have} but not in {lack}; compute both Fishers with "
-                f"the same parameters (compute_fisher on both models), or drop the key from both."
-            )
-        if key not in theta_0:
-            raise ValueError(
-                f"Fisher key {key!r} is not a key of the state dicts being merged (their keys look like "
-                f"{next(iter(theta_0), None)!r}): the Fisher was computed for another model. Compute both "
-                f"Fishers with compute_fisher on the two endpoints being merged."
-            )
-        for name, f in (("fisher_0", fisher_0), ("fisher_1", fisher_1)):
-            if f[key].shape != theta_0[key].shape:
-                raise ValueError(
-                    f"{name}[{key!r}] has shape {tuple(f[key].shape)} but the parameter has shape "
-                    f"{tuple(theta_0[key].shape)}"
-                )
-    plain = interpolate_weights(theta_0, theta_1, a)
-    if a in (0.0, 1.0):
-        return plain
-    out = dict(plain)
-    for key in fisher_0:
-        t0, t1 = theta_0[key].detach(), theta_1[key].detach()
-        if not t0.is_floating_point():
-            continue
-        f0 = fisher_0[key].detach().to(t0.device, torch.float64).clamp_min(eps)
-        f1 = fisher_1[key].detach().to(t0.device, torch.float64).clamp_min(eps)
-        c0, c1 = (1.0 - a) * f0, a * f1
-        weight = torch.where(f0 == f1, torch.full_like(f0, a), c1 / (c0 + c1))
-        out[key] = _lerp(t0, t1, weight.float() if t0.dtype != torch.float64 else weight)
-    return out
-
-
-def load_fisher(path: Union[str, Path]) -> dict[str, torch.Tensor]:
-    """A diagonal Fisher saved as safetensors (``save_file(compute_fisher(...), path)``), checked.
-
-    The file must be readable safetensors holding floating tensors, finite and non-negative (squared
-    gradients); anything else is a ``ValueError`` naming the file and what to do (never a pickle: nothing
-    in the file can run).
-    """
-    from safetensors import SafetensorError
-    from safetensors.torch import load_file
-
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"Fisher file {path} does not exist; save one with "
-                                f"safetensors.torch.save_file(compute_fisher(model, loader), path)")
-    try:
-        fisher = load_file(str(path))
-    except (SafetensorError, OSError) as err:
-        raise ValueError(f"Fisher file {path} is not a readable safetensors file ({err}): it is corrupt, truncated "
-                         f"or another format; save it again with safetensors.torch.save_file(compute_fisher(...), "
-                         f"path)") from None
-    for key, t in fisher.items():
-        if not t.is_floating_point() or not bool(torch.isfinite(t).all()) or bool((t < 0).any()):
-            raise ValueError(f"Fisher file {path}: {key!r} ({_describe(t)}) is not a diagonal Fisher (floating, "
-                             f"finite, >= 0); compute it again with compute_fisher")
-    return fisher
-
-
-def _split_batch(batch: Any) -> torch.Tensor:
-    if isinstance(batch, torch.Tensor):
-        return batch
-    if isinstance(batch, Mapping):
-        for k in ("images", "image", "x", "input"):
-            if k in batch:
-                return batch[k]
-        raise ValueError(f"cannot find the inputs in a batch with keys {list(batch)}")
-    if isinstance(batch, (tuple, list)) and batch:
-        return batch[0]
-    raise ValueError(f"cannot read inputs from a batch of type {type(batch).__name__}")
-
-
-def _model_device(model: nn.Module) -> torch.device:
-    for p in model.parameters():
-        return p.device
-    return torch.device("cpu")
-
-
-def compute_fisher(
-    model: nn.Module,
-    loader: Iterable[Any],
-    *,
-    n_batches: Optional[int] = None,
-    device: Union[str, torch.device, None] = None,
-    target: str = "sample",
-    per_example: bool = True,
-    seed: int = 0,
-    progress: bool = True,
-) -> dict[str, torch.Tensor]:
-    """Diagonal Fisher: mean squared gradient of ``log p(y | x)`` with ``y`` from the model.
-
-    ``target="sample"`` draws ``y`` from the model's softmax (the official code),
-    ``"argmax"`` uses its prediction. ``per_example`` (default, as the official batch-size-1
-    code) squares each example's gradient; ``False`` squares each batch's mean gradient,
-    scaled by the batch size (much faster, a biased approximation). The model runs in eval
-    mode (CLIP has no dropout; a ResNet CLIP's batch norm then uses, and leaves unchanged, its
-    running statistics; the official code used train mode) and its ``.grad`` fields are left
-    untouched. Returns fp32 CPU tensors keyed like ``model.named_parameters()``, for trainable
-    parameters that received a gradient.
-    """
-    if target not in ("sample", "argmax"):
-        raise ValueError(f"target must be 'sample' or 'argmax', got {target!r}")
-    from tqdm.auto import tqdm
-
-    dev = torch.device(device) if device is not None else _model_device(model)
-    named = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
-    if not named:
-        raise ValueError("the model has no trainable parameters; nothing to compute a Fisher for")
-    params = [p for _, p in named]
-    acc = [torch.zeros_like(p, dtype=torch.float32, device=dev) for p in params]
-    got = [False] * len(params)
-    gen = torch.Generator(device="cpu").manual_seed(seed)
-    count = 0
-    was_training = model.training
-    model.eval()
-    try:
-        total = n_batches if n_batches is not None else (len(loader) if hasattr(loader, "__len__") else None)
-        for i, batch in enumerate(tqdm(loader, total=total, desc="Fisher", disable=not progress)):
-            if n_batches is not None and i >= n_batches:
-                break
-            x = _split_batch(batch).to(dev)
-            chunks = x.split(1) if per_example else (x,)
-            for xc in chunks:
-                log_probs = torch.log_softmax(model(xc).float(), dim=-1)
-                with torch.no_grad():
-                    if target == "sample":
-                        y = torch.multinomial(log_probs.exp().cpu(), 1, generator=gen).view(-1)
-                    else:
-                        y = log_probs.argmax(dim=-1).cpu()
-                loss = -log_probs.gather(1, y.to(dev).view(-1, 1)).mean()
-                grads = torch.autograd.grad(loss, params, allow_unused=True)
-                scale = float(len(xc))  # batch mode: n * (mean grad)^2 estimates the sum
-                for j, g in enumerate(grads):
-                    if g is not None:
-                        acc[j].add_(g.detach().float().pow(2), alpha=scale)
-                        got[j] = True
-                count += len(xc)
-    finally:
-        model.train(was_training)
-    if count == 0:
-        raise ValueError("the loader yielded no examples; cannot compute a Fisher")
-    return {n: (a / count).cpu() for (n, _), a, g in zip(named, acc, got) if g}
-
-
 def _storage_ptr(t: torch.Tensor) -> int:
     return t.untyped_storage().data_ptr()
 
 
-def _check_model_targets(model: nn.Module, theta_0: StateDict, theta_1: StateDict) -> dict[str, torch.Tensor]:
+def check_model_targets(model: nn.Module, theta_0: StateDict, theta_1: StateDict) -> dict[str, torch.Tensor]:
     """Validate endpoints against the model once; return the model's live state tensors."""
     check_compatible(theta_0, theta_1)
     live = model.state_dict(keep_vars=True)
     for key, t in live.items():
         if key not in theta_0:
             raise ValueError(
-                f"the model has key {key!r} ({_describe(t)}) that the endpoints lack; the model "
+                f"the model has key {key!r} ({describe_tensor(t)}) that the endpoints lack; the model "
                 f"must have the endpoints' architecture"
             )
         if t.shape != theta_0[key].shape:
@@ -390,7 +224,7 @@ def _check_model_targets(model: nn.Module, theta_0: StateDict, theta_1: StateDic
     for key, t in theta_0.items():
         if key not in live:
             raise ValueError(
-                f"endpoint key {key!r} ({_describe(t)}) is missing from the model; the model must "
+                f"endpoint key {key!r} ({describe_tensor(t)}) is missing from the model; the model must "
                 f"have the endpoints' architecture"
             )
     ptrs = {}
@@ -409,7 +243,8 @@ def _check_model_targets(model: nn.Module, theta_0: StateDict, theta_1: StateDic
 
 
 @torch.no_grad()
-def _write(live: Mapping[str, torch.Tensor], theta_0: StateDict, theta_1: StateDict, a: float) -> None:
+def write_interpolation(live: Mapping[str, torch.Tensor], theta_0: StateDict, theta_1: StateDict, a: float) -> None:
+    """Write ``theta(a)`` into the model's live tensors (from :func:`check_model_targets`) in place."""
     for key, dst in live.items():
         t0 = theta_0[key]
         if not dst.is_floating_point():  # counters (num_batches_tracked) may differ: the nearer endpoint's
@@ -425,7 +260,7 @@ def _write(live: Mapping[str, torch.Tensor], theta_0: StateDict, theta_1: StateD
             if same:
                 torch.lerp(t0, t1, a, out=dst)
             else:
-                dst.copy_(_lerp(t0.to(dst.device), t1.to(dst.device), a))
+                dst.copy_(lerp_tensors(t0.to(dst.device), t1.to(dst.device), a))
 
 
 def interpolate_in_place(model: nn.Module, theta_0: StateDict, theta_1: StateDict, alpha: float,
@@ -438,15 +273,16 @@ def interpolate_in_place(model: nn.Module, theta_0: StateDict, theta_1: StateDic
     """
     a = check_alpha(alpha)
     if check:
-        live = _check_model_targets(model, theta_0, theta_1)
+        live = check_model_targets(model, theta_0, theta_1)
     else:
         live = {k: v.data if isinstance(v, nn.Parameter) else v
                 for k, v in model.state_dict(keep_vars=True).items()}
-    _write(live, theta_0, theta_1, a)
+    write_interpolation(live, theta_0, theta_1, a)
     return model
 
 
-def _on_device(theta: StateDict, device: torch.device) -> dict[str, torch.Tensor]:
+def state_on_device(theta: StateDict, device: torch.device) -> dict[str, torch.Tensor]:
+    """The state dict's tensors, detached, on ``device`` (moved only where they are elsewhere)."""
     return {k: (v.detach() if v.device == device else v.detach().to(device)) for k, v in theta.items()}
 
 
@@ -458,18 +294,17 @@ def iter_alphas(model: nn.Module, theta_0: StateDict, theta_1: StateDict, alphas
     device once. After the loop the model holds the last alpha's weights.
     """
     grid = [check_alpha(a) for a in alphas]
-    live = _check_model_targets(model, theta_0, theta_1)
-    dev = _model_device(model)
-    t0, t1 = _on_device(theta_0, dev), _on_device(theta_1, dev)
+    live = check_model_targets(model, theta_0, theta_1)
+    dev = model_device(model)
+    t0, t1 = state_on_device(theta_0, dev), state_on_device(theta_1, dev)
     return _sweep(model, live, t0, t1, grid, progress)
 
 
 def _sweep(model: nn.Module, live: Mapping[str, torch.Tensor], t0: StateDict, t1: StateDict,
            grid: list[float], progress: bool) -> Iterator[tuple[float, nn.Module]]:
-    from tqdm.auto import tqdm
 
     for a in tqdm(grid, desc="alpha sweep", disable=not progress):
-        _write(live, t0, t1, a)
+        write_interpolation(live, t0, t1, a)
         yield a, model
 
 

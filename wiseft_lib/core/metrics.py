@@ -9,6 +9,7 @@ from __future__ import annotations
 from typing import Any, Callable
 
 import numpy as np
+from sklearn.metrics import f1_score
 
 Metric = Callable[[np.ndarray, np.ndarray, dict[str, Any]], float]
 METRICS: dict[str, Metric] = {}
@@ -41,7 +42,6 @@ def top1(logits: np.ndarray, labels: np.ndarray, metadata: dict[str, Any]) -> fl
 @register_metric("macro_f1")
 def macro_f1(logits: np.ndarray, labels: np.ndarray, metadata: dict[str, Any]) -> float:
     """Macro-averaged F1 in percent over the classes present in ``labels`` (WILDS iWildCam)."""
-    from sklearn.metrics import f1_score
 
     labels = np.asarray(labels)
     if len(labels) == 0:

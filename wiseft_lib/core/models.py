@@ -22,8 +22,11 @@ import torch
 from safetensors.torch import load_file, save_file
 from torch import nn
 
-from wiseft_lib.core._io import atomic_write_json, atomic_path
+from wiseft_lib.core.files import atomic_write_json, atomic_path
 from wiseft_lib.core.mini_tokenizer import MiniTokenizer
+import hashlib
+from safetensors import SafetensorError
+from wiseft_lib import __version__
 
 __all__ = [
     "create_model",
@@ -63,7 +66,7 @@ _registered = False
 MODEL_CONFIGS_ENV = "WISEFT_MODEL_CONFIGS"
 
 
-def _register_package_configs() -> None:
+def register_package_configs() -> None:
     """Register the package's model configs, and every ``*.json`` open_clip config in the folders (or files)
     listed in ``$WISEFT_MODEL_CONFIGS`` (os.pathsep-separated): your own architectures, by file name."""
     global _registered
@@ -80,7 +83,7 @@ def _register_package_configs() -> None:
 
 def list_models() -> list[str]:
     """Every model name :func:`create_model` accepts (open_clip's and the package's)."""
-    _register_package_configs()
+    register_package_configs()
     return open_clip.list_models()
 
 
@@ -113,7 +116,7 @@ def package_weights_path(name: str, tag: str) -> Path:
     return cache / fname
 
 
-def _resolve_pretrained(name: str, pretrained: Optional[str]) -> Optional[str]:
+def resolve_pretrained(name: str, pretrained: Optional[str]) -> Optional[str]:
     """Map a package tag to a weights file; pass open_clip tags and paths through."""
     if pretrained in (RANDOM_INIT, ""):
         return None
@@ -156,9 +159,9 @@ def create_model(
     initialisation, or ``None``: the default tag for package models (``wiseft-mini`` ships
     trained weights); an open_clip model without a tag is an error (random weights only by name).
     """
-    _register_package_configs()
+    register_package_configs()
     _check_name(name)
-    weights = _resolve_pretrained(name, pretrained)
+    weights = resolve_pretrained(name, pretrained)
     kwargs: dict[str, Any] = {}
     if name in PACKAGE_PREPROCESS:
         kwargs.update(PACKAGE_PREPROCESS[name])
@@ -169,7 +172,7 @@ def create_model(
     return model, train_tf, eval_tf
 
 
-def _tag_overrides(name: str, pretrained: Optional[str]) -> dict[str, Any]:
+def tag_overrides(name: str, pretrained: Optional[str]) -> dict[str, Any]:
     """open_clip kwargs that make a weight-less model match a pretrained tag (QuickGELU, preprocessing)."""
     if name in PACKAGE_MODELS or not pretrained or pretrained == RANDOM_INIT or Path(pretrained).exists():
         return {}
@@ -202,9 +205,9 @@ def create_architecture(name: str, pretrained: Optional[str] = None,
     The architecture and transforms follow the tag (e.g. OpenAI weights use QuickGELU and their
     own normalisation), so weights saved from such a model load into it exactly.
     """
-    _register_package_configs()
+    register_package_configs()
     _check_name(name)
-    kwargs = {**PACKAGE_PREPROCESS.get(name, {}), **_tag_overrides(name, pretrained)}
+    kwargs = {**PACKAGE_PREPROCESS.get(name, {}), **tag_overrides(name, pretrained)}
     with _quiet_random_init():  # random weights are the point here; the caller loads its own
         model, train_tf, eval_tf = open_clip.create_model_and_transforms(name, pretrained=None, device=device,
                                                                          **kwargs)
@@ -215,9 +218,8 @@ def create_architecture(name: str, pretrained: Optional[str] = None,
 def text_context_length(name: str) -> Optional[int]:
     """The text tower's context length (tokens) from the model's open_clip config, None if it has no text tower
     config (a model name open_clip does not know: checked elsewhere)."""
-    import open_clip
 
-    _register_package_configs()
+    register_package_configs()
     config = open_clip.get_model_config(name) or {}
     length = (config.get("text_cfg") or {}).get("context_length")
     return int(length) if length is not None else (77 if config else None)
@@ -250,7 +252,6 @@ class ClassificationHead(nn.Linear):
 
 def state_dict_hash(state_dict: dict[str, torch.Tensor]) -> str:
     """Content hash of a state dict (keys, shapes, dtypes, values): a cache key for features."""
-    import hashlib
 
     h = hashlib.sha256()
     for k in sorted(state_dict):
@@ -283,7 +284,6 @@ def _read_sidecar(side: Path, fmt: str) -> dict[str, Any]:
 
 
 def _read_weights(path: Path, device: Union[str, torch.device]) -> dict[str, torch.Tensor]:
-    from safetensors import SafetensorError
 
     try:
         return load_file(str(path), device=str(device))
@@ -348,7 +348,6 @@ class ImageClassifier(nn.Module):
         if path.suffix != ".safetensors":
             path = path.with_suffix(".safetensors")
         tensors = {k: v.detach().cpu().contiguous() for k, v in self.state_dict().items()}
-        from wiseft_lib import __version__
 
         head = self.classification_head
         sidecar = {

@@ -26,6 +26,10 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset, Subset
 
 from wiseft_lib.core.device import autocast_context, dist_info, gather_rows, is_distributed, resolve_precision
+from wiseft_lib.core.device import shard_range
+from wiseft_lib.core._batches import labeled_batch, model_device
+from wiseft_lib.core.interpolate import check_alpha, check_model_targets, state_on_device, write_interpolation
+from tqdm.auto import tqdm
 
 __all__ = ["sweep_logits", "distributed_logits", "eval_loader", "DEFAULT_CHUNK_IMAGES"]
 
@@ -50,7 +54,6 @@ def eval_loader(dataset: Dataset, *, batch_size: int, num_workers: int, device: 
         if world > 1:
             raise ValueError("under torchrun pass a Dataset, not a DataLoader: each rank loads its own share")
         return dataset, len(dataset.dataset)
-    from wiseft_lib.core.device import shard_range
 
     if not (isinstance(dataset, Dataset) or hasattr(dataset, "__getitem__")):
         raise TypeError(f"expected a DataLoader, Dataset or DatasetBundle, got {type(dataset).__name__}")
@@ -60,13 +63,6 @@ def eval_loader(dataset: Dataset, *, batch_size: int, num_workers: int, device: 
                         pin_memory=device.type == "cuda", persistent_workers=False,
                         prefetch_factor=4 if num_workers > 0 else None)
     return loader, n
-
-
-def _split(batch: Any) -> tuple[torch.Tensor, torch.Tensor]:
-    from wiseft_lib.core.evaluate import _check_images, _images_labels
-
-    images, labels = _images_labels(batch)
-    return _check_images(images), labels.long()
 
 
 def _finish(per_rank: list[torch.Tensor], n: int, world: int, device: torch.device) -> torch.Tensor:
@@ -92,7 +88,6 @@ def sweep_logits(model: nn.Module, theta_0: dict[str, torch.Tensor], theta_1: di
     alpha); ``theta_0`` / ``theta_1`` are the endpoints' state dicts (copies, not the model's own
     tensors). ``precision`` "auto" is bf16 autocast on GPUs and fp32 on the CPU (as ``evaluate``).
     """
-    from wiseft_lib.core.interpolate import check_alpha
 
     grid = [check_alpha(a) for a in alphas]
     if not grid:
@@ -106,11 +101,9 @@ def sweep_logits(model: nn.Module, theta_0: dict[str, torch.Tensor], theta_1: di
 def _pass(model: nn.Module, theta_0, theta_1, grid: list, dataset, *, batch_size: int, num_workers: int,
           device: Optional[torch.device], precision: str, chunk_images: int, progress: bool, desc: str
           ) -> dict[Any, tuple[torch.Tensor, torch.Tensor]]:
-    from tqdm.auto import tqdm
 
-    from wiseft_lib.core.interpolate import _check_model_targets, _on_device, _write
 
-    dev = torch.device(device) if device is not None else next(model.parameters()).device
+    dev = torch.device(device) if device is not None else model_device(model)
     model.to(dev)
     precision = "bf16" if precision == "auto" and dev.type == "cuda" else resolve_precision(precision, dev)
     rank, world = _rank_world()
@@ -120,8 +113,8 @@ def _pass(model: nn.Module, theta_0, theta_1, grid: list, dataset, *, batch_size
         raise ValueError("the dataset is empty: there is nothing to evaluate")
     interpolating = theta_0 is not None
     if interpolating:
-        live = _check_model_targets(model, theta_0, theta_1)
-        t0, t1 = _on_device(theta_0, dev), _on_device(theta_1, dev)
+        live = check_model_targets(model, theta_0, theta_1)
+        t0, t1 = state_on_device(theta_0, dev), state_on_device(theta_1, dev)
     outs: dict[Any, list[torch.Tensor]] = {a: [] for a in grid}
     labels: list[torch.Tensor] = []
     chunk: list[torch.Tensor] = []
@@ -130,7 +123,7 @@ def _pass(model: nn.Module, theta_0, theta_1, grid: list, dataset, *, batch_size
     def score_chunk() -> None:
         for a in grid:
             if interpolating:
-                _write(live, t0, t1, a)
+                write_interpolation(live, t0, t1, a)
             with torch.inference_mode(), autocast_context(precision, dev):
                 for x in chunk:
                     outs[a].append(model(x).float().cpu())
@@ -139,7 +132,7 @@ def _pass(model: nn.Module, theta_0, theta_1, grid: list, dataset, *, batch_size
     model.eval()
     try:
         for batch in tqdm(loader, desc=desc, disable=not progress or rank != 0, leave=False):
-            x, y = _split(batch)
+            x, y = labeled_batch(batch)
             chunk.append(x.to(dev, non_blocking=True))
             labels.append(y.cpu())
             held += len(x)

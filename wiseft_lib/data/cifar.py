@@ -21,7 +21,7 @@ from typing import Callable, Optional
 import numpy as np
 from torchvision.datasets import CIFAR10, CIFAR100
 
-from wiseft_lib.data._common import ImageArrays, PathLike, data_root, find_folder, layout_error
+from wiseft_lib.data.common import ImageArrays, PathLike, data_root, find_folder, layout_error
 from wiseft_lib.data.registry import DatasetBundle, register_dataset
 from wiseft_lib.data.templates import CIFAR_TEMPLATES
 

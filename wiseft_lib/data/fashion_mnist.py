@@ -18,6 +18,10 @@ from pathlib import Path
 from typing import Optional
 
 import numpy as np
+import shutil
+import subprocess
+import sys
+import argparse
 
 CLASSNAMES = [
     "t-shirt", "trouser", "pullover", "dress", "coat",
@@ -134,9 +138,6 @@ def download_fashion_mnist(dest: Optional[Path] = None) -> Path:
 def ensure_fashion_mnist(root: Optional[str | Path] = None, allow_apt: bool = True,
                          allow_download: bool = True) -> Path:
     """Find Fashion-MNIST, else install the Debian package (as root), else download it."""
-    import shutil
-    import subprocess
-    import sys
 
     try:
         return find_fashion_mnist(root)
@@ -162,7 +163,6 @@ def ensure_fashion_mnist(root: Optional[str | Path] = None, allow_apt: bool = Tr
 
 
 def main(argv: Optional[list[str]] = None) -> None:
-    import argparse
 
     parser = argparse.ArgumentParser(description="Locate, install or download Fashion-MNIST.")
     parser.add_argument("--root", default=None, help="a folder holding the four IDX files")

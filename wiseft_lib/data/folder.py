@@ -44,23 +44,24 @@ from __future__ import annotations
 
 import functools
 import hashlib
-import json
 import os
 from pathlib import Path
 from typing import Callable, Optional
 
 import numpy as np
 
-from wiseft_lib.data._common import IMG_EXTENSIONS, DatasetNotFoundError, ImageFiles, drop_unreadable
+from wiseft_lib.data.common import IMG_EXTENSIONS, DatasetNotFoundError, ImageFiles, drop_unreadable
 from wiseft_lib.data.registry import DatasetBundle
+from wiseft_lib.data.common import class_balanced_subset
+from wiseft_lib.data.registry import DatasetEntry, register_resolver
+from wiseft_lib.data.templates import GENERIC_TEMPLATES
 
 __all__ = ["FOLDER_PREFIX", "FOLDER_LAYOUT", "FOLDER_SPLITS", "is_folder_name", "folder_path", "folder_fingerprint",
-           "load_image_folder", "write_demo_folder", "DEMO_MARKER"]
+           "load_image_folder"]
 
 FOLDER_PREFIX = "folder:"
 FOLDER_SPLITS = ("train", "val", "test")
 CLASSNAMES_FILE = "classnames.txt"
-DEMO_MARKER = ".wiseft-demo.json"
 FOLDER_LAYOUT = """\
 PATH/
   train/                 optional: without it PATH itself holds the class folders
@@ -230,7 +231,6 @@ def load_image_folder(name: str, root: Optional[str] = None, split: str = "test"
     ``n_train`` keeps a seeded, class-balanced subset of the train split (``seed``); ``n_test`` the first
     ``n_test`` images of a fixed shuffle of an evaluation split. See the module docstring for the layout.
     """
-    from wiseft_lib.data.templates import GENERIC_TEMPLATES
 
     path = folder_path(name)
     if split not in FOLDER_SPLITS:
@@ -247,10 +247,9 @@ def load_image_folder(name: str, root: Optional[str] = None, split: str = "test"
         raise _error(path, "it has no train/ folder, only val/ or test/: it can be evaluated (e.g. as a shift "
                            "folder) but not trained on")
     if split == "train" and n_train is not None:
-        from wiseft_lib.data.mini import finetune_subset
 
         labels = np.asarray([y for _, y in samples])
-        samples = [samples[i] for i in finetune_subset(labels, n_train, seed)]
+        samples = [samples[i] for i in class_balanced_subset(labels, n_train, seed)]
     elif split != "train" and n_test is not None and n_test < len(samples):
         keep = np.sort(np.random.default_rng(holdout_seed).permutation(len(samples))[:n_test])
         samples = [samples[i] for i in keep]
@@ -260,71 +259,11 @@ def load_image_folder(name: str, root: Optional[str] = None, split: str = "test"
                          templates=list(GENERIC_TEMPLATES), metadata=metadata, skipped=index["skipped"][split])
 
 
-# ---------------------------------------------------------------------------- a demo folder from Fashion-MNIST
-def write_demo_folder(path: str | Path, n_per_class: int, *, style: str = "photo",
-                      n_test_per_class: Optional[int] = None, train: bool = True, root: Optional[str] = None,
-                      seed: int = 0, force: bool = False) -> Path:
-    """Write an image folder made from the embedded Fashion-MNIST data, in this module's layout.
-
-    ``train=True``: ``train/CLASS/*.png`` with ``n_per_class`` images per class from the mini's fine-tuning pool
-    (no ``val/``: the loader holds 10% out) and ``test/CLASS/*.png`` with ``n_test_per_class`` (default
-    ``n_per_class // 2``) of the mini's ``test`` images; ``train=False``: ``test/`` only (a shift folder). Images
-    are 28 px RGB PNGs rendered in a mini ``style`` (``photo``, ``sketch``, ``rendition``, ...); class folders are
-    named ``t-shirt``, ``ankle_boot``, ... A marker file records what was written: an existing demo folder with the
-    same settings is kept, one with other settings is rewritten; a folder that is not a demo folder is never
-    touched (``force`` rewrites a demo folder anyway).
-    """
-    import shutil
-
-    from PIL import Image
-
-    from wiseft_lib.data.fashion_mnist import CLASSNAMES, load_fashion_mnist
-    from wiseft_lib.data.mini import finetune_subset, render, split_indices, test_subset
-
-    path = Path(path)
-    n_test_per_class = n_per_class // 2 if n_test_per_class is None else n_test_per_class
-    if n_per_class < 1 or n_test_per_class < 1:
-        raise ValueError(f"a demo folder needs at least one image per class, got n_per_class={n_per_class}, "
-                         f"n_test_per_class={n_test_per_class}")
-    spec = {"n_per_class": n_per_class, "n_test_per_class": n_test_per_class, "style": style, "train": train,
-            "seed": seed}
-    marker = path / DEMO_MARKER
-    if path.exists():
-        if not marker.is_file():
-            raise FileExistsError(f"{path} exists and is not a demo folder written by write_demo_folder; "
-                                  f"not touching it")
-        if json.loads(marker.read_text()) == spec and not force:
-            return path
-        shutil.rmtree(path)
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    if tmp.exists():
-        shutil.rmtree(tmp)
-    dirs = [d.replace(" ", "_") for d in CLASSNAMES]
-
-    def write(split: str, images: np.ndarray, labels: np.ndarray) -> None:
-        for d in dirs:
-            (tmp / split / d).mkdir(parents=True, exist_ok=True)
-        for i, (img, y) in enumerate(zip(render(images, style, seed), labels)):
-            Image.fromarray(img).save(tmp / split / dirs[int(y)] / f"{i:05d}.png")
-
-    if train:
-        images, labels = load_fashion_mnist("train", root)
-        pool = split_indices()["finetune"]
-        idx = pool[finetune_subset(labels[pool], n_per_class * len(CLASSNAMES), seed)]
-        write("train", images[idx], labels[idx])
-    images, labels = load_fashion_mnist("test", root)
-    part = test_subset(None, "test")
-    idx = part[finetune_subset(labels[part], n_test_per_class * len(CLASSNAMES), seed)]
-    write("test", images[idx], labels[idx])
-    (tmp / DEMO_MARKER).write_text(json.dumps(spec, sort_keys=True))
-    path.parent.mkdir(parents=True, exist_ok=True)
-    os.replace(tmp, path)
-    return path
+def _folder_entry(name: str) -> Optional[DatasetEntry]:
+    if not is_folder_name(name):
+        return None
+    return DatasetEntry(name, functools.partial(load_image_folder, name), f"image folder {folder_path(name)}",
+                        FOLDER_SPLITS, val_split="val", subset_options=frozenset({"n_train", "seed"}))
 
 
-def demo_style(path: str | Path, default: str = "viewpoint") -> str:
-    """The mini style named in a shift folder's name (``.../fashion-sketch`` -> ``sketch``), else ``default``."""
-    from wiseft_lib.data.mini import STYLES
-
-    stem = Path(path).name.lower()
-    return next((s for s in STYLES if s != "photo" and s in stem), default)
+register_resolver(_folder_entry)  # get_dataset("/path/to/images") reads an image folder

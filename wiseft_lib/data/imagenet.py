@@ -34,7 +34,7 @@ from typing import Callable, Optional, Sequence
 
 import numpy as np
 
-from wiseft_lib.data._common import (
+from wiseft_lib.data.common import (
     ImageFiles,
     MaxProjection,
     PathLike,

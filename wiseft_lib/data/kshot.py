@@ -15,7 +15,7 @@ from typing import Any, Optional
 import numpy as np
 from torch.utils.data import Subset
 
-from wiseft_lib.data._common import PathLike, dataset_labels
+from wiseft_lib.data.common import PathLike, dataset_labels
 from wiseft_lib.data.registry import DatasetBundle, get_dataset
 
 

@@ -12,7 +12,6 @@ metrics it reports). Evaluation code therefore needs no per-dataset branches.
 from __future__ import annotations
 
 import difflib
-import functools
 from dataclasses import dataclass, field
 from typing import Any, Callable, Optional, Sequence
 
@@ -46,32 +45,46 @@ class DatasetBundle:
         return len(self.dataset)
 
 
-@dataclass
-class _Entry:
+@dataclass(frozen=True)
+class DatasetEntry:
+    """A dataset's registration: its loader, description, splits and what its loader can subset."""
+
     name: str
     loader: Loader
     description: str
     splits: tuple[str, ...]
     val_split: Optional[str] = None  # a split held out from the test split, for choosing recipes
+    subset_options: frozenset[str] = frozenset()  # loader arguments drawing a subset: "n_test", "n_train", "seed"
+    embedded: bool = False  # one of the package's own miniature sets (no data folder needed)
 
 
-_REGISTRY: dict[str, _Entry] = {}
+_REGISTRY: dict[str, DatasetEntry] = {}
+# Names that are not registered but still datasets (a path is an image folder): each resolver returns
+# the dataset's entry, or None when the name is not one of its kind. Registered by those modules.
+_RESOLVERS: list[Callable[[str], Optional[DatasetEntry]]] = []
+SUBSET_OPTIONS = frozenset({"n_test", "n_train", "seed"})
 
 
 def register_dataset(name: str, *, description: str, splits: Sequence[str] = ("test",),
-                     val_split: Optional[str] = None):
+                     val_split: Optional[str] = None, subset_options: Sequence[str] = (), embedded: bool = False):
     """Decorator registering ``loader(root, split, transform, **kwargs) -> DatasetBundle``.
 
     ``val_split`` names a split disjoint from the evaluation (test) split, where recipes may be
-    chosen; datasets without one can only be evaluated on their test split.
+    chosen; datasets without one can only be evaluated on their test split. ``subset_options`` are the
+    loader's arguments that draw a subset (``n_test`` of an evaluation split, ``n_train`` and ``seed`` of
+    the training split); ``embedded`` marks the package's own miniature sets.
     """
+    unknown = set(subset_options) - SUBSET_OPTIONS
+    if unknown:
+        raise ValueError(f"{name}: unknown subset options {sorted(unknown)}; known: {sorted(SUBSET_OPTIONS)}")
 
     def wrap(loader: Loader) -> Loader:
         if name in _REGISTRY:
             raise ValueError(f"dataset {name!r} is registered twice")
         if val_split is not None and val_split not in splits:
             raise ValueError(f"{name}: val_split {val_split!r} is not one of its splits {tuple(splits)}")
-        _REGISTRY[name] = _Entry(name, loader, description, tuple(splits), val_split)
+        _REGISTRY[name] = DatasetEntry(name, loader, description, tuple(splits), val_split, frozenset(subset_options),
+                                 embedded)
         return loader
 
     return wrap
@@ -113,20 +126,40 @@ def eval_split(name: str, which: str = "test") -> str:
     return entry.val_split
 
 
-def _lookup(name: str) -> _Entry:
-    if name not in _REGISTRY:
-        from wiseft_lib.data import folder  # your own data: a path (or folder:PATH) is an image-folder dataset
+def register_resolver(resolver: Callable[[str], Optional[DatasetEntry]]) -> None:
+    """Let ``resolver(name)`` answer for names that are not registered (e.g. a path: an image folder)."""
+    _RESOLVERS.append(resolver)
 
-        if folder.is_folder_name(name):
-            return _Entry(name, functools.partial(folder.load_image_folder, name),
-                          f"image folder {folder.folder_path(name)}", folder.FOLDER_SPLITS, val_split="val")
+
+def _resolved(name: str) -> Optional[DatasetEntry]:
+    if name in _REGISTRY:
+        return _REGISTRY[name]
+    return next((e for e in (r(name) for r in _RESOLVERS) if e is not None), None)
+
+
+def subset_options(name: str) -> frozenset[str]:
+    """The loader arguments of ``name`` that draw a subset (``n_test``, ``n_train``, ``seed``); none for a
+    name that is not a dataset (its error comes from :func:`get_dataset`)."""
+    entry = _resolved(name)
+    return entry.subset_options if entry is not None else frozenset()
+
+
+def is_embedded(name: str) -> bool:
+    """Whether ``name`` is one of the package's own miniature sets."""
+    entry = _resolved(name)
+    return entry is not None and entry.embedded
+
+
+def _lookup(name: str) -> DatasetEntry:
+    entry = _resolved(name)
+    if entry is None:
         close = difflib.get_close_matches(name, list(_REGISTRY), n=5, cutoff=0.4)
         hint = f" Did you mean: {', '.join(close)}?" if close else ""
         raise KeyError(
             f"unknown dataset {name!r}.{hint} Known datasets: {', '.join(list_datasets())}; or give the path of "
             f"an image folder (one sub-folder per class), e.g. /data/my_images or folder:my_images"
         )
-    return _REGISTRY[name]
+    return entry
 
 
 def get_dataset(

@@ -26,7 +26,7 @@ from typing import Callable, Optional, Sequence
 
 from torchvision import datasets as tvd
 
-from wiseft_lib.data._common import (
+from wiseft_lib.data.common import (
     ImageFiles,
     PathLike,
     data_root,

@@ -43,7 +43,7 @@ from typing import Callable, Optional
 
 import numpy as np
 
-from wiseft_lib.data._common import (
+from wiseft_lib.data.common import (
     ImageFiles,
     MaxProjection,
     PathLike,

@@ -19,7 +19,7 @@ from typing import Callable, Optional
 import numpy as np
 import pandas as pd
 
-from wiseft_lib.data._common import (
+from wiseft_lib.data.common import (
     ImageFiles,
     PathLike,
     asset_path,

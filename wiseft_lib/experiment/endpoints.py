@@ -22,9 +22,21 @@ from wiseft_lib.data import DatasetBundle, eval_split, get_dataset
 from wiseft_lib.core.device import is_distributed, is_writer, resolve_precision
 from wiseft_lib.core.models import PACKAGE_MODELS, RANDOM_INIT, ClassificationHead, ImageClassifier, package_weights_path
 from wiseft_lib.experiment.runs import RunCache, file_digest, run_key
+from wiseft_lib.data import list_datasets, subset_options
+from wiseft_lib.data.folder import is_folder_name, folder_fingerprint
+from wiseft_lib.finetune import finetune
+from wiseft_lib.core.models import state_dict_hash, create_model, create_architecture
+from wiseft_lib.core.zeroshot import zeroshot_classifier
+from wiseft_lib.core.features import extract_features
+from wiseft_lib.finetune.lc_search import LinearSearch, search_linear_head
+from wiseft_lib.core.files import atomic_write_text
+from wiseft_lib.core.evaluate import preprocess_once
+from wiseft_lib.data.kshot import kshot_bundle
+from torchvision import transforms as T
+from wiseft_lib.core.probe import fit_logistic_probe
 
 if TYPE_CHECKING:
-    from wiseft_lib.experiment.curve import CurveConfig
+    from wiseft_lib.experiment.config import CurveConfig
 
 __all__ = ["Endpoints", "RunRef", "finetuned_run", "weights_identity", "eval_bundle_kwargs"]
 
@@ -37,19 +49,16 @@ _DECODED_MAX = 16
 
 def eval_bundle_kwargs(name: str, n_test: Optional[int]) -> dict[str, Any]:
     """Loader arguments of an evaluation set: the mini sets take ``n_test``; real datasets are whole."""
-    return {"n_test": n_test} if name.startswith("mini-") else {}
+    return {"n_test": n_test} if "n_test" in subset_options(name) else {}
 
 
 def _is_folder(name: str) -> bool:
-    from wiseft_lib.data import list_datasets
-    from wiseft_lib.data.folder import is_folder_name
-
     return name not in list_datasets() and is_folder_name(name)
 
 
 def _subsets_train(name: str) -> bool:
     """Whether the dataset's loader takes ``n_train`` and ``seed`` (the mini sets and image folders)."""
-    return name.startswith("mini-") or _is_folder(name)
+    return {"n_train", "seed"} <= subset_options(name)
 
 
 def _with_folder_content(record: dict[str, Any], name: str, memo: dict[str, str]) -> dict[str, Any]:
@@ -58,7 +67,6 @@ def _with_folder_content(record: dict[str, Any], name: str, memo: dict[str, str]
     if not _is_folder(name):
         return record
     if name not in memo:
-        from wiseft_lib.data.folder import folder_fingerprint
 
         memo[name] = folder_fingerprint(name)
     return {**record, "folder_content": memo[name]}
@@ -98,7 +106,6 @@ class Endpoints:
     def transforms(self):
         """``(train_transform, eval_transform)`` of the model (no weights are loaded for this)."""
         if self._transforms is None:
-            from wiseft_lib.core.models import create_architecture
 
             _, train_tf, eval_tf = create_architecture(self.cfg.model, self.cfg.pretrained)
             self._transforms = (train_tf, eval_tf)
@@ -107,7 +114,7 @@ class Endpoints:
     def eval_record(self, name: str) -> dict[str, Any]:
         """What identifies an evaluation set's images: name, split and (mini) size; an image folder's content."""
         record = {"dataset": name, "split": eval_split(name, self.cfg.eval_split),
-                  "n_test": self.cfg.n_test if name.startswith("mini-") else None}
+                  "n_test": self.cfg.n_test if "n_test" in subset_options(name) else None}
         return _with_folder_content(record, name, self._folder_content)
 
     def eval_key(self, name: str, path: str) -> str:
@@ -143,7 +150,6 @@ class Endpoints:
         """An evaluation set with the eval transform, decoded once if ``preprocess_eval`` (and then kept for
         the process: the next curve with the same model and images, e.g. another variant or seed, reuses it)."""
         if name not in self._bundles:
-            from wiseft_lib.core.evaluate import preprocess_once
 
             bundle = self._raw_bundle(name)
             if self.cfg.preprocess_eval:
@@ -162,7 +168,6 @@ class Endpoints:
         bundle = get_dataset(self.cfg.id_dataset, root=self.cfg.data_root, split="train", transform=transform,
                              **kwargs)
         if self.cfg.k_shot is not None:  # the seed draws the k examples of each class (data.kshot)
-            from wiseft_lib.data.kshot import kshot_bundle
 
             bundle = kshot_bundle(bundle, self.cfg.k_shot, self.seed)
         return bundle
@@ -171,7 +176,6 @@ class Endpoints:
         """The end-to-end training transform: open_clip's, after RandAugment when ``augment="randaugment"``."""
         train_tf = self.transforms()[0]
         if self.cfg.augment == "randaugment":
-            from torchvision import transforms as T
 
             return T.Compose([T.RandAugment(num_ops=2, magnitude=9), train_tf])
         return train_tf
@@ -213,8 +217,6 @@ class Endpoints:
         return self._zeroshot
 
     def _build_zeroshot(self, key: str) -> None:
-        from wiseft_lib.core.models import create_model, state_dict_hash
-        from wiseft_lib.core.zeroshot import zeroshot_classifier
 
         torch.manual_seed(self.seed)  # only matters for random-init models
         clip_model, _, _ = create_model(self.cfg.model, self.cfg.pretrained, device=self.device)
@@ -231,7 +233,6 @@ class Endpoints:
     def features(self, name: str) -> tuple[torch.Tensor, torch.Tensor]:
         """Zero-shot image features of an evaluation set (cached on disk under the run cache)."""
         if name not in self._features:
-            from wiseft_lib.core.features import extract_features
 
             self._features[name] = extract_features(
                 self.zeroshot().image_encoder, self.eval_bundle(name).dataset, cache_dir=self.runs.root / "features",
@@ -248,7 +249,6 @@ class Endpoints:
     def train_features(self) -> tuple[torch.Tensor, torch.Tensor]:
         """Zero-shot image features of the linear classifier's training images (eval transform; cached on disk,
         the same file the linear fine-tune reads)."""
-        from wiseft_lib.core.features import extract_features
 
         train = self.train_set(self.cfg.n_train_linear, self.transforms()[1])
         return extract_features(self.zeroshot().image_encoder, train.dataset, cache_dir=self.runs.root / "features",
@@ -289,7 +289,6 @@ def finetuned_run(ep: Endpoints, mode: str) -> RunRef:
 
 
 def _finetune_end_to_end(ep: Endpoints) -> RunRef:
-    from wiseft_lib.finetune import finetune
 
     ft_cfg = ep.cfg.finetune_config("end-to-end", ep.seed)
     parts = {"mode": "end-to-end", "zeroshot": ep.zeroshot_hash(),
@@ -315,7 +314,6 @@ def _linear_recipe(ep: Endpoints) -> dict[str, Any]:
     if ep.cfg.linear_method == "probe":
         return {"method": "probe", **ep.cfg.linear, "seed": ep.seed}
     if ep.cfg.linear_method == "search":
-        from wiseft_lib.finetune.lc_search import LinearSearch
 
         return {"method": "search", **LinearSearch(**ep.cfg.linear).to_dict(), "seed": ep.seed}
     ft_cfg = ep.cfg.finetune_config("linear", ep.seed)
@@ -328,18 +326,14 @@ def _train_head(ep: Endpoints, work: Path) -> ClassificationHead:
     if ep.cfg.linear_method in ("probe", "search"):
         x, y = ep.train_features()
         if ep.cfg.linear_method == "probe":
-            from wiseft_lib.core.probe import fit_logistic_probe
 
             return fit_logistic_probe(x, y, seed=ep.seed, **ep.cfg.linear).to_head()
-        from wiseft_lib.core._io import atomic_write_text
-        from wiseft_lib.finetune.lc_search import LinearSearch, search_linear_head
 
         found = search_linear_head(x, y, zs.classification_head, LinearSearch(**ep.cfg.linear), seed=ep.seed,
                                    device=ep.device, progress=ep.progress)
         if is_writer():
             atomic_write_text(work / "trials.csv", found.trials.to_csv(index=False))
         return found.head
-    from wiseft_lib.finetune import finetune
 
     lc_cfg = ep.cfg.finetune_config("linear", ep.seed)
     train = ep.train_set(ep.cfg.n_train_linear, ep.transforms()[1])
@@ -381,7 +375,6 @@ def _external_run(ep: Endpoints, mode: str, checkpoint: str) -> RunRef:
 
 
 def _check_checkpoint(ep: Endpoints, mode: str, ft: ImageClassifier, path: Path) -> None:
-    from wiseft_lib.core.models import state_dict_hash
 
     zs = ep.zeroshot()
     param = "e2e_checkpoint" if mode == "end-to-end" else "linear_checkpoint"

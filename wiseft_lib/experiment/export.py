@@ -40,8 +40,20 @@ import torch
 from safetensors.torch import load_file, save_file
 from torch import nn
 
-from wiseft_lib.core._io import atomic_path
+from wiseft_lib.core.files import atomic_path
 from wiseft_lib.core.models import PACKAGE_MODELS, PACKAGE_PREPROCESS, RANDOM_INIT, ImageClassifier
+import open_clip
+from wiseft_lib.core.models import (
+    register_package_configs,
+    tag_overrides,
+    create_model,
+    resolve_pretrained,
+    ClassificationHead,
+)
+from wiseft_lib.experiment.runs import file_digest
+from wiseft_lib import __version__
+from wiseft_lib.core.interpolate import check_alpha, interpolate_weights
+from wiseft_lib.core.zeroshot import zeroshot_classifier
 
 __all__ = ["EXPORT_FORMAT", "ExportResult", "export_classifiers", "export_wiseft", "export_paths", "load_export",
            "exported_logits", "register_configs", "open_clip_kwargs"]
@@ -66,9 +78,8 @@ class ExportResult:
 def register_configs() -> None:
     """Register the package's open_clip configs (``wiseft-mini``, ``$WISEFT_MODEL_CONFIGS``) with open_clip, so that
     ``open_clip.create_model_and_transforms("wiseft-mini", pretrained=PATH)`` finds the architecture."""
-    from wiseft_lib.core.models import _register_package_configs
 
-    _register_package_configs()
+    register_package_configs()
 
 
 def export_paths(output: PathLike) -> tuple[Path, Path, Path]:
@@ -82,9 +93,8 @@ def export_paths(output: PathLike) -> tuple[Path, Path, Path]:
 def open_clip_kwargs(model_name: str, pretrained: Optional[str]) -> dict[str, Any]:
     """What ``open_clip.create_model_and_transforms(model_name, pretrained=PATH, **kwargs)`` needs besides the name
     to rebuild the model exactly (QuickGELU of OpenAI weights, preprocessing of the tag or of a package model)."""
-    from wiseft_lib.core.models import _tag_overrides
 
-    kwargs = {**PACKAGE_PREPROCESS.get(model_name, {}), **_tag_overrides(model_name, pretrained)}
+    kwargs = {**PACKAGE_PREPROCESS.get(model_name, {}), **tag_overrides(model_name, pretrained)}
     return json.loads(json.dumps(kwargs))  # tuples as lists: what the JSON sidecar gives back
 
 
@@ -106,7 +116,6 @@ def _check_writable(paths: tuple[Path, ...]) -> None:
 
 
 def _sha256(path: PathLike) -> str:
-    from wiseft_lib.experiment.runs import file_digest
 
     return file_digest(path)
 
@@ -132,8 +141,6 @@ def export_classifiers(zeroshot: ImageClassifier, finetuned: ImageClassifier, cl
     ``zeroshot.image_encoder`` exactly (else the text tower written would not belong to the image tower), and
     ``finetuned`` must be the same architecture with the same head shape.
     """
-    from wiseft_lib import __version__
-    from wiseft_lib.core.interpolate import check_alpha, interpolate_weights
 
     alpha = check_alpha(alpha)
     paths = export_paths(output)
@@ -226,9 +233,6 @@ def export_wiseft(finetuned: PathLike, output: PathLike, *, alpha: float = 0.5, 
     ``wiseft finetune`` writes beside its output) or, without it, rebuilt from the pretrained CLIP with the
     checkpoint's class names and templates. ``seed`` seeds a ``pretrained="random"`` model as the studies do.
     """
-    from wiseft_lib.core.interpolate import check_alpha
-    from wiseft_lib.core.models import create_model
-    from wiseft_lib.core.zeroshot import zeroshot_classifier
 
     alpha = check_alpha(alpha)
     _check_writable(export_paths(output))
@@ -277,12 +281,11 @@ def export_wiseft(finetuned: PathLike, output: PathLike, *, alpha: float = 0.5, 
 
 def _weights_file(model: str, pretrained: Optional[str]) -> Optional[Path]:
     """The local weights file of (model, pretrained), where there is one (package tags and paths)."""
-    from wiseft_lib.core.models import _resolve_pretrained
 
     if pretrained in (RANDOM_INIT, ""):
         return None
     if model in PACKAGE_MODELS or (pretrained and Path(pretrained).is_file()):
-        resolved = _resolve_pretrained(model, pretrained)
+        resolved = resolve_pretrained(model, pretrained)
         return Path(resolved) if resolved else None
     return None
 
@@ -291,9 +294,7 @@ def load_export(path: PathLike, device: Union[str, torch.device] = "cpu"):
     """``(clip_model, head, meta, preprocess)`` of an export: the model through
     ``open_clip.create_model_and_transforms(name, pretrained=path, **meta["open_clip_kwargs"])``, the head as a
     :class:`~wiseft_lib.core.models.ClassificationHead`."""
-    import open_clip
 
-    from wiseft_lib.core.models import ClassificationHead
 
     model_path, head_path, side = export_paths(path)
     for p in (model_path, head_path, side):

@@ -4,7 +4,7 @@ Models trained on the ID data alone lie near one line in logit-scaled (ID, OOD) 
 (Taori et al. 2020): the *effective-robustness* baseline. Zero-shot models lie on a higher line.
 Each reference model's scores are cached in the run cache, so a second study run trains nothing.
 
-    from wiseft_lib.experiment.curve import CurveConfig
+    from wiseft_lib.experiment.config import CurveConfig
     from wiseft_lib.experiment.reference import baseline_points
     print(baseline_points(CurveConfig(n_test=200), standard_models=["linear-e1"], zeroshot_pretrained=[]))
 """
@@ -18,9 +18,14 @@ from wiseft_lib.data import eval_split, get_dataset
 from wiseft_lib.data.mini import MINI_ID, MINI_OOD
 from wiseft_lib.experiment.endpoints import eval_bundle_kwargs, weights_identity
 from wiseft_lib.experiment.runs import RunCache
+from wiseft_lib.core.evaluate import evaluate, preprocess_once
+from wiseft_lib.core.models import create_model
+from wiseft_lib.core.zeroshot import zeroshot_classifier
+from wiseft_lib.mini.standard import STANDARD_ZOO, standard_points
+from wiseft_lib.report.plots import fit_logit_line
 
 if TYPE_CHECKING:
-    from wiseft_lib.experiment.curve import CurveConfig
+    from wiseft_lib.experiment.config import CurveConfig
 
 __all__ = ["zeroshot_scores", "zeroshot_scores_many", "baseline_points", "effective_robustness"]
 
@@ -40,9 +45,6 @@ def zeroshot_scores_many(model: str, pretrained: Sequence[Optional[str]],
 
     ``split`` is "test" (reported numbers) or "val" (held out from test, where recipes are chosen).
     """
-    from wiseft_lib.core.evaluate import evaluate, preprocess_once
-    from wiseft_lib.core.models import create_model
-    from wiseft_lib.core.zeroshot import zeroshot_classifier
 
     bundles = None
     out = []
@@ -62,7 +64,6 @@ def zeroshot_scores_many(model: str, pretrained: Sequence[Optional[str]],
 
 def _standard_rows(cfg: "CurveConfig", names: Sequence[str], seed: int, n_train: Optional[int], runs: RunCache,
                    progress: bool) -> list[dict]:
-    from wiseft_lib.mini.standard import STANDARD_ZOO, standard_points
 
     unknown = [n for n in names if n not in STANDARD_ZOO]
     if unknown:
@@ -120,7 +121,6 @@ def baseline_points(cfg: "CurveConfig", standard_models: Sequence[str] = (), zer
 
 def effective_robustness(table: pd.DataFrame, baselines: pd.DataFrame, group: str = "standard") -> pd.DataFrame:
     """``table`` plus ``effective_robustness``: OOD accuracy above the ``group`` baseline's logit line (pp)."""
-    from wiseft_lib.report.plots import fit_logit_line
 
     ref = baselines[baselines["group"] == group]
     line = fit_logit_line(ref["id_acc"], ref["ood_avg"])

@@ -30,7 +30,8 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Optional, TypeVar, Union
 
-from wiseft_lib.core._io import disk_full_error, unwritable
+from wiseft_lib.core.files import disk_full_error, unwritable
+import pandas as pd
 
 if TYPE_CHECKING:  # pandas is imported lazily: writers in worker processes don't need it
     import pandas as pd
@@ -315,7 +316,6 @@ class ResultsStore:
         Columns: run, model, method, alpha (NaN = none), dataset, metric, value, config (JSON
         text), timestamp (UTC ISO 8601).
         """
-        import pandas as pd
 
         where, params = self._where(filters)
         sql = (f"SELECT {', '.join(COLUMNS)} FROM results{where} "

@@ -40,8 +40,9 @@ import warnings
 from pathlib import Path
 from typing import Any, Callable, Iterator, Mapping, Optional, Sequence, Union
 
-from wiseft_lib.core._io import atomic_write_json, unwritable
+from wiseft_lib.core.files import atomic_write_json, unwritable
 from wiseft_lib.core.device import barrier_all, broadcast_from_rank0, is_writer
+from wiseft_lib import __version__
 
 __all__ = ["RUN_FORMAT", "RunCache", "run_key", "file_digest", "alpha_key"]
 
@@ -123,7 +124,6 @@ class RunCache:
     def commit(self, kind: str, key: str, work: Path, record: Mapping[str, Any], *,
                keep: Optional[Sequence[str]] = None) -> Path:
         """Move the finished ``work`` folder into place (only the ``keep`` files, if given)."""
-        from wiseft_lib import __version__
 
         final = self.entry(kind, key)
         barrier_all()  # every rank has finished with ``work`` (e.g. a DDP fine-tune writing into it)

@@ -20,7 +20,7 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file
 
-from wiseft_lib.core._io import atomic_write_text, disk_full_error, is_disk_full
+from wiseft_lib.core.files import atomic_write_text, disk_full_error, is_disk_full
 from wiseft_lib.core.device import barrier, gather_objects
 from wiseft_lib.finetune.config import RESUMABLE_CHANGES, FinetuneConfig
 from wiseft_lib.core.models import ImageClassifier

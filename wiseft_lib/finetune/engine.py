@@ -31,6 +31,7 @@ from wiseft_lib.finetune.config import FinetuneConfig, NonFiniteLossError, RunEx
 from wiseft_lib.finetune.data import FeatureBatches, ImageBatches, dataset_fingerprint
 from wiseft_lib.core.models import ImageClassifier
 from wiseft_lib.finetune.schedule import WarmupCosineSchedule
+from tqdm.auto import tqdm
 
 __all__ = ["finetune", "make_optimizer", "Trainer", "WeightEMA", "l2_to_init_penalty", "l1_penalty", "random_head_",
            "distillation_loss"]
@@ -399,7 +400,6 @@ def finetune(classifier: ImageClassifier, train_set: Dataset, config: FinetuneCo
     (linear mode) trains the head on them directly, with no extraction (``train_set`` is then unused). Returns the fine-tuned model on
     ``device`` in eval mode, with the config in ``meta["finetune"]``.
     """
-    from tqdm.auto import tqdm
 
     run = _setup(classifier, train_set, config, output_dir, resume, device, feature_set, cache_dir,
                  feature_key, progress, train_features)

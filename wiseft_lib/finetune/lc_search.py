@@ -22,6 +22,10 @@ import pandas as pd
 import torch
 from torch import nn
 from torch.utils.data import TensorDataset
+from wiseft_lib.finetune import FinetuneConfig, finetune
+from wiseft_lib.core.models import ImageClassifier
+from tqdm.auto import tqdm
+from wiseft_lib.core.probe import held_out_split
 
 __all__ = ["REGULARIZERS", "LinearSearch", "SearchResult", "sample_recipes", "train_head", "search_linear_head"]
 
@@ -83,8 +87,6 @@ def train_head(features: torch.Tensor, labels: torch.Tensor, start_head: nn.Modu
                seed: int, device: Union[str, torch.device, None] = None) -> nn.Module:
     """A copy of ``start_head`` trained on ``features`` by the fine-tuning engine (linear mode, given the
     features), with ``recipe``'s FinetuneConfig fields."""
-    from wiseft_lib.finetune import FinetuneConfig, finetune
-    from wiseft_lib.core.models import ImageClassifier
 
     cfg = FinetuneConfig(mode="linear", seed=seed, precision="fp32", **recipe)
     shell = ImageClassifier(nn.Identity(), copy.deepcopy(start_head).float())  # only the head trains
@@ -109,9 +111,7 @@ def search_linear_head(features: torch.Tensor, labels: torch.Tensor, start_head:
                        device: Union[str, torch.device, None] = None, progress: bool = True,
                        **settings: Any) -> SearchResult:
     """Random search of ``search`` (or a :class:`LinearSearch` of ``settings``) on held-out training data."""
-    from tqdm.auto import tqdm
 
-    from wiseft_lib.core.probe import held_out_split
 
     search = search or LinearSearch(**settings)
     y = labels.long()

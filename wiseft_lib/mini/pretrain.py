@@ -32,7 +32,7 @@ from open_clip.loss import ClipLoss
 from safetensors.torch import save_file
 from tqdm.auto import tqdm
 
-from wiseft_lib.core._io import atomic_path, atomic_write_json
+from wiseft_lib.core.files import atomic_path, atomic_write_json
 from wiseft_lib.data.fashion_mnist import CLASSNAMES, load_fashion_mnist
 from wiseft_lib.data.mini import CAPTIONS, CONFUSABLE_GROUPS, RENDERERS, split_indices
 from wiseft_lib.core.mini_tokenizer import (  # noqa: F401  (caption_corpus, build_vocab: re-exported)
@@ -44,6 +44,8 @@ from wiseft_lib.core.mini_tokenizer import (  # noqa: F401  (caption_corpus, bui
 )
 from wiseft_lib.core.models import create_model
 from wiseft_lib.finetune.schedule import WarmupCosineSchedule
+from wiseft_lib import __version__
+from wiseft_lib.core.models import PACKAGE_MODELS, WEIGHTS
 
 ASSETS = Path(__file__).parent / "assets"
 CONFIG_PATH = ASSETS / "wiseft-mini.json"
@@ -207,7 +209,6 @@ def pretrain_mini_clip(config: PretrainConfig = PretrainConfig(), out_path: Opti
 
 def save_pretrained(model: torch.nn.Module, out_path: str | Path, config: PretrainConfig, stats: dict) -> Path:
     """Weights as safetensors (open_clip loads them) plus a JSON sidecar with the recipe."""
-    from wiseft_lib import __version__
 
     out_path = Path(out_path)
     tensors = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
@@ -246,7 +247,6 @@ def add_pretrain_arguments(p: argparse.ArgumentParser) -> argparse.ArgumentParse
 
 def run_from_args(a: argparse.Namespace) -> Path:
     """Pretrain with the flags of :func:`add_pretrain_arguments`; return the weights file written."""
-    from wiseft_lib.core.models import PACKAGE_MODELS, WEIGHTS
 
     cfg = PretrainConfig(steps=a.steps, batch_size=a.batch_size, lr=a.lr, warmup_steps=a.warmup_steps,
                          caption_noise=a.caption_noise, noise_mode=a.noise_mode, seed=a.seed, n_pool=a.n_pool)

@@ -22,6 +22,7 @@ from tqdm.auto import tqdm
 from wiseft_lib.data import eval_split as split_of, get_dataset
 from wiseft_lib.data.mini import MINI_ID, MINI_OOD
 from wiseft_lib.finetune.schedule import WarmupCosineSchedule
+from wiseft_lib.core.evaluate import evaluate, preprocess_once
 
 __all__ = ["STANDARD_ZOO", "REFERENCE_MODELS", "build_standard", "train_standard", "standard_points"]
 
@@ -92,7 +93,6 @@ def standard_points(names: Optional[Sequence[str]] = None, *, id_dataset: str = 
     (top-1, percent), ready for ``plot_id_vs_ood(..., extra=...)``. ``eval_split`` is "test"
     (reported numbers) or "val" (held out from test, for choices).
     """
-    from wiseft_lib.core.evaluate import evaluate, preprocess_once
 
     names = list(STANDARD_ZOO) if names is None else list(names)
     unknown = [n for n in names if n not in STANDARD_ZOO]

@@ -22,7 +22,7 @@ import pandas as pd
 from matplotlib.figure import Figure
 
 from wiseft_lib.report.plots import plot_id_vs_ood, plot_per_shift
-from wiseft_lib.analysis.shift_tables import _interval
+from wiseft_lib.analysis.shift_tables import count_interval
 
 __all__ = ["MARKED_ALPHAS", "id_intervals", "plot_fig1", "per_set_points", "plot_fig1_per_set", "seed_spread"]
 
@@ -41,7 +41,7 @@ def id_intervals(curve: pd.DataFrame, n_id: Optional[float], *, level: float = 0
     out = g[["id_acc", "ood_avg"]].mean()
     out["n_seeds"] = g.size()
     out = out.reset_index()
-    intervals = [_interval(a, n_id, level) or (np.nan, np.nan) for a in out["id_acc"]]
+    intervals = [count_interval(a, n_id, level) or (np.nan, np.nan) for a in out["id_acc"]]
     out["id_lo"] = [lo for lo, _ in intervals]
     out["id_hi"] = [hi for _, hi in intervals]
     return out
@@ -80,7 +80,7 @@ def per_set_points(curve: pd.DataFrame, n_images: Mapping[str, float], id_datase
             row = {"shift": shift, "x_dataset": id_dataset, "mode": r["mode"], "alpha": float(r["alpha"]),
                    "x": float(r["id_acc"]), "y": float(r[shift])}
             for axis, name, column in (("x", id_dataset, "id_acc"), ("y", shift, shift)):
-                interval = _interval(r[column], n_images.get(name), level)
+                interval = count_interval(r[column], n_images.get(name), level)
                 if interval is not None:
                     row[f"{axis}_lo"], row[f"{axis}_hi"] = interval
             rows.append(row)

@@ -29,7 +29,8 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from matplotlib.ticker import FixedLocator, FuncFormatter, NullLocator
 
-from wiseft_lib.core._io import atomic_path
+from wiseft_lib.core.files import atomic_path
+import io
 
 __all__ = [
     "plot_baselines",
@@ -79,7 +80,6 @@ class NotebookFigure(Figure):
 
     def to_png(self, dpi: Optional[int] = None) -> bytes:
         """The figure as PNG bytes (``bbox_inches="tight"``, as :func:`save_figure` writes it)."""
-        import io
 
         if self.canvas is None or not hasattr(self.canvas, "print_figure"):
             FigureCanvasAgg(self)
@@ -368,7 +368,7 @@ def plot_alpha_step(curve: pd.DataFrame, alpha: float, images: Sequence[Any], la
     return fig
 
 
-def _grid(n: int, ncols: int, panel: tuple[float, float]) -> tuple[Figure, list[Axes]]:
+def panel_grid(n: int, ncols: int, panel: tuple[float, float]) -> tuple[Figure, list[Axes]]:
     ncols = max(1, min(ncols, n))
     nrows = -(-n // ncols)
     fig = new_figure((panel[0] * ncols, panel[1] * nrows))
@@ -386,7 +386,7 @@ def plot_weight_path(path: pd.DataFrame, *, titles: Optional[dict[str, str]] = N
     solid line, the straight line between its endpoint accuracies dashed, the better endpoint dotted.
     """
     columns = list(dict.fromkeys(path["column"]))
-    fig, axes = _grid(len(columns), ncols, (3.2, 2.7))
+    fig, axes = panel_grid(len(columns), ncols, (3.2, 2.7))
     titles = titles or {}
     for ax, column in zip(axes, columns):
         for i, (mode, g) in enumerate(path[path["column"] == column].groupby("mode", sort=False)):
@@ -416,7 +416,7 @@ def plot_per_shift(points: pd.DataFrame, background: Optional[pd.DataFrame] = No
     and the ``fit_group`` models get a logit-space linear fit; ``whole_intervals`` widens the axes to the interval ends.
     """
     shifts = list(dict.fromkeys(points["shift"]))
-    fig, axes = _grid(len(shifts), ncols, (4.2, 3.6))
+    fig, axes = panel_grid(len(shifts), ncols, (4.2, 3.6))
     titles = titles or {}
     for ax, shift in zip(axes, shifts):
         own = points[points["shift"] == shift]
@@ -466,7 +466,7 @@ def plot_baselines(reference: pd.DataFrame, variants: pd.DataFrame, points: Opti
                                                      else [])
     chosen = set(points.loc[points["chosen_on_val"], "variant"]) if points is not None and "chosen_on_val" in points \
         else set()
-    fig, axes = _grid(max(len(families), 1), ncols, (4.6, 3.9))
+    fig, axes = panel_grid(max(len(families), 1), ncols, (4.6, 3.9))
     zs = ref[np.isclose(ref["alpha"], 0.0)]
     for ax, family in zip(axes, families):
         own = var[var["family"] == family] if ext is None or family in set(var["family"]) else ext
@@ -508,7 +508,7 @@ def plot_metric_curves(curves: pd.DataFrame, *, x: str = "x", y: str = "y", pane
     (a metric that can reach 0 or 100, e.g. pm-10 or macro-F1, rules out logit axes). The zero-shot end
     (alpha 0) is a star, the fine-tuned end (alpha 1) a square, alpha 0.5 a diamond."""
     panels = list(dict.fromkeys(curves[panel]))
-    fig, axes = _grid(len(panels), ncols, panel_size)
+    fig, axes = panel_grid(len(panels), ncols, panel_size)
     ylabels, titles = ylabels or {}, titles or {}
     for ax, name in zip(axes, panels):
         for i, (key, g) in enumerate(curves[curves[panel] == name].groupby(hue, sort=False)):

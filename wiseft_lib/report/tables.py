@@ -20,7 +20,7 @@ from typing import Any, Optional, Union
 
 import pandas as pd
 
-from wiseft_lib.core._io import atomic_path, atomic_write_text
+from wiseft_lib.core.files import atomic_path, atomic_write_text
 
 __all__ = ["to_markdown", "to_latex", "write_table", "beside_published"]
 

@@ -57,6 +57,7 @@ from wiseft_lib.studies.fig26_objectnet_names import Fig26Params
 from wiseft_lib.studies.fig26_objectnet_names import run as run_fig26
 from wiseft_lib.studies.custom_dataset import CustomDatasetParams
 from wiseft_lib.studies.custom_dataset import run as run_custom_dataset
+import argparse
 
 __all__ = ["Study", "STUDIES", "get_study", "list_studies", "run_study", "sync_notebook", "StudyParams"]
 
@@ -142,7 +143,7 @@ def run_study(name: str, params_file: Optional[str] = None, overrides: Sequence[
 
 def _run_notebook(study: Study, params: StudyParams) -> Path:
     """Execute a notebook-only study with papermill into its output folder."""
-    import papermill
+    import papermill  # the [studies] extra
 
     out = params.output_path()
     executed = out / f"{study.name}.ipynb"
@@ -153,7 +154,7 @@ def _run_notebook(study: Study, params: StudyParams) -> Path:
 
 def sync_notebook(study: Study) -> bool:
     """Rewrite the notebook's ``parameters`` cell from the dataclass; True if it changed."""
-    import nbformat
+    import nbformat  # the [studies] extra
 
     nb = nbformat.read(study.notebook, as_version=4)
     cell = next(c for c in nb.cells if "parameters" in c.metadata.get("tags", []))
@@ -166,7 +167,6 @@ def sync_notebook(study: Study) -> bool:
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
-    import argparse
 
     p = argparse.ArgumentParser(prog="python -m wiseft_lib.studies", description=__doc__.splitlines()[0])
     p.add_argument("--sync-notebooks", action="store_true", help="regenerate every notebook's parameters cell")

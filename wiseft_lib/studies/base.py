@@ -8,6 +8,8 @@ from pathlib import Path
 from typing import Any, Optional
 
 from wiseft_lib.params import Params, ParamsError, param
+from wiseft_lib import __version__
+from wiseft_lib.core.files import atomic_write_json
 
 __all__ = ["StudyParams", "UsesRuns", "Launches", "resolve_path", "write_study_record"]
 
@@ -59,8 +61,6 @@ class UsesRuns(Params):
 
 def write_study_record(out: Path, study: str, params: Params, started: float, **extra: Any) -> Path:
     """``study.json`` in the output folder: the study, its parameters, runtime and library version."""
-    from wiseft_lib import __version__
-    from wiseft_lib.core._io import atomic_write_json
 
     record = {"study": study, "library_version": __version__, "seconds": round(time.time() - started, 1),
               "finished": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "params": params.to_dict(), **extra}

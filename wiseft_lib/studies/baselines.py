@@ -20,9 +20,17 @@ from typing import Any, NamedTuple, Optional
 import numpy as np
 import pandas as pd
 
-from wiseft_lib.experiment.curve import CurveConfig, curve_table, wiseft_curve
+from wiseft_lib.experiment.config import CurveConfig
+from wiseft_lib.experiment.curve import curve_table, wiseft_curve
 from wiseft_lib.params import ParamsError, param
 from wiseft_lib.studies.shift_sweep import ShiftSweepParams, Sweep, run_sweep
+import time
+from tqdm.auto import tqdm
+from wiseft_lib.baselines.output_ensembles import ood_at_matched_id
+from wiseft_lib.core.files import atomic_write_text
+from wiseft_lib.report.plots import plot_baselines, save_figure
+from wiseft_lib.studies.base import write_study_record
+from wiseft_lib.report.tables import write_table
 
 __all__ = ["VARIANT_KEYS", "BaselineParams", "Variants", "variant_config", "run_variants", "points_table",
            "matched_points", "curve_matched", "baseline_claims"]
@@ -112,7 +120,6 @@ class Variants(NamedTuple):
 
 def run_variants(sweep: Sweep, study: str, *, progress: bool = True) -> Variants:
     """Fine-tune (or read from the cache) and score every variant of ``sweep.params`` for every seed."""
-    from tqdm.auto import tqdm
 
     p = sweep.params
     tidy, val = {}, []
@@ -142,7 +149,6 @@ def run_variants(sweep: Sweep, study: str, *, progress: bool = True) -> Variants
 
 def ood_at_id(reference: pd.DataFrame, id_acc: float) -> float:
     """WiSE-FT's mean OOD accuracy where its curve (seed means, alpha order) reaches ``id_acc``; NaN if never."""
-    from wiseft_lib.baselines.output_ensembles import ood_at_matched_id
 
     return ood_at_matched_id(reference.sort_values("alpha"), id_acc)
 
@@ -308,12 +314,7 @@ def run_baseline_study(params: BaselineParams, study: str, *, title: str, progre
     ``extra_curves(sweep) -> tidy rows`` adds curves over alpha of the same endpoints (e.g. output-space
     ensembles), set beside WiSE-FT's curve per alpha (:func:`curve_matched`).
     """
-    import time
 
-    from wiseft_lib.core._io import atomic_write_text
-    from wiseft_lib.report.plots import plot_baselines, save_figure
-    from wiseft_lib.studies.base import write_study_record
-    from wiseft_lib.report.tables import write_table
 
     started = time.time()
     sweep = run_sweep(params, study, progress=progress)

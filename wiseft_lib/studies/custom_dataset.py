@@ -16,7 +16,7 @@ loading it back through open_clip: ``export_check.csv``), ``results.sqlite`` and
 
 **Demo folders.** With ``demo_per_class`` set (the mini preset: 100), folders named in ``id_dataset`` /
 ``ood_datasets`` that do not exist yet are written from the embedded Fashion-MNIST data
-(:func:`wiseft_lib.data.folder.write_demo_folder`): ``train/`` and ``test/`` in the photo style for the ID
+(:func:`wiseft_lib.data.mini.demo_folder.write_demo_folder`): ``train/`` and ``test/`` in the photo style for the ID
 folder; ``test/`` only for a shift folder, in the mini style its name mentions (``fashion-sketch``), else
 ``viewpoint`` (rotations, flips, clutter: where fine-tuning costs the mini most). Only paths under the project's
 ``outputs/`` folder or inside ``output_dir`` are ever written, so a mistyped path to your own data fails with
@@ -32,9 +32,26 @@ from typing import Any, Optional
 
 import pandas as pd
 
-from wiseft_lib.experiment.curve import CurveConfig, curve_table, summary_table, wiseft_curve
+from wiseft_lib.experiment.config import CurveConfig
+from wiseft_lib.experiment.curve import curve_table, summary_table, wiseft_curve
 from wiseft_lib.params import ParamsError, param
 from wiseft_lib.studies.base import StudyParams, UsesRuns, resolve_path, write_study_record
+import numpy as np
+import copy
+import torch
+from wiseft_lib.data import list_datasets, eval_split, get_dataset
+from wiseft_lib.data.folder import folder_path, is_folder_name
+from wiseft_lib.data.mini.demo_folder import DEMO_MARKER, demo_style, write_demo_folder
+from wiseft_lib.data.common import dataset_labels
+from wiseft_lib.report.plots import show_images, plot_id_vs_ood, plot_metric_curves, save_figure
+from wiseft_lib.experiment.endpoints import Endpoints, finetuned_run
+from wiseft_lib.experiment.export import export_classifiers, exported_logits, load_export
+from wiseft_lib.core.interpolate import interpolate_weights, check_alpha
+from wiseft_lib.core.models import RANDOM_INIT, ImageClassifier, create_model
+from wiseft_lib.experiment.runs import file_digest, RunCache
+from wiseft_lib.core.files import atomic_write_text
+from wiseft_lib.experiment.results import ResultsStore
+from wiseft_lib.report.tables import write_table
 
 NAME = "custom_dataset"
 DEMO_ID = "outputs/mini/custom_dataset_demo/fashion"
@@ -61,7 +78,6 @@ class CustomDatasetParams(CurveConfig, UsesRuns, StudyParams):
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        from wiseft_lib.core.interpolate import check_alpha
 
         if self.export_alpha is not None:
             try:
@@ -93,8 +109,6 @@ class CustomDatasetResult:
 
 # ---------------------------------------------------------------- datasets
 def _is_folder(name: str) -> bool:
-    from wiseft_lib.data import list_datasets
-    from wiseft_lib.data.folder import is_folder_name
 
     return name not in list_datasets() and is_folder_name(name)
 
@@ -103,7 +117,6 @@ def _resolve(name: str) -> str:
     """A folder dataset's path from the project root when relative (as ``output_dir`` is); names stay names."""
     if not _is_folder(name):
         return name
-    from wiseft_lib.data.folder import folder_path
 
     return str(resolve_path(folder_path(name).expanduser()))
 
@@ -121,7 +134,6 @@ def _demo_allowed(path: Path, p: CustomDatasetParams) -> bool:
 
 def ensure_demo_folders(p: CustomDatasetParams) -> list[Path]:
     """Write the missing demo folders (see the module docstring); returns those written."""
-    from wiseft_lib.data.folder import DEMO_MARKER, demo_style, write_demo_folder
 
     if p.demo_per_class is None:
         return []
@@ -153,7 +165,6 @@ def short_labels(names: list[str]) -> dict[str, str]:
 
 def describe_data(p: CustomDatasetParams) -> tuple[pd.DataFrame, list[str]]:
     """Images per dataset and split (and files skipped as unreadable); checks the shift folders' classes."""
-    from wiseft_lib.data import eval_split, get_dataset
 
     rows, classnames = [], None
     for i, name in enumerate([p.id_dataset, *p.ood_datasets]):
@@ -176,11 +187,7 @@ def describe_data(p: CustomDatasetParams) -> tuple[pd.DataFrame, list[str]]:
 
 def sample_figure(p: CustomDatasetParams, classnames: list[str], per_class: int = 4):
     """A grid of a few training images per class (at most 10 classes shown)."""
-    import numpy as np
 
-    from wiseft_lib.data import get_dataset
-    from wiseft_lib.data._common import dataset_labels
-    from wiseft_lib.report.plots import show_images
 
     bundle = get_dataset(p.id_dataset, root=p.data_root, split="train")
     labels = dataset_labels(bundle.dataset)
@@ -211,15 +218,8 @@ def no_shift_summary(curve: pd.DataFrame) -> pd.DataFrame:
 # ---------------------------------------------------------------- export
 def export_model(p: CustomDatasetParams, runs, out: Path, *, progress: bool = True):
     """Export the WiSE-FT model at ``p.export_alpha`` (first seed) and check it loads back through open_clip."""
-    import copy
 
-    import torch
 
-    from wiseft_lib.experiment.endpoints import Endpoints, finetuned_run
-    from wiseft_lib.experiment.export import export_classifiers, exported_logits, load_export
-    from wiseft_lib.core.interpolate import interpolate_weights
-    from wiseft_lib.core.models import RANDOM_INIT, ImageClassifier, create_model
-    from wiseft_lib.experiment.runs import file_digest
 
     seed = p.seeds[0]
     mode = "end-to-end" if "end-to-end" in p.modes else "linear"
@@ -249,7 +249,6 @@ def export_model(p: CustomDatasetParams, runs, out: Path, *, progress: bool = Tr
                                 extra_meta={"dataset": p.id_dataset, "seed": seed, "mode": mode})
 
     # load it back as a user would, and compare with the package's interpolated classifier on test images
-    from wiseft_lib.data import eval_split, get_dataset
 
     model, head, meta, preprocess = load_export(result.model)
     eval_tf = ep.transforms()[1]
@@ -271,11 +270,6 @@ def export_model(p: CustomDatasetParams, runs, out: Path, *, progress: bool = Tr
 # ---------------------------------------------------------------- the study
 def run(params: CustomDatasetParams, *, progress: bool = True) -> CustomDatasetResult:
     """Demo folders if asked, the WiSE-FT curve on the folders, tables, figure and the exported model."""
-    from wiseft_lib.core._io import atomic_write_text
-    from wiseft_lib.report.plots import plot_id_vs_ood, plot_metric_curves, save_figure
-    from wiseft_lib.experiment.results import ResultsStore
-    from wiseft_lib.experiment.runs import RunCache
-    from wiseft_lib.report.tables import write_table
 
     started = time.time()
     p = resolved(params.smoke_version() if params.smoke else params)

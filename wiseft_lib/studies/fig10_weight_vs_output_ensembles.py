@@ -22,6 +22,11 @@ from wiseft_lib.params import ParamsError, param
 from wiseft_lib.studies.base import write_study_record
 from wiseft_lib.studies.baselines import curve_claims, curve_matched, store_rows
 from wiseft_lib.studies.shift_sweep import ShiftSweepParams, run_sweep
+from wiseft_lib.core.files import atomic_write_text
+from wiseft_lib.experiment.curve import curve_table
+from wiseft_lib.baselines.output_ensembles import output_ensemble_curve, SPACES
+from wiseft_lib.report.plots import plot_id_vs_ood, save_figure
+from wiseft_lib.report.tables import write_table
 
 NAME = "fig10_weight_vs_output_ensembles"
 WEIGHTS = "WiSE-FT (weights)"
@@ -38,7 +43,6 @@ class Fig10Params(ShiftSweepParams):
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        from wiseft_lib.baselines.output_ensembles import SPACES
 
         if self.modes != ["end-to-end"]:
             raise ParamsError(f"parameter 'modes': Figure 10 is end-to-end only, got {self.modes}")
@@ -69,11 +73,6 @@ def _claims(matched: pd.DataFrame) -> pd.DataFrame:
 
 def run(params: Fig10Params, *, progress: bool = True) -> Fig10Result:
     """WiSE-FT's sweep and the ensembles' (both from cached runs and logits); the matched table and figure."""
-    from wiseft_lib.core._io import atomic_write_text
-    from wiseft_lib.experiment.curve import curve_table
-    from wiseft_lib.baselines.output_ensembles import output_ensemble_curve
-    from wiseft_lib.report.plots import plot_id_vs_ood, save_figure
-    from wiseft_lib.report.tables import write_table
 
     started = time.time()
     p, out, tidy, runs, store = run_sweep(params, NAME, progress=progress)

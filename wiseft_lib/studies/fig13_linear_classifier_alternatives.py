@@ -21,6 +21,8 @@ import pandas as pd
 from wiseft_lib.params import ParamsError, param
 from wiseft_lib.studies.baselines import BaselineParams, BaselineResult, run_baseline_study
 from wiseft_lib.studies.shift_sweep import Sweep
+from wiseft_lib.baselines.head_baselines import head_baseline_curves
+from wiseft_lib.baselines.output_ensembles import SPACES
 
 NAME = "fig13_linear_classifier_alternatives"
 __all__ = ["Fig13Params", "run", "mini_variants"]
@@ -55,7 +57,6 @@ class Fig13Params(BaselineParams):
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        from wiseft_lib.baselines.output_ensembles import SPACES
 
         if self.modes != ["linear"]:
             raise ParamsError(f"parameter 'modes': Figure 13 is linear only, got {self.modes}")
@@ -69,7 +70,6 @@ class Fig13Params(BaselineParams):
 
 
 def run(params: Fig13Params, *, progress: bool = True) -> BaselineResult:
-    from wiseft_lib.baselines.head_baselines import head_baseline_curves
 
     def curves(sweep: Sweep) -> pd.DataFrame:
         p = sweep.params

@@ -22,7 +22,8 @@ from typing import Any, Optional
 import numpy as np
 import pandas as pd
 
-from wiseft_lib.experiment.curve import CurveConfig, wiseft_curve
+from wiseft_lib.experiment.config import CurveConfig
+from wiseft_lib.experiment.curve import wiseft_curve
 from wiseft_lib.data.mini import MINI_OOD
 from wiseft_lib.data.mini.tasks import TRANSFER_TASKS
 from wiseft_lib.params import ParamsError, param
@@ -30,6 +31,13 @@ from wiseft_lib.experiment.results import ResultsStore
 from wiseft_lib.experiment.runs import RunCache
 from wiseft_lib.studies.base import StudyParams, UsesRuns, write_study_record
 from wiseft_lib.studies.shift_sweep import ALPHAS_21
+from wiseft_lib.report.plots import panel_grid, save_figure
+from wiseft_lib.core.files import atomic_write_text
+from wiseft_lib.experiment.curve import curve_table
+from wiseft_lib.data import get_dataset
+from wiseft_lib.data.registry import default_eval_split
+from wiseft_lib.experiment.endpoints import eval_bundle_kwargs
+from wiseft_lib.report.tables import write_table
 
 NAME = "fig17_19_low_data"
 __all__ = ["LowDataParams", "LowDataResult", "run", "low_data_table", "low_data_claims", "ALL"]
@@ -135,12 +143,11 @@ def low_data_claims(summary: pd.DataFrame) -> pd.DataFrame:
 
 def plot_low_data(summary: pd.DataFrame, *, title: Optional[str] = None, ncols: int = 4):
     """One panel per task (and per task with shifts, its OOD mean): accuracy vs k, a line per alpha."""
-    from wiseft_lib.report.plots import _grid
 
     panels = [(t, "id_acc") for t in dict.fromkeys(summary["task"])]
     panels += [(t, "ood_avg") for t in dict.fromkeys(summary["task"])
                if "ood_avg" in summary and summary.loc[summary["task"] == t, "ood_avg"].notna().any()]
-    fig, axes = _grid(len(panels), ncols, (3.3, 2.8))
+    fig, axes = panel_grid(len(panels), ncols, (3.3, 2.8))
     ks = list(dict.fromkeys(summary["k"]))
     pos = np.arange(len(ks))
     for ax, (task, value) in zip(axes, panels):
@@ -164,13 +171,6 @@ def plot_low_data(summary: pd.DataFrame, *, title: Optional[str] = None, ncols: 
 
 def run(params: LowDataParams, *, progress: bool = True) -> LowDataResult:
     """Train and sweep every (task, k, draw) (cached); write the tables and the figure."""
-    from wiseft_lib.core._io import atomic_write_text
-    from wiseft_lib.experiment.curve import curve_table
-    from wiseft_lib.data import get_dataset
-    from wiseft_lib.data.registry import default_eval_split
-    from wiseft_lib.experiment.endpoints import eval_bundle_kwargs
-    from wiseft_lib.report.plots import save_figure
-    from wiseft_lib.report.tables import write_table
 
     started = time.time()
     p = params.smoke_version() if params.smoke else params

@@ -18,11 +18,22 @@ from typing import Any, Optional
 
 import pandas as pd
 
-from wiseft_lib.experiment.curve import CurveConfig, check_claims, curve_table, data_table, summary_table, wiseft_curve
+from wiseft_lib.experiment.config import CurveConfig
+from wiseft_lib.experiment.curve import check_claims, curve_table, data_table, summary_table, wiseft_curve
 from wiseft_lib.params import param
 from wiseft_lib.mini.standard import REFERENCE_MODELS
 from wiseft_lib.studies.launch import distributable
 from wiseft_lib.studies.base import Launches, StudyParams, UsesRuns, write_study_record
+import dataclasses
+from wiseft_lib.report.paper import testbed
+from wiseft_lib.core.files import atomic_write_text
+from wiseft_lib.experiment.reference import baseline_points, effective_robustness
+from wiseft_lib.experiment.results import ResultsStore
+from wiseft_lib.experiment.runs import RunCache
+from wiseft_lib.report.tables import write_table
+from wiseft_lib.report.fig1_plots import plot_fig1, plot_fig1_per_set, seed_spread
+from wiseft_lib.report.plots import save_figure
+from wiseft_lib.studies.shift_sweep import column_labels
 
 NAME = "fig1_id_vs_ood"
 __all__ = ["Fig1Params", "Fig1Result", "run"]
@@ -44,7 +55,6 @@ class Fig1Params(CurveConfig, Launches, UsesRuns, StudyParams):
                                  "ImageNet-only ones fitted, more-data ones shown apart)")
 
     def smoke_version(self) -> "Fig1Params":
-        import dataclasses
 
         return dataclasses.replace(super().smoke_version(), standard_models=self.standard_models[:2],
                                    zeroshot_pretrained=self.zeroshot_pretrained[:1], n_train_standard=1000)
@@ -69,7 +79,6 @@ class Fig1Result:
 
 def testbed_points(id_dataset: str, shifts: list[str]) -> pd.DataFrame:
     """The testbed's models as Figure 1 points: ID accuracy and the mean over the shifts (models with all of them)."""
-    from wiseft_lib.report.paper import testbed
 
     tb = testbed()
     missing = [d for d in [id_dataset, *shifts] if d not in tb.columns]
@@ -83,11 +92,6 @@ def testbed_points(id_dataset: str, shifts: list[str]) -> pd.DataFrame:
 @distributable(NAME)
 def run(params: Fig1Params, *, progress: bool = True) -> Fig1Result:
     """Compute (or reuse) the curves and reference models; write tables, figure and results store."""
-    from wiseft_lib.core._io import atomic_write_text
-    from wiseft_lib.experiment.reference import baseline_points, effective_robustness
-    from wiseft_lib.experiment.results import ResultsStore
-    from wiseft_lib.experiment.runs import RunCache
-    from wiseft_lib.report.tables import write_table
 
     started = time.time()
     p = params.smoke_version() if params.smoke else params
@@ -124,10 +128,6 @@ def run(params: Fig1Params, *, progress: bool = True) -> Fig1Result:
 def _figures(p: Fig1Params, curve: pd.DataFrame, baselines: pd.DataFrame, data: pd.DataFrame,
              paths: dict[str, Path]) -> tuple[tuple[Any, Any], pd.DataFrame]:
     """Figure 1, its per-set companion (95% Clopper-Pearson intervals on each set's images) and the seed spread."""
-    from wiseft_lib.report.fig1_plots import plot_fig1, plot_fig1_per_set, seed_spread
-    from wiseft_lib.report.plots import save_figure
-    from wiseft_lib.studies.shift_sweep import column_labels
-    from wiseft_lib.report.tables import write_table
 
     out = p.output_path()
     n_images = {d: float(n) for d, n in zip(data["dataset"], data["images"]) if n > 0}

@@ -21,11 +21,17 @@ from typing import Any, Optional
 
 import pandas as pd
 
-from wiseft_lib.experiment.curve import CurveConfig, curve_table, wiseft_curve
+from wiseft_lib.experiment.config import CurveConfig
+from wiseft_lib.experiment.curve import curve_table, wiseft_curve
 from wiseft_lib.params import ParamsError, param
 from wiseft_lib.experiment.results import ResultsStore
 from wiseft_lib.experiment.runs import RunCache
 from wiseft_lib.studies.base import StudyParams, UsesRuns, write_study_record
+import torch
+from torch.utils.flop_counter import FlopCounterMode
+from wiseft_lib.core.models import create_architecture, PACKAGE_MODELS, package_weights_path
+from wiseft_lib.report.plots import panel_grid, save_figure
+from wiseft_lib.report.tables import write_table
 
 NAME = "fig20_model_scale"
 __all__ = ["ScaleParams", "ScaleResult", "run", "pair_flops", "samples_seen", "scale_gains", "scale_claims"]
@@ -48,10 +54,7 @@ def check_models(models: dict[str, dict[str, Any]], extra: tuple[str, ...] = ())
 def pair_flops(model: str, pretrained: Optional[str] = None) -> float:
     """Forward FLOPs of one image and one caption through the model's two towers (counted by
     ``torch.utils.flop_counter`` on the architecture; no weights are loaded)."""
-    import torch
-    from torch.utils.flop_counter import FlopCounterMode
 
-    from wiseft_lib.core.models import create_architecture
 
     clip, _, _ = create_architecture(model, pretrained)
     size = clip.visual.image_size
@@ -66,7 +69,6 @@ def pair_flops(model: str, pretrained: Optional[str] = None) -> float:
 
 def samples_seen(model: str, pretrained: Optional[str]) -> Optional[float]:
     """Image-text pairs seen in pretraining, from a package model's weights sidecar (steps x batch size)."""
-    from wiseft_lib.core.models import PACKAGE_MODELS, package_weights_path
 
     if model not in PACKAGE_MODELS:
         return None
@@ -138,9 +140,8 @@ def scale_claims(gains: pd.DataFrame) -> pd.DataFrame:
 
 def plot_scale(gains: pd.DataFrame, *, title: Optional[str] = None):
     """Gains of WiSE-FT 0.5 over fine-tuning (ID and OOD) and of the oracle (OOD) against pretraining compute."""
-    from wiseft_lib.report.plots import _grid
 
-    fig, axes = _grid(3, 3, (3.6, 3.0))
+    fig, axes = panel_grid(3, 3, (3.6, 3.0))
     x_col = "pretraining_flops" if gains["pretraining_flops"].notna().all() else "zs_id"
     for ax, (col, name) in zip(axes, (("gain_id_0.5", "ID gain, alpha 0.5"), ("gain_ood_0.5", "OOD gain, alpha 0.5"),
                                       ("gain_ood_oracle", "OOD gain, oracle alpha"))):
@@ -164,8 +165,6 @@ def plot_scale(gains: pd.DataFrame, *, title: Optional[str] = None):
 
 def run(params: ScaleParams, *, progress: bool = True) -> ScaleResult:
     """The WiSE-FT curve of every model (cached); the gains against pretraining compute."""
-    from wiseft_lib.report.plots import save_figure
-    from wiseft_lib.report.tables import write_table
 
     started = time.time()
     p = params.smoke_version() if params.smoke else params

@@ -22,13 +22,23 @@ from typing import Any
 
 import pandas as pd
 
-from wiseft_lib.experiment.curve import CurveConfig, curve_table, wiseft_curve
-from wiseft_lib.data._common import DatasetNotFoundError, data_root
+from wiseft_lib.experiment.config import CurveConfig
+from wiseft_lib.experiment.curve import curve_table, wiseft_curve
+from wiseft_lib.data.common import DatasetNotFoundError, data_root
 from wiseft_lib.params import ParamsError, param
 from wiseft_lib.experiment.results import ResultsStore
 from wiseft_lib.experiment.runs import RunCache
 from wiseft_lib.studies.base import StudyParams, UsesRuns, write_study_record
 from wiseft_lib.studies.baselines import store_rows
+from wiseft_lib.data.imagenet import objectnet_classnames, objectnet_imagenet_groups
+from wiseft_lib.core.models import create_model, get_tokenizer
+from wiseft_lib.core.zeroshot import zeroshot_head
+from wiseft_lib.experiment.endpoints import Endpoints, finetuned_run
+from wiseft_lib.core.evaluate import evaluate_head, score
+from wiseft_lib.core.interpolate import iter_alphas
+from wiseft_lib.core.sweep import sweep_logits
+from wiseft_lib.report.plots import plot_id_vs_ood, save_figure
+from wiseft_lib.report.tables import write_table
 
 NAME = "fig26_objectnet_names"
 __all__ = ["Fig26Params", "Fig26Result", "run", "objectnet_named_classnames", "IMAGENET_NAMES", "OBJECTNET_NAMES"]
@@ -63,7 +73,6 @@ class Fig26Result:
 
 def objectnet_named_classnames(imagenet_names: list[str]) -> list[str]:
     """ImageNet's class names with each class mapped to ObjectNet renamed to its ObjectNet class."""
-    from wiseft_lib.data.imagenet import objectnet_classnames, objectnet_imagenet_groups
 
     names = list(imagenet_names)
     for name, group in zip(objectnet_classnames(), objectnet_imagenet_groups()):
@@ -74,8 +83,6 @@ def objectnet_named_classnames(imagenet_names: list[str]) -> list[str]:
 
 def _objectnet_named_zeroshot(ep, cfg: CurveConfig):
     """The zero-shot classifier with the ObjectNet-named head (the same image tower)."""
-    from wiseft_lib.core.models import create_model, get_tokenizer
-    from wiseft_lib.core.zeroshot import zeroshot_head
 
     zs = ep.zeroshot()
     clip, _, _ = create_model(cfg.model, cfg.pretrained, device=ep.device)
@@ -88,10 +95,6 @@ def _objectnet_named_zeroshot(ep, cfg: CurveConfig):
 
 def _named_rows(cfg: CurveConfig, seed: int, runs: RunCache, progress: bool) -> list[dict[str, Any]]:
     """ObjectNet top-1 along each mode's curve with the ObjectNet-named zero-shot end."""
-    from wiseft_lib.experiment.endpoints import Endpoints, finetuned_run
-    from wiseft_lib.core.evaluate import evaluate_head, score
-    from wiseft_lib.core.interpolate import iter_alphas
-    from wiseft_lib.core.sweep import sweep_logits
 
     ep = Endpoints(cfg, seed, runs, progress)
     named = _objectnet_named_zeroshot(ep, cfg)
@@ -124,8 +127,6 @@ def _named_rows(cfg: CurveConfig, seed: int, runs: RunCache, progress: bool) -> 
 
 def run(params: Fig26Params, *, progress: bool = True) -> Fig26Result:
     """Table 1's curves (cached) and the same fine-tunes with the ObjectNet-named zero-shot end."""
-    from wiseft_lib.report.plots import plot_id_vs_ood, save_figure
-    from wiseft_lib.report.tables import write_table
 
     started = time.time()
     p = dataclasses.replace(params.smoke_version(), seeds=params.seeds[:1]) if params.smoke else params

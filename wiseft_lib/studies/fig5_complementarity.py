@@ -25,10 +25,24 @@ import numpy as np
 import pandas as pd
 import torch
 
-from wiseft_lib.experiment.curve import CurveConfig
+from wiseft_lib.experiment.config import CurveConfig
 from wiseft_lib.params import ParamsError, param
 from wiseft_lib.studies.base import StudyParams, UsesRuns, write_study_record
 from wiseft_lib.studies.fig20_model_scale import MINI_MODELS, check_models
+from wiseft_lib.analysis.complementarity import (
+    cka_complement,
+    cohen_kappa_complement,
+    kl_divergence,
+    prediction_diversity,
+    margin_difference,
+    override_rates,
+)
+from wiseft_lib.report.plots import panel_grid, save_figure
+from wiseft_lib.experiment.endpoints import Endpoints, finetuned_run
+from wiseft_lib.core.interpolate import interpolate_weights
+from wiseft_lib.finetune.lc_search import train_head
+from wiseft_lib.experiment.runs import RunCache
+from wiseft_lib.report.tables import write_table
 
 NAME = "fig5_complementarity"
 __all__ = ["ComplementarityParams", "ComplementarityResult", "run", "halves", "pair_measures",
@@ -92,8 +106,6 @@ def halves(labels: torch.Tensor, seed: int) -> tuple[np.ndarray, np.ndarray]:
 def pair_measures(logits_a: torch.Tensor, logits_b: torch.Tensor, labels: torch.Tensor, max_samples: int,
                   seed: int) -> dict[str, float]:
     """The four diversity measures of one pair (CKA on the logits)."""
-    from wiseft_lib.analysis.complementarity import (cka_complement, cohen_kappa_complement, kl_divergence,
-                                            prediction_diversity)
 
     try:
         cka = cka_complement(logits_a, logits_b, max_samples=max_samples, seed=seed)
@@ -123,11 +135,10 @@ def complementarity_claims(diversity: pd.DataFrame, model: str, id_dataset: str)
 
 
 def _plot_fig5(diversity: pd.DataFrame, overrides: pd.DataFrame, model: str, title: str):
-    from wiseft_lib.report.plots import _grid
 
     d = diversity[diversity["model"] == model].groupby(["dataset", "pair"], sort=False)[list(MEASURES)].mean()
     sets = list(dict.fromkeys(diversity["dataset"]))
-    fig, axes = _grid(3, 3, (4.2, 3.2))
+    fig, axes = panel_grid(3, 3, (4.2, 3.2))
     pos = np.arange(len(sets))
     for ax, m in zip(axes[:2], ("prediction_diversity", "cka_complement")):
         for i, pair in enumerate((ZS_LC, HALVES)):
@@ -151,11 +162,10 @@ def _plot_fig5(diversity: pd.DataFrame, overrides: pd.DataFrame, model: str, tit
 
 
 def _plot_models(diversity: pd.DataFrame, title: str):
-    from wiseft_lib.report.plots import _grid
 
     models = list(dict.fromkeys(diversity["model"]))
     d = diversity.groupby(["model", "pair"], sort=False)[list(MEASURES)].mean()  # over seeds and sets
-    fig, axes = _grid(len(MEASURES), 4, (3.2, 2.8))
+    fig, axes = panel_grid(len(MEASURES), 4, (3.2, 2.8))
     pos = np.arange(len(models))
     for ax, m in zip(axes, MEASURES):
         for i, pair in enumerate((ZS_LC, HALVES)):
@@ -170,13 +180,6 @@ def _plot_models(diversity: pd.DataFrame, title: str):
 
 def run(params: ComplementarityParams, *, progress: bool = True) -> ComplementarityResult:
     """Per model and seed: the zero-shot head, the LC, two LCs on halves; every measure on every set."""
-    from wiseft_lib.analysis.complementarity import margin_difference, override_rates
-    from wiseft_lib.experiment.endpoints import Endpoints, finetuned_run
-    from wiseft_lib.core.interpolate import interpolate_weights
-    from wiseft_lib.finetune.lc_search import train_head
-    from wiseft_lib.report.plots import save_figure
-    from wiseft_lib.experiment.runs import RunCache
-    from wiseft_lib.report.tables import write_table
 
     started = time.time()
     p = params.smoke_version() if params.smoke else params

@@ -21,6 +21,10 @@ import pandas as pd
 from wiseft_lib.params import param
 from wiseft_lib.studies.base import write_study_record
 from wiseft_lib.studies.shift_sweep import ShiftSweepParams, column_labels, run_sweep
+from wiseft_lib.core.files import atomic_write_text
+from wiseft_lib.report.plots import plot_weight_path, save_figure
+from wiseft_lib.analysis.shift_tables import paper_columns, sweep_table, weight_path_table
+from wiseft_lib.report.tables import write_table
 
 NAME = "fig6_weight_path"
 __all__ = ["Fig6Params", "Fig6Result", "run", "path_summary"]
@@ -59,10 +63,6 @@ def path_summary(path: pd.DataFrame) -> pd.DataFrame:
 
 def run(params: Fig6Params, *, progress: bool = True) -> Fig6Result:
     """Compute (or reuse) the sweep; write the weight-path table, its summary and the figure."""
-    from wiseft_lib.core._io import atomic_write_text
-    from wiseft_lib.report.plots import plot_weight_path, save_figure
-    from wiseft_lib.analysis.shift_tables import paper_columns, sweep_table, weight_path_table
-    from wiseft_lib.report.tables import write_table
 
     started = time.time()
     p, out, tidy, _, _ = run_sweep(params, NAME, progress=progress)

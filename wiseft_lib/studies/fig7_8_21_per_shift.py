@@ -26,6 +26,13 @@ from wiseft_lib.params import param
 from wiseft_lib.mini.standard import REFERENCE_MODELS
 from wiseft_lib.studies.base import write_study_record
 from wiseft_lib.studies.shift_sweep import ShiftSweepParams, column_labels, run_sweep
+import dataclasses
+from wiseft_lib.report.paper import TESTBED_ID_ON_SHIFT, testbed
+from wiseft_lib.experiment.reference import baseline_points
+from wiseft_lib.report.plots import fit_logit_line, plot_per_shift, save_figure
+from wiseft_lib.core.files import atomic_write_text
+from wiseft_lib.analysis.shift_tables import per_shift_points
+from wiseft_lib.report.tables import write_table
 
 NAME = "fig7_8_21_per_shift"
 __all__ = ["PerShiftParams", "PerShiftResult", "run", "testbed_background", "effective_robustness_per_shift"]
@@ -43,7 +50,6 @@ class PerShiftParams(ShiftSweepParams):
     testbed: bool = param(False, "the ImageNet testbed's published models as the background (paper setting)")
 
     def smoke_version(self) -> "PerShiftParams":
-        import dataclasses
 
         return dataclasses.replace(super().smoke_version(), standard_models=self.standard_models[:2],
                                    n_train_standard=1000)
@@ -62,7 +68,6 @@ class PerShiftResult:
 
 def testbed_background(shifts: list[str]) -> pd.DataFrame:
     """The testbed's models per shift: ``x`` on ImageNet restricted to the shift's classes, ``y`` on the shift."""
-    from wiseft_lib.report.paper import TESTBED_ID_ON_SHIFT, testbed
 
     tb = testbed()
     unknown = [s for s in shifts if s not in tb.columns]
@@ -75,7 +80,6 @@ def testbed_background(shifts: list[str]) -> pd.DataFrame:
 
 
 def _trained_background(p: PerShiftParams, runs, progress: bool) -> pd.DataFrame:
-    from wiseft_lib.experiment.reference import baseline_points
 
     base = baseline_points(p, p.standard_models, (), seed=p.seeds[0], n_train_standard=p.n_train_standard,
                            runs=runs, progress=progress)
@@ -88,7 +92,6 @@ def _trained_background(p: PerShiftParams, runs, progress: bool) -> pd.DataFrame
 def effective_robustness_per_shift(points: pd.DataFrame, background: pd.DataFrame,
                                    group: str = "standard") -> pd.DataFrame:
     """Zero-shot, fine-tuned and alpha=0.5 points per shift: y minus the ``group`` line's y at x (points)."""
-    from wiseft_lib.report.plots import fit_logit_line
 
     rows = []
     for shift, own in points.groupby("shift", sort=False):
@@ -105,10 +108,6 @@ def effective_robustness_per_shift(points: pd.DataFrame, background: pd.DataFram
 
 def run(params: PerShiftParams, *, progress: bool = True) -> PerShiftResult:
     """Compute (or reuse) the sweep and the background; write the points, the table and the figure."""
-    from wiseft_lib.core._io import atomic_write_text
-    from wiseft_lib.report.plots import plot_per_shift, save_figure
-    from wiseft_lib.analysis.shift_tables import per_shift_points
-    from wiseft_lib.report.tables import write_table
 
     started = time.time()
     p, out, tidy, runs, _ = run_sweep(params, NAME, progress=progress)

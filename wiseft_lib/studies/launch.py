@@ -25,6 +25,10 @@ import sys
 import tempfile
 from pathlib import Path
 from typing import Any, Callable, Optional
+import yaml
+import torch
+from wiseft_lib.studies.base import resolve_path
+from wiseft_lib.core.device import barrier_all, cleanup_distributed, setup_distributed
 
 __all__ = ["in_torchrun", "processes_to_launch", "distributable", "launch_torchrun"]
 
@@ -39,7 +43,6 @@ def processes_to_launch(processes: int) -> int:
     if processes < 0:
         raise ValueError(f"parameter 'processes' must be 0 (one per GPU) or a positive count, got {processes}")
     if processes == 0:
-        import torch
 
         return max(torch.cuda.device_count(), 1)
     return processes
@@ -52,7 +55,6 @@ def launch_torchrun(study: str, params: Any, nproc: int, *, progress: bool = Tru
     The params are written to a temporary YAML file with ``processes: 1``; paths are made absolute.
     Fails with the workers' last output lines if they fail.
     """
-    import yaml
 
     values = params.to_dict()
     values["processes"] = 1
@@ -77,7 +79,6 @@ def launch_torchrun(study: str, params: Any, nproc: int, *, progress: bool = Tru
 
 
 def _absolute(params: Any, key: str) -> Path:
-    from wiseft_lib.studies.base import resolve_path
 
     return resolve_path(getattr(params, key))
 
@@ -102,7 +103,6 @@ def distributable(study: str) -> Callable[[Callable[..., Any]], Callable[..., An
 
 def _run_as_rank(run: Callable[..., Any], params: Any, *args: Any, progress: bool, **kwargs: Any) -> Any:
     """One rank's part: the process group is set up; ranks other than 0 write outputs to a throwaway folder."""
-    from wiseft_lib.core.device import barrier_all, cleanup_distributed, setup_distributed
 
     rank, _, _ = setup_distributed()
     throwaway = None

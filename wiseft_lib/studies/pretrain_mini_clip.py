@@ -20,6 +20,12 @@ import pandas as pd
 
 from wiseft_lib.params import ParamsError, param
 from wiseft_lib.studies.base import StudyParams, UsesRuns, write_study_record
+import dataclasses
+from wiseft_lib.mini.pretrain import pretrain_mini_clip, PretrainConfig
+from wiseft_lib.report.plots import new_figure, save_figure
+from wiseft_lib.experiment.reference import zeroshot_scores_many
+from wiseft_lib.experiment.runs import RunCache
+from wiseft_lib.report.tables import write_table
 
 NAME = "pretrain_mini_clip"
 __all__ = ["PretrainParams", "PretrainResult", "run"]
@@ -54,13 +60,11 @@ class PretrainParams(UsesRuns, StudyParams):
             raise ParamsError(f"parameter 'eval_split' must be 'test' or 'val', not {self.eval_split!r}")
 
     def smoke_version(self) -> "PretrainParams":
-        import dataclasses
 
         return dataclasses.replace(self, steps=3, batch_size=64, n_pool=512, n_test=200, budgets=self.budgets[:1])
 
     def configs(self) -> dict[str, Any]:
         """``{file stem: PretrainConfig}``: one run per seed, then the budgets (first seed)."""
-        from wiseft_lib.mini.pretrain import PretrainConfig
 
         common = dict(batch_size=self.batch_size, lr=self.lr, caption_noise=self.caption_noise,
                       noise_mode=self.noise_mode, n_pool=self.n_pool)
@@ -85,7 +89,6 @@ class PretrainResult:
 
 def _pretrained(config, runs, data_root: Optional[str], progress: bool) -> tuple[Path, list[float]]:
     """Weights of one pretraining run (cached) and its per-step losses."""
-    from wiseft_lib.mini.pretrain import pretrain_mini_clip
 
     parts = {"pretrain": asdict(config)}
     key = runs.key(parts)
@@ -101,7 +104,6 @@ def _pretrained(config, runs, data_root: Optional[str], progress: bool) -> tuple
 
 
 def _loss_figure(losses: dict[str, list[float]]):
-    from wiseft_lib.report.plots import new_figure
 
     fig = new_figure((6, 3.5))
     ax = fig.subplots()
@@ -114,10 +116,6 @@ def _loss_figure(losses: dict[str, list[float]]):
 
 def run(params: PretrainParams, *, progress: bool = True) -> PretrainResult:
     """Pretrain (or reuse) each configuration, copy the weights to ``output_dir``, score them zero-shot."""
-    from wiseft_lib.report.plots import save_figure
-    from wiseft_lib.experiment.reference import zeroshot_scores_many
-    from wiseft_lib.experiment.runs import RunCache
-    from wiseft_lib.report.tables import write_table
 
     started = time.time()
     p = params.smoke_version() if params.smoke else params

@@ -13,11 +13,16 @@ from typing import NamedTuple, Optional
 
 import pandas as pd
 
-from wiseft_lib.experiment.curve import CurveConfig, wiseft_curve
+from wiseft_lib.experiment.config import CurveConfig
+from wiseft_lib.experiment.curve import wiseft_curve
 from wiseft_lib.params import ParamsError, param
 from wiseft_lib.experiment.results import ResultsStore
 from wiseft_lib.experiment.runs import RunCache
 from wiseft_lib.studies.base import StudyParams, UsesRuns
+from wiseft_lib.data.mini import PAPER_ANALOG
+from wiseft_lib.report.paper import SHIFTS, SHORT_NAMES
+from wiseft_lib.analysis.shift_tables import AVG, AVG_ID
+from wiseft_lib.experiment.runs import run_key
 
 __all__ = ["ALPHAS_21", "ShiftSweepParams", "Sweep", "run_sweep", "paper_column_map", "column_labels", "add_table_rows"]
 
@@ -67,9 +72,6 @@ def run_sweep(params: ShiftSweepParams, study: str, *, progress: bool = True) ->
 def paper_column_map(id_dataset: str, shifts: list[str]) -> Optional[dict[str, str]]:
     """Our Table 1 columns -> the published ones: the paper's own datasets map to themselves, the mini sets
     to their analogs (:data:`wiseft_lib.data.mini.PAPER_ANALOG`); None when some set has no counterpart."""
-    from wiseft_lib.data.mini import PAPER_ANALOG
-    from wiseft_lib.report.paper import SHIFTS
-    from wiseft_lib.analysis.shift_tables import AVG, AVG_ID
 
     paper_sets = {"imagenet", *SHIFTS}
     mapping = {}
@@ -85,8 +87,6 @@ def paper_column_map(id_dataset: str, shifts: list[str]) -> Optional[dict[str, s
 
 def column_labels(columns: list[str]) -> dict[str, str]:
     """Readable headers: the paper's short names, and a mini set's name with its paper analog."""
-    from wiseft_lib.data.mini import PAPER_ANALOG
-    from wiseft_lib.report.paper import SHORT_NAMES
 
     out = {}
     for c in columns:
@@ -100,7 +100,6 @@ def column_labels(columns: list[str]) -> dict[str, str]:
 def add_table_rows(store, study: str, table: str, frame: pd.DataFrame, label_col: str, columns: list[str],
                    model: str, params: dict) -> int:
     """A derived table's numbers into the results store: one row per (table row, column), run ``STUDY/TABLE``."""
-    from wiseft_lib.experiment.runs import run_key
 
     config = json.dumps(params, default=str, sort_keys=True)
     run = f"{study}/{table}/{run_key({'params': params})[:10]}"

@@ -21,9 +21,22 @@ from typing import Any, Optional
 import numpy as np
 import pandas as pd
 
-from wiseft_lib.experiment.curve import CurveConfig, curve_table
+from wiseft_lib.experiment.config import CurveConfig
+from wiseft_lib.experiment.curve import curve_table
 from wiseft_lib.params import ParamsError, param
 from wiseft_lib.studies.base import StudyParams, UsesRuns, write_study_record
+import dataclasses
+from wiseft_lib.experiment.endpoints import Endpoints
+from wiseft_lib.core.evaluate import score
+from wiseft_lib.baselines.other_models import other_model_logits, zeroshot_logits, check_other_name
+from wiseft_lib.baselines.output_ensembles import SPACES
+from wiseft_lib.report.paper import published
+from tqdm.auto import tqdm
+from wiseft_lib.core.files import atomic_write_text
+from wiseft_lib.report.plots import plot_id_vs_ood, save_figure
+from wiseft_lib.experiment.results import ResultsStore
+from wiseft_lib.experiment.runs import RunCache
+from wiseft_lib.report.tables import write_table
 
 NAME = "table13_output_ensembles"
 __all__ = ["Table13Params", "Table13Result", "run", "ensemble_rows", "table13"]
@@ -49,8 +62,6 @@ class Table13Params(CurveConfig, UsesRuns, StudyParams):
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        from wiseft_lib.baselines.other_models import check_other_name
-        from wiseft_lib.baselines.output_ensembles import SPACES
 
         if not self.others:
             raise ParamsError("parameter 'others': name at least one model to ensemble with the zero-shot one")
@@ -69,7 +80,6 @@ class Table13Params(CurveConfig, UsesRuns, StudyParams):
             raise ParamsError(f"parameter 'published_names' names {stray}, which are not in 'others'")
 
     def smoke_version(self):
-        import dataclasses
 
         return dataclasses.replace(super().smoke_version(), alphas=sorted({0.0, self.report_alpha, 1.0}),
                                    n_train_other=256 if self.n_train_other is None else min(self.n_train_other, 256))
@@ -89,10 +99,6 @@ class Table13Result:
 
 def ensemble_rows(p: Table13Params, seed: int, runs, progress: bool = False) -> pd.DataFrame:
     """Tidy rows ``(seed, mode, alpha, dataset, metric, value)``: mode ``OTHER (SPACE)`` per model and space."""
-    from wiseft_lib.experiment.endpoints import Endpoints
-    from wiseft_lib.core.evaluate import score
-    from wiseft_lib.baselines.other_models import other_model_logits, zeroshot_logits
-    from wiseft_lib.baselines.output_ensembles import SPACES
 
     ep = Endpoints(p, seed, runs, progress)
     models: dict = {}
@@ -157,7 +163,6 @@ def _claims(table: pd.DataFrame, p: Table13Params) -> pd.DataFrame:
 
 
 def _beside(table: pd.DataFrame, p: Table13Params) -> Optional[pd.DataFrame]:
-    from wiseft_lib.report.paper import published
 
     if not p.published_names:
         return None
@@ -182,13 +187,7 @@ def _beside(table: pd.DataFrame, p: Table13Params) -> Optional[pd.DataFrame]:
 
 
 def run(params: Table13Params, *, progress: bool = True) -> Table13Result:
-    from tqdm.auto import tqdm
 
-    from wiseft_lib.core._io import atomic_write_text
-    from wiseft_lib.report.plots import plot_id_vs_ood, save_figure
-    from wiseft_lib.experiment.results import ResultsStore
-    from wiseft_lib.experiment.runs import RunCache
-    from wiseft_lib.report.tables import write_table
 
     started = time.time()
     p = params.smoke_version() if params.smoke else params

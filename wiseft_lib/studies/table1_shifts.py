@@ -29,6 +29,9 @@ from wiseft_lib.studies.shift_sweep import (
     paper_column_map,
     run_sweep,
 )
+from wiseft_lib.report.paper import published
+from wiseft_lib.analysis.shift_tables import paper_columns, shape_table, sweep_table, table1, table3
+from wiseft_lib.report.tables import beside_published, write_table
 
 NAME = "table1_shifts"
 __all__ = ["Table1Params", "Table1Result", "run", "SHAPE_BAR"]
@@ -86,9 +89,6 @@ def shape_claims(shape: pd.DataFrame) -> pd.DataFrame:
 
 def run(params: Table1Params, *, progress: bool = True) -> Table1Result:
     """Compute (or reuse) the sweep; write Tables 1, 3, 4/5 and the comparison with the paper."""
-    from wiseft_lib.report.paper import published
-    from wiseft_lib.analysis.shift_tables import paper_columns, shape_table, sweep_table, table1, table3
-    from wiseft_lib.report.tables import beside_published, write_table
 
     started = time.time()
     p, out, tidy, _, store = run_sweep(params, NAME, progress=progress)

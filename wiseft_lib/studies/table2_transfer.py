@@ -21,12 +21,17 @@ from typing import Any, Optional
 
 import pandas as pd
 
-from wiseft_lib.experiment.curve import ALPHAS_11, CurveConfig, wiseft_curve
+from wiseft_lib.experiment.config import ALPHAS_11, CurveConfig
+from wiseft_lib.experiment.curve import wiseft_curve
 from wiseft_lib.data.mini.tasks import TASK_KIND, TRANSFER_TASKS
 from wiseft_lib.params import ParamsError, param
 from wiseft_lib.experiment.results import ResultsStore
 from wiseft_lib.experiment.runs import RunCache
 from wiseft_lib.studies.base import StudyParams, UsesRuns, write_study_record
+from wiseft_lib.core.files import atomic_write_text
+from wiseft_lib.report.paper import published
+from wiseft_lib.report.plots import plot_metric_curves, save_figure
+from wiseft_lib.report.tables import write_table
 
 NAME = "table2_transfer"
 __all__ = ["Table2Params", "Table2Result", "run", "transfer_table", "transfer_claims"]
@@ -123,10 +128,6 @@ def transfer_claims(table: pd.DataFrame, tasks: list[str]) -> pd.DataFrame:
 
 def run(params: Table2Params, *, progress: bool = True) -> Table2Result:
     """Fine-tune and sweep each task (cached), on test and on val; write Table 2 and Figure 16."""
-    from wiseft_lib.core._io import atomic_write_text
-    from wiseft_lib.report.paper import published
-    from wiseft_lib.report.plots import plot_metric_curves, save_figure
-    from wiseft_lib.report.tables import write_table
 
     started = time.time()
     p = params.smoke_version() if params.smoke else params

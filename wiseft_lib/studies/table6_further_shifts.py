@@ -19,12 +19,17 @@ from typing import Any
 
 import pandas as pd
 
-from wiseft_lib.experiment.curve import COUNT_METRICS, CurveConfig, wiseft_curve
+from wiseft_lib.experiment.config import COUNT_METRICS, CurveConfig
+from wiseft_lib.experiment.curve import wiseft_curve
 from wiseft_lib.params import ParamsError, param
 from wiseft_lib.experiment.results import ResultsStore
 from wiseft_lib.experiment.runs import RunCache
 from wiseft_lib.studies.base import StudyParams, UsesRuns, write_study_record
 from wiseft_lib.studies.shift_sweep import ALPHAS_21
+from wiseft_lib.report.paper import published
+from wiseft_lib.core.files import atomic_write_text
+from wiseft_lib.report.plots import plot_metric_curves, save_figure
+from wiseft_lib.report.tables import write_table
 
 NAME = "table6_further_shifts"
 __all__ = ["Table6Params", "Table6Result", "run", "table6", "further_claims", "HEADLINE"]
@@ -90,7 +95,6 @@ def table6(tidy: pd.DataFrame, shifts: list[str], paper_analog: dict[str, str]) 
     """Per (shift, metric) and the ID reference of each mode: zero-shot, fine-tuned, WiSE-FT 0.5 and the
     oracle alpha (best on these very images, as the paper's "optimal"), seed means; the paper's numbers beside.
     ``tidy`` has an ``id_set`` column (the curve's ID set); sets not in ``shifts`` are the ID references."""
-    from wiseft_lib.report.paper import published
 
     paper = published("table6")
     means = _means(tidy)
@@ -144,9 +148,6 @@ def metric_curves(tidy: pd.DataFrame, shifts: list[str]) -> pd.DataFrame:
 
 def run(params: Table6Params, *, progress: bool = True) -> Table6Result:
     """Score the further shifts along both curves (fine-tunes from the run cache); write Table 6 and Figure 9."""
-    from wiseft_lib.core._io import atomic_write_text
-    from wiseft_lib.report.plots import plot_metric_curves, save_figure
-    from wiseft_lib.report.tables import write_table
 
     started = time.time()
     p = dataclasses.replace(params.smoke_version(), seeds=params.seeds[:1]) if params.smoke else params

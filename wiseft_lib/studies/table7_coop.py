@@ -21,11 +21,21 @@ from typing import Any
 
 import pandas as pd
 
-from wiseft_lib.experiment.curve import CurveConfig, wiseft_curve
+from wiseft_lib.experiment.config import CurveConfig
+from wiseft_lib.experiment.curve import wiseft_curve
 from wiseft_lib.params import ParamsError, param
 from wiseft_lib.experiment.results import ResultsStore
 from wiseft_lib.experiment.runs import RunCache, run_key
 from wiseft_lib.studies.base import StudyParams, UsesRuns, write_study_record
+from safetensors.torch import load_file, save_file
+from wiseft_lib.baselines.coop import CoOpConfig, train_coop
+from wiseft_lib.experiment.endpoints import Endpoints, eval_bundle_kwargs
+from wiseft_lib.core.evaluate import evaluate_head
+from wiseft_lib.core.models import ClassificationHead, create_model, text_context_length
+from wiseft_lib.data import get_dataset
+from wiseft_lib.data.registry import default_eval_split
+from wiseft_lib.report.paper import published
+from wiseft_lib.report.tables import write_table
 
 NAME = "table7_coop"
 __all__ = ["Table7Params", "Table7Result", "run", "coop_scores", "table7", "table7_claims"]
@@ -49,7 +59,6 @@ class Table7Params(CurveConfig, UsesRuns, StudyParams):
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        from wiseft_lib.baselines.coop import CoOpConfig
 
         try:
             CoOpConfig(**self.coop)
@@ -65,8 +74,6 @@ class Table7Params(CurveConfig, UsesRuns, StudyParams):
     def _check_context_fits(self) -> None:
         """CoOp's context, CLIP's start and end tokens and at least one name token plus '.' must fit the text
         tower's context, checked before anything runs (the full check per class name comes in train_coop)."""
-        from wiseft_lib.baselines.coop import CoOpConfig
-        from wiseft_lib.core.models import text_context_length
 
         n_ctx, length = CoOpConfig(**self.coop).n_ctx, text_context_length(self.model)
         if length is not None and n_ctx + 4 > length:
@@ -98,12 +105,7 @@ class Table7Result:
 def coop_scores(cfg: CurveConfig, seed: int, coop: dict[str, Any], runs: RunCache, progress: bool) -> pd.DataFrame:
     """CoOp trained on the seed's k-shot features, scored on every evaluation set (its head kept in the run cache:
     kind "coop", keyed by the zero-shot model, the training images, the settings and the seed)."""
-    from safetensors.torch import load_file, save_file
 
-    from wiseft_lib.baselines.coop import CoOpConfig, train_coop
-    from wiseft_lib.experiment.endpoints import Endpoints
-    from wiseft_lib.core.evaluate import evaluate_head
-    from wiseft_lib.core.models import ClassificationHead, create_model
 
     ep = Endpoints(cfg, seed, runs, progress)
     config = CoOpConfig(**coop)
@@ -157,11 +159,6 @@ def table7_claims(table: pd.DataFrame, id_dataset: str) -> pd.DataFrame:
 
 def run(params: Table7Params, *, progress: bool = True) -> Table7Result:
     """CoOp, LC and E2E on each seed's shots (all cached); write Table 7 beside the paper's."""
-    from wiseft_lib.data import get_dataset
-    from wiseft_lib.data.registry import default_eval_split
-    from wiseft_lib.experiment.endpoints import eval_bundle_kwargs
-    from wiseft_lib.report.paper import published
-    from wiseft_lib.report.tables import write_table
 
     started = time.time()
     p = params.smoke_version() if params.smoke else params

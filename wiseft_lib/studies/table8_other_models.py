@@ -23,6 +23,9 @@ import pandas as pd
 from wiseft_lib.params import ParamsError, param
 from wiseft_lib.studies.base import write_study_record
 from wiseft_lib.studies.shift_sweep import ShiftSweepParams, add_table_rows, column_labels, run_sweep
+from wiseft_lib.analysis.shift_tables import AVG, paper_columns, table1
+from wiseft_lib.report.paper import published
+from wiseft_lib.report.tables import beside_published, write_table
 
 NAME = "table8_other_models"
 __all__ = ["Table8Params", "Table8Result", "run", "gains_table"]
@@ -80,7 +83,6 @@ def _label(model: str, tag: Optional[str]) -> str:
 
 def gains_table(table8: pd.DataFrame, id_col: str, source: str) -> pd.DataFrame:
     """Per model: fine-tuning's ID gain, and WiSE-FT 0.5's Avg gain over the better endpoint and ID change vs FT."""
-    from wiseft_lib.analysis.shift_tables import AVG
 
     rows = []
     for model, g in table8.groupby("model", sort=False):
@@ -96,9 +98,6 @@ def gains_table(table8: pd.DataFrame, id_col: str, source: str) -> pd.DataFrame:
 
 def run(params: Table8Params, *, progress: bool = True) -> Table8Result:
     """One cached sweep per model; write Table 8, the gains and the comparison with the paper."""
-    from wiseft_lib.report.paper import published
-    from wiseft_lib.analysis.shift_tables import paper_columns, table1
-    from wiseft_lib.report.tables import beside_published, write_table
 
     started = time.time()
     p = params.smoke_version() if params.smoke else params

@@ -35,6 +35,7 @@ import torch.nn.functional as F
 from PIL import Image
 from torch.utils.data import Dataset
 
+from wiseft_lib.data.common import class_balanced_subset
 from wiseft_lib.data.fashion_mnist import CLASSNAMES, load_fashion_mnist
 from wiseft_lib.data.registry import DatasetBundle, register_dataset
 
@@ -102,43 +103,44 @@ def sobel(x: torch.Tensor) -> torch.Tensor:
     return torch.sqrt(gx**2 + gy**2 + 1e-12)
 
 
-def _u(g: torch.Generator, n: int, lo: float, hi: float) -> torch.Tensor:
+def uniform_draws(g: torch.Generator, n: int, lo: float, hi: float) -> torch.Tensor:
+    """``n`` draws from U(lo, hi) with the generator ``g``."""
     return lo + (hi - lo) * torch.rand(n, generator=g)
 
 
 def _colors(g: torch.Generator, n: int, sat: tuple[float, float], val: tuple[float, float]) -> torch.Tensor:
     """Random RGB colours [n, 3, 1, 1] from HSV."""
-    h, s, v = torch.rand(n, generator=g), _u(g, n, *sat), _u(g, n, *val)
+    h, s, v = torch.rand(n, generator=g), uniform_draws(g, n, *sat), uniform_draws(g, n, *val)
     k = (torch.tensor([5.0, 3.0, 1.0]).view(1, 3) + h.view(-1, 1) * 6) % 6
     rgb = v.view(-1, 1) - v.view(-1, 1) * s.view(-1, 1) * torch.clamp(torch.minimum(k, 4 - k), 0, 1)
     return rgb.view(n, 3, 1, 1)
 
 
-def _gray3(x: torch.Tensor) -> torch.Tensor:
+def gray_to_rgb(x: torch.Tensor) -> torch.Tensor:
     return x.expand(-1, 3, -1, -1)
 
 
-def _lowfreq_noise(g: torch.Generator, n: int, size: int, cells: int = 4) -> torch.Tensor:
+def lowfreq_noise(g: torch.Generator, n: int, size: int, cells: int = 4) -> torch.Tensor:
     coarse = torch.rand(n, 1, cells, cells, generator=g)
     return F.interpolate(coarse, size=(size, size), mode="bicubic", align_corners=False).clamp(0, 1)
 
 
 def render_photo(x: torch.Tensor, g: torch.Generator) -> torch.Tensor:
     """The plain grayscale photo: the ID style."""
-    return _gray3(x)
+    return gray_to_rgb(x)
 
 
 def render_near(x: torch.Tensor, g: torch.Generator) -> torch.Tensor:
     """A re-collected photo: small pose change, exposure, contrast and focus differences."""
     n = len(x)
-    x = affine(x, _u(g, n, -10, 10), _u(g, n, 0.88, 1.08), _u(g, n, -1.5, 1.5), _u(g, n, -1.5, 1.5))
-    x = x.clamp(0, 1) ** _u(g, n, 0.6, 1.6).view(-1, 1, 1, 1)
+    x = affine(x, uniform_draws(g, n, -10, 10), uniform_draws(g, n, 0.88, 1.08), uniform_draws(g, n, -1.5, 1.5), uniform_draws(g, n, -1.5, 1.5))
+    x = x.clamp(0, 1) ** uniform_draws(g, n, 0.6, 1.6).view(-1, 1, 1, 1)
     mean = x.mean(dim=(2, 3), keepdim=True)
-    x = mean + (x - mean) * _u(g, n, 0.7, 1.25).view(-1, 1, 1, 1)
+    x = mean + (x - mean) * uniform_draws(g, n, 0.7, 1.25).view(-1, 1, 1, 1)
     soft = blur(x, 0.7)
     sharp = x + 0.8 * (x - soft)
     use_blur = (torch.rand(n, generator=g) < 0.5).view(-1, 1, 1, 1)
-    return _gray3(torch.where(use_blur, soft, sharp).clamp(0, 1))
+    return gray_to_rgb(torch.where(use_blur, soft, sharp).clamp(0, 1))
 
 
 def render_sketch(x: torch.Tensor, g: torch.Generator) -> torch.Tensor:
@@ -147,10 +149,10 @@ def render_sketch(x: torch.Tensor, g: torch.Generator) -> torch.Tensor:
     edges = sobel(blur(x, 0.5))
     edges = edges / edges.flatten(1).quantile(0.98, dim=1).view(-1, 1, 1, 1).clamp_min(1e-6)
     edges = ((edges - 0.25) / 0.75).clamp(0, 1)
-    strokes = (edges * _u(g, n, 0.8, 1.2).view(-1, 1, 1, 1)).clamp(0, 1)
-    paper = _u(g, n, 0.85, 1.0).view(-1, 1, 1, 1)
+    strokes = (edges * uniform_draws(g, n, 0.8, 1.2).view(-1, 1, 1, 1)).clamp(0, 1)
+    paper = uniform_draws(g, n, 0.85, 1.0).view(-1, 1, 1, 1)
     grain = 0.04 * torch.randn(x.shape, generator=g)
-    return _gray3((paper * (1 - strokes) + grain).clamp(0, 1))
+    return gray_to_rgb((paper * (1 - strokes) + grain).clamp(0, 1))
 
 
 def render_rendition(x: torch.Tensor, g: torch.Generator) -> torch.Tensor:
@@ -163,7 +165,7 @@ def render_rendition(x: torch.Tensor, g: torch.Generator) -> torch.Tensor:
     outline = (sobel(x) > 0.8).float()
     cartoon = cartoon * (1 - 0.85 * outline)
     soft = blur(x, 0.7).clamp(0, 1) ** 0.6
-    texture = 0.85 + 0.3 * _lowfreq_noise(g, n, x.shape[-1], cells=7)
+    texture = 0.85 + 0.3 * lowfreq_noise(g, n, x.shape[-1], cells=7)
     painting = (light * (1 - soft) + dark * soft) * texture
     is_cartoon = (torch.rand(n, generator=g) < 0.5).view(-1, 1, 1, 1)
     return torch.where(is_cartoon, cartoon, painting).clamp(0, 1)
@@ -175,10 +177,10 @@ def render_viewpoint(x: torch.Tensor, g: torch.Generator) -> torch.Tensor:
     sign = torch.where(torch.rand(n, generator=g) < 0.5, -1.0, 1.0)
     flip = (torch.rand(n, generator=g) < 0.3).view(-1, 1, 1, 1)
     x = torch.where(flip, x.flip(2), x)
-    x = affine(x, sign * _u(g, n, 15, 45), _u(g, n, 0.65, 0.9), _u(g, n, -3, 3), _u(g, n, -3, 3))
-    clutter = 0.35 * _lowfreq_noise(g, n, x.shape[-1], cells=6)
+    x = affine(x, sign * uniform_draws(g, n, 15, 45), uniform_draws(g, n, 0.65, 0.9), uniform_draws(g, n, -3, 3), uniform_draws(g, n, -3, 3))
+    clutter = 0.35 * lowfreq_noise(g, n, x.shape[-1], cells=6)
     mask = (x > 0.08).float()
-    return _gray3((mask * x + (1 - mask) * clutter).clamp(0, 1))
+    return gray_to_rgb((mask * x + (1 - mask) * clutter).clamp(0, 1))
 
 
 def render_corruption(x: torch.Tensor, g: torch.Generator) -> torch.Tensor:
@@ -187,9 +189,9 @@ def render_corruption(x: torch.Tensor, g: torch.Generator) -> torch.Tensor:
     pix = F.interpolate(F.interpolate(x, size=(h // 2, w // 2), mode="area"), size=(h, w), mode="nearest")
     use_pix = (torch.rand(n, generator=g) < 0.5).view(-1, 1, 1, 1)
     x = torch.where(use_pix, pix, blur(x, 1.0))
-    x = 0.5 + (x - 0.5) * _u(g, n, 0.55, 0.85).view(-1, 1, 1, 1)
-    x = x + _u(g, n, 0.03, 0.09).view(-1, 1, 1, 1) * torch.randn(x.shape, generator=g)
-    return _gray3(x.clamp(0, 1))
+    x = 0.5 + (x - 0.5) * uniform_draws(g, n, 0.55, 0.85).view(-1, 1, 1, 1)
+    x = x + uniform_draws(g, n, 0.03, 0.09).view(-1, 1, 1, 1) * torch.randn(x.shape, generator=g)
+    return gray_to_rgb(x.clamp(0, 1))
 
 
 RENDERERS: dict[str, Callable[[torch.Tensor, torch.Generator], torch.Tensor]] = {
@@ -217,19 +219,6 @@ def split_indices() -> dict[str, np.ndarray]:
     """Fixed split of Fashion-MNIST train into the pretraining and fine-tuning pools."""
     perm = np.random.default_rng(SPLIT_SEED).permutation(60_000)
     return {"pretrain": np.sort(perm[:PRETRAIN_POOL]), "finetune": np.sort(perm[PRETRAIN_POOL:])}
-
-
-def finetune_subset(labels: np.ndarray, n: Optional[int], seed: int) -> np.ndarray:
-    """Seeded, class-balanced subset of ``n`` indices (all if ``n`` is None)."""
-    if n is None or n >= len(labels):
-        return np.arange(len(labels))
-    rng = np.random.default_rng(seed)
-    classes = np.unique(labels)
-    per = n // len(classes)
-    picks = [rng.permutation(np.flatnonzero(labels == c))[:per] for c in classes]
-    rest = np.setdiff1d(np.arange(len(labels)), np.concatenate(picks))
-    extra = rng.permutation(rest)[: n - per * len(classes)]
-    return np.sort(np.concatenate(picks + [extra]))
 
 
 def test_subset(n_test: Optional[int], split: str = "test") -> np.ndarray:
@@ -290,7 +279,7 @@ def style_loader(name: str, style: str):
             return _bundle(name, images, labels, transform, style=style, n_test=n_test, split=split)
         images, labels = load_fashion_mnist("train", root)
         pool = split_indices()["finetune"]
-        idx = pool[finetune_subset(labels[pool], n_train, seed)]
+        idx = pool[class_balanced_subset(labels[pool], n_train, seed)]
         return _bundle(name, render(images[idx], style, seed), labels[idx], transform,
                        style=style, n_train=n_train, seed=seed)
 
@@ -303,7 +292,8 @@ def _make_loader(style: str):
     splits = ("train", *EVAL_SPLITS) if style == ID_STYLE else EVAL_SPLITS
     loader = style_loader(name, style)
     register_dataset(name, description=(render_photo if style == ID_STYLE else RENDERERS[style]).__doc__
-                     or f"Fashion-MNIST, {style} style", splits=splits, val_split="val")(loader)
+                     or f"Fashion-MNIST, {style} style", splits=splits, val_split="val",
+                     subset_options=("n_test", "n_train", "seed"), embedded=True)(loader)
 
 
 for _style in STYLES:

@@ -43,9 +43,10 @@ from typing import Optional
 import numpy as np
 import torch
 
+from wiseft_lib.data.common import class_balanced_subset
 from wiseft_lib.data.fashion_mnist import CLASSNAMES, load_fashion_mnist
-from wiseft_lib.data.mini import (EVAL_SPLITS, MINI_TEMPLATES, TEST_RENDER_SEED, RenderedImages, _gray3,
-                                  _lowfreq_noise, _u, affine, blur, finetune_subset, render,
+from wiseft_lib.data.mini import (EVAL_SPLITS, MINI_TEMPLATES, TEST_RENDER_SEED, RenderedImages, gray_to_rgb,
+                                  lowfreq_noise, uniform_draws, affine, blur, render,
                                   split_indices, style_loader, test_subset)
 from wiseft_lib.data.registry import DatasetBundle, register_dataset
 
@@ -92,11 +93,11 @@ def render_frames(images: np.ndarray, seed: int, strong: bool = False) -> np.nda
     n = len(x)
     g = _generator(seed, "frames-strong" if strong else "frames", 0)
     speed = 3.0 if strong else 1.0
-    base = (_u(g, n, -8, 8), _u(g, n, 0.9, 1.05), _u(g, n, -1, 1), _u(g, n, -1, 1))
+    base = (uniform_draws(g, n, -8, 8), uniform_draws(g, n, 0.9, 1.05), uniform_draws(g, n, -1, 1), uniform_draws(g, n, -1, 1))
     sign = lambda: torch.where(torch.rand(n, generator=g) < 0.5, -1.0, 1.0)  # noqa: E731
-    velocity = (sign() * _u(g, n, 0.4, 1.0) * speed, sign() * _u(g, n, 0.004, 0.012) * speed,
-                sign() * _u(g, n, 0.05, 0.15) * speed, sign() * _u(g, n, 0.05, 0.15) * speed)
-    exposure, exposure_v = _u(g, n, 0.85, 1.1), sign() * _u(g, n, 0.005, 0.02) * speed
+    velocity = (sign() * uniform_draws(g, n, 0.4, 1.0) * speed, sign() * uniform_draws(g, n, 0.004, 0.012) * speed,
+                sign() * uniform_draws(g, n, 0.05, 0.15) * speed, sign() * uniform_draws(g, n, 0.05, 0.15) * speed)
+    exposure, exposure_v = uniform_draws(g, n, 0.85, 1.1), sign() * uniform_draws(g, n, 0.005, 0.02) * speed
     noise = (0.05, 0.11) if strong else (0.02, 0.06)
     frames = []
     for t in FRAME_OFFSETS:
@@ -105,8 +106,8 @@ def render_frames(images: np.ndarray, seed: int, strong: bool = False) -> np.nda
         small = torch.nn.functional.interpolate(y, size=(14, 14), mode="area")  # the codec's resolution
         y = 0.5 * torch.nn.functional.interpolate(small, size=y.shape[-2:], mode="bilinear",
                                                   align_corners=False) + 0.5 * blur(y, 0.6)
-        y = y + _u(g, n, *noise).view(-1, 1, 1, 1) * torch.randn(y.shape, generator=g)
-        frames.append(_gray3(y.clamp(0, 1)))
+        y = y + uniform_draws(g, n, *noise).view(-1, 1, 1, 1) * torch.randn(y.shape, generator=g)
+        frames.append(gray_to_rgb(y.clamp(0, 1)))
     return _as_uint8(torch.stack(frames, 1).flatten(0, 1))
 
 
@@ -117,11 +118,11 @@ def render_regions(images: np.ndarray, regions: np.ndarray, seed: int) -> np.nda
     g = _generator(seed, "regions", 0)
     shape = lambda v: v.view(-1, 1, 1, 1)  # noqa: E731
     conditions = {
-        "clear": _gray3(0.5 + (x - 0.5) * shape(_u(g, n, 0.9, 1.1))),
-        "dim": _gray3(x.clamp(0, 1) ** shape(_u(g, n, 1.8, 2.6)) * shape(_u(g, n, 0.35, 0.55))),
-        "hazy": _gray3(blur(x, 1.1) * shape(_u(g, n, 0.45, 0.6)) + shape(_u(g, n, 0.3, 0.45))),
-        "grainy": _gray3(x + shape(_u(g, n, 0.12, 0.2)) * torch.randn(x.shape, generator=g)),
-        "tinted": x * shape(_u(g, n, 0.6, 0.9)) * torch.tensor([1.0, 0.75, 0.45]).view(1, 3, 1, 1)
+        "clear": gray_to_rgb(0.5 + (x - 0.5) * shape(uniform_draws(g, n, 0.9, 1.1))),
+        "dim": gray_to_rgb(x.clamp(0, 1) ** shape(uniform_draws(g, n, 1.8, 2.6)) * shape(uniform_draws(g, n, 0.35, 0.55))),
+        "hazy": gray_to_rgb(blur(x, 1.1) * shape(uniform_draws(g, n, 0.45, 0.6)) + shape(uniform_draws(g, n, 0.3, 0.45))),
+        "grainy": gray_to_rgb(x + shape(uniform_draws(g, n, 0.12, 0.2)) * torch.randn(x.shape, generator=g)),
+        "tinted": x * shape(uniform_draws(g, n, 0.6, 0.9)) * torch.tensor([1.0, 0.75, 0.45]).view(1, 3, 1, 1)
         + torch.tensor([0.15, 0.1, 0.0]).view(1, 3, 1, 1),
     }
     pick = torch.as_tensor(np.asarray(regions), dtype=torch.long).view(-1, 1, 1, 1)
@@ -137,15 +138,15 @@ def render_camera_trap(images: np.ndarray, seed: int) -> np.ndarray:
     x = torch.from_numpy(np.asarray(images)).float().div(255).unsqueeze(1)
     n, _, h, w = x.shape
     g = _generator(seed, "camera-trap", 0)
-    x = affine(x, _u(g, n, -10, 10), _u(g, n, 0.7, 0.9), _u(g, n, -3, 3), _u(g, n, -2, 2))
+    x = affine(x, uniform_draws(g, n, -10, 10), uniform_draws(g, n, 0.7, 0.9), uniform_draws(g, n, -3, 3), uniform_draws(g, n, -2, 2))
     yy, xx = torch.meshgrid(torch.linspace(-1, 1, h), torch.linspace(-1, 1, w), indexing="ij")
-    cx, cy = _u(g, n, -0.5, 0.5).view(-1, 1, 1, 1), _u(g, n, -0.5, 0.5).view(-1, 1, 1, 1)
-    flash = torch.exp(-((xx - cx) ** 2 + (yy - cy) ** 2) / _u(g, n, 0.5, 1.2).view(-1, 1, 1, 1))
-    x = x * (0.25 + 0.6 * flash) + 0.08 * _lowfreq_noise(g, n, h, cells=5)
-    bars = (torch.sin(xx * _u(g, n, 6, 12).view(-1, 1, 1, 1) + _u(g, n, 0, 6.3).view(-1, 1, 1, 1)) > 0.8).float()
+    cx, cy = uniform_draws(g, n, -0.5, 0.5).view(-1, 1, 1, 1), uniform_draws(g, n, -0.5, 0.5).view(-1, 1, 1, 1)
+    flash = torch.exp(-((xx - cx) ** 2 + (yy - cy) ** 2) / uniform_draws(g, n, 0.5, 1.2).view(-1, 1, 1, 1))
+    x = x * (0.25 + 0.6 * flash) + 0.08 * lowfreq_noise(g, n, h, cells=5)
+    bars = (torch.sin(xx * uniform_draws(g, n, 6, 12).view(-1, 1, 1, 1) + uniform_draws(g, n, 0, 6.3).view(-1, 1, 1, 1)) > 0.8).float()
     x = x * (1 - 0.7 * bars * (torch.rand(n, generator=g) < 0.6).float().view(-1, 1, 1, 1))
-    x = x + _u(g, n, 0.04, 0.1).view(-1, 1, 1, 1) * torch.randn(x.shape, generator=g)
-    return _as_uint8(_gray3(x.clamp(0, 1)))
+    x = x + uniform_draws(g, n, 0.04, 0.1).view(-1, 1, 1, 1) * torch.randn(x.shape, generator=g)
+    return _as_uint8(gray_to_rgb(x.clamp(0, 1)))
 
 
 def imbalanced_keep(labels: np.ndarray, seed: int = TEST_RENDER_SEED, decay: float = 0.7) -> np.ndarray:
@@ -170,7 +171,7 @@ def _register_style_task(style: str) -> None:
     name = f"mini-task-{style}"
     register_dataset(name, description=f"downstream task: the ten classes, every image in the {style!r} style "
                                        f"(train, val, test)", splits=("train", *EVAL_SPLITS),
-                     val_split="val")(style_loader(name, style))
+                     val_split="val", subset_options=("n_test", "n_train", "seed"), embedded=True)(style_loader(name, style))
 
 
 def _register_class_task(task: str, classes: tuple[str, ...]) -> None:
@@ -190,12 +191,12 @@ def _register_class_task(task: str, classes: tuple[str, ...]) -> None:
         images, labels = load_fashion_mnist("train", root)
         pool = split_indices()["finetune"]
         pool = pool[np.isin(labels[pool], ids)]
-        idx = pool[finetune_subset(labels[pool], n_train, seed)]
+        idx = pool[class_balanced_subset(labels[pool], n_train, seed)]
         return _bundle(name, render(images[idx], "photo", seed), remap[labels[idx]], transform, classnames=classes,
                        n_train=n_train, seed=seed)
 
     register_dataset(name, description=f"downstream task: {len(classes)} classes of photos ({', '.join(classes)})",
-                     splits=("train", *EVAL_SPLITS), val_split="val")(loader)
+                     splits=("train", *EVAL_SPLITS), val_split="val", subset_options=("n_test", "n_train", "seed"), embedded=True)(loader)
 
 
 @functools.lru_cache(maxsize=8)
@@ -230,7 +231,7 @@ def _register_further_shift(name: str) -> None:
                        **meta)
 
     register_dataset(name, description=_FURTHER_DOC[name].split("\n")[0].strip(), splits=EVAL_SPLITS,
-                     val_split="val")(loader)
+                     val_split="val", subset_options=("n_test", "n_train", "seed"), embedded=True)(loader)
 
 
 for _style in STYLE_TASKS:

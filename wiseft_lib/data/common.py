@@ -339,3 +339,16 @@ class MaxProjection:
         if self.never:
             extra += f", never predicted {self.never}"
         return f"MaxProjection({len(self.groups)} classes from {self.n_in}{extra})"
+
+
+def class_balanced_subset(labels: np.ndarray, n: Optional[int], seed: int) -> np.ndarray:
+    """Seeded, class-balanced subset of ``n`` indices (all if ``n`` is None)."""
+    if n is None or n >= len(labels):
+        return np.arange(len(labels))
+    rng = np.random.default_rng(seed)
+    classes = np.unique(labels)
+    per = n // len(classes)
+    picks = [rng.permutation(np.flatnonzero(labels == c))[:per] for c in classes]
+    rest = np.setdiff1d(np.arange(len(labels)), np.concatenate(picks))
+    extra = rng.permutation(rest)[: n - per * len(classes)]
+    return np.sort(np.concatenate(picks + [extra]))
