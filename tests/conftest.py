@@ -1,122 +1,19 @@
-"""Shared test set-up: CPU only, few threads, headless plotting; the tiny CLIP and synthetic data.
+"""Shared test set-up for pytest: the environment (CPU only, few threads, headless plotting), the fixtures, and
+the order the tests run in.
 
-Test modules import the helpers directly (``from conftest import tiny_classifier, AugmentedSet``):
-pytest puts this folder on ``sys.path``, and the subprocess scripts of the DDP and SIGKILL tests
-add it themselves.
+The plain helpers (the tiny CLIP, synthetic data, fault injection, gloo ranks) live in ``helpers.py``: test modules
+import them from there (``from helpers import tiny_classifier, AugmentedSet``).
 """
-import contextlib
 import json
 import os
-import random
 
-os.environ.setdefault("MPLBACKEND", "Agg")
-os.environ.setdefault("CUDA_VISIBLE_DEVICES", "")
-if os.environ.get("PYTEST_XDIST_WORKER_COUNT"):  # pytest -n N: each worker (and what it starts) gets its share of
-    # the cores, so N workers do not oversubscribe them; an OMP_NUM_THREADS set by the caller is kept
-    os.environ.setdefault("OMP_NUM_THREADS",
-                          str(max(1, (os.cpu_count() or 1) // int(os.environ["PYTEST_XDIST_WORKER_COUNT"]))))
+# First: importing helpers sets MPLBACKEND, CUDA_VISIBLE_DEVICES and (under xdist) OMP_NUM_THREADS before torch is
+# imported, here and in every subprocess script that imports helpers.
+from helpers import TINY_CFG, TINY_NAME
 
-import open_clip  # noqa: E402
-import pytest  # noqa: E402
-import torch  # noqa: E402
-from torch.utils.data import Dataset  # noqa: E402
-
-from wiseft_lib.core.models import ClassificationHead, ImageClassifier  # noqa: E402
-
-# A CLIP small enough to train in milliseconds: 16 px images, one layer per tower.
-TINY_CFG = dict(embed_dim=32,
-                vision_cfg=dict(image_size=16, layers=1, width=32, patch_size=8, head_width=16),
-                text_cfg=dict(context_length=8, vocab_size=50, width=32, heads=2, layers=1))
-TINY_NAME = "wiseft-test-tiny"
-
-
-def tiny_clip(seed: int = 0) -> torch.nn.Module:
-    torch.manual_seed(seed)
-    return open_clip.model.CLIP(**TINY_CFG).eval()
-
-
-def tiny_classifier(seed: int = 0, n_classes: int = 5) -> ImageClassifier:
-    """The tiny CLIP's image tower with a random head (logit-scale-sized weights)."""
-    clip = tiny_clip(seed)
-    head = ClassificationHead(torch.randn(n_classes, TINY_CFG["embed_dim"]) * 5)
-    return ImageClassifier(clip.visual, head, {"model_name": TINY_NAME, "pretrained": None}).eval()
-
-
-def toy_tokenizer(texts):
-    """Word ids from a checksum of each word (vocabulary 40, context 8, end-of-text the largest id)."""
-    out = torch.zeros(len(texts), 8, dtype=torch.long)
-    for i, t in enumerate(texts):
-        ids = [1] + [3 + (sum(map(ord, w)) % 30) for w in t.split()][:5] + [39]
-        out[i, : len(ids)] = torch.tensor(ids)
-    return out
-
-
-class AugmentedSet(Dataset):
-    """Fixed 16 px images + labels with a random augmentation drawn from torch and `random`."""
-
-    def __init__(self, n: int = 40, n_classes: int = 5, seed: int = 0, augment: bool = True):
-        self.augment = augment
-        g = torch.Generator().manual_seed(seed)
-        self.x = torch.randn(n, 3, 16, 16, generator=g)
-        self.y = torch.randint(0, n_classes, (n,), generator=g)
-
-    def __len__(self) -> int:
-        return len(self.y)
-
-    def __getitem__(self, i: int):
-        if not self.augment:
-            return self.x[i], int(self.y[i])
-        x = self.x[i] + 0.1 * torch.randn(3, 16, 16)
-        if random.random() < 0.5:
-            x = x.flip(-1)
-        return x, int(self.y[i])
-
-
-class DecodingDataset(Dataset):
-    """Synthetic 'decode + transform' per item (label ``i % n_classes``); counts the items produced."""
-
-    def __init__(self, n: int = 20, n_classes: int = 5):
-        self.n, self.n_classes, self.calls = n, n_classes, 0
-
-    def __len__(self) -> int:
-        return self.n
-
-    def __getitem__(self, i: int):
-        self.calls += 1
-        gen = torch.Generator().manual_seed(i)
-        return torch.rand(3, 16, 16, generator=gen) * 2 - 1, i % self.n_classes
-
-
-def forbid(monkeypatch, *targets: str) -> None:
-    """Make each ``module.function`` fail the test if it is called (proves a cached path computes nothing)."""
-    for target in targets:
-        module, name = target.rsplit(".", 1)
-        monkeypatch.setattr(f"{module}.{name}", lambda *a, **k: pytest.fail(f"{target} ran again"))
-
-
-class Killed(BaseException):
-    """Raised by :func:`die_at_step`: a run interrupted mid-training."""
-
-
-@contextlib.contextmanager
-def die_at_step(n: int):
-    """Inside the block, the ``n``-th ``Trainer.step`` raises :class:`Killed` (and the block expects it)."""
-    from wiseft_lib.finetune import Trainer
-
-    real, calls = Trainer.step, {"n": 0}
-
-    def dying(self, x, y):
-        calls["n"] += 1
-        if calls["n"] == n:
-            raise Killed
-        return real(self, x, y)
-
-    Trainer.step = dying
-    try:
-        with pytest.raises(Killed):
-            yield
-    finally:
-        Trainer.step = real
+import open_clip
+import pytest
+import torch
 
 
 @pytest.fixture(autouse=True)
@@ -144,53 +41,6 @@ def fashion_mnist_root():
         if os.environ.get("WISEFT_REQUIRE_DATA"):  # CI (.ci/run, make test): missing data fails, never skips
             pytest.fail(f"WISEFT_REQUIRE_DATA is set and Fashion-MNIST is missing: {err}", pytrace=False)
         pytest.skip(str(err))
-
-
-# ---------------------------------------------------------------- two gloo ranks in subprocesses
-@contextlib.contextmanager
-def threads(n: int = 1):
-    """Inside the block torch computes with ``n`` intra-op threads (restored on leaving). A reference computed in
-    the test process inside ``threads(1)`` uses the same thread count, hence the same float summation order, as the
-    ranks of :func:`gloo_ranks` and the ``OMP_NUM_THREADS=1`` subprocesses."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(n)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(before)
-
-
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-@contextlib.contextmanager
-def gloo_ranks(script, world: int = 2):
-    """Start ``script`` as ``world`` ranks with torchrun's environment (RANK, WORLD_SIZE, MASTER_*; CPU, one
-    thread each); the caller computes its 1-process reference inside the block, while they work (inside
-    :func:`threads` ``(1)``, to sum floats as they do). On leaving,
-    every rank must have exited 0 (their output is shown otherwise)."""
-    import subprocess
-    import sys
-
-    base = {k: v for k, v in os.environ.items() if k not in ("RANK", "WORLD_SIZE", "LOCAL_RANK")}
-    base.update(OMP_NUM_THREADS="1", CUDA_VISIBLE_DEVICES="", MASTER_ADDR="127.0.0.1", MASTER_PORT=str(_free_port()),
-                WORLD_SIZE=str(world), LOCAL_WORLD_SIZE=str(world))
-    procs = [subprocess.Popen([sys.executable, str(script)], stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                              env={**base, "RANK": str(r), "LOCAL_RANK": str(r)}) for r in range(world)]
-    try:
-        yield procs
-        logs = [p.communicate(timeout=120)[0].decode() for p in procs]
-    finally:
-        for p in procs:
-            if p.poll() is None:
-                p.kill()
-    for rank, (p, log) in enumerate(zip(procs, logs)):
-        assert p.returncode == 0, f"rank {rank} exited {p.returncode}:\n{log[-3000:]}"
 
 
 # Seconds the longest tests took in CI (2 xdist workers, one thread each): a scheduling hint only (nothing asserts

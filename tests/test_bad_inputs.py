@@ -361,7 +361,7 @@ def test_the_catalogue_is_a_catalogue():
 
 # ---------------------------------------------------------------------------------------------- helpers
 # Imports the table's lambdas use (bound late: the table stays at the top of the file).
-from conftest import AugmentedSet, TINY_NAME, tiny_classifier, tiny_clip, toy_tokenizer  # noqa: E402
+from helpers import AugmentedSet, TINY_NAME, tiny_classifier, tiny_clip, toy_tokenizer  # noqa: E402
 
 
 def call(fn: Callable, *args: Any, **kwargs: Any) -> Callable[[], Any]:

@@ -2,7 +2,7 @@
 import numpy as np
 import pandas as pd
 import pytest
-from conftest import forbid
+from helpers import forbid
 
 from wiseft_lib.params import ParamsError
 from wiseft_lib.studies.baselines import baseline_claims, matched_points, points_table

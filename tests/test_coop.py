@@ -5,7 +5,7 @@ import open_clip
 import pytest
 import torch
 import torch.nn.functional as F
-from conftest import TINY_CFG, tiny_clip, toy_tokenizer
+from helpers import TINY_CFG, tiny_clip, toy_tokenizer
 
 from wiseft_lib.baselines.coop import CoOpConfig, PromptLearner, coop_head, coop_lr, text_features, train_coop
 from wiseft_lib.data.fashion_mnist import CLASSNAMES

@@ -11,7 +11,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from conftest import AugmentedSet, gloo_ranks, threads, tiny_classifier  # noqa: E402
+from helpers import AugmentedSet, gloo_ranks, threads, tiny_classifier  # noqa: E402
 from test_finetune import assert_same_training, cfg  # noqa: E402
 
 from wiseft_lib.core.features import extract_features  # noqa: E402
@@ -21,7 +21,7 @@ WORKER = textwrap.dedent("""
     import sys, torch
     sys.path.insert(0, {testdir!r})
     from safetensors.torch import save_file
-    from conftest import AugmentedSet, tiny_classifier
+    from helpers import AugmentedSet, tiny_classifier
     from test_finetune import cfg
     from wiseft_lib.core.device import dist_info
     from wiseft_lib.core.features import extract_features
@@ -71,7 +71,7 @@ EVAL_WORKER = textwrap.dedent("""
     import sys, torch
     sys.path.insert(0, {testdir!r})
     from safetensors.torch import save_file
-    from conftest import AugmentedSet, tiny_classifier
+    from helpers import AugmentedSet, tiny_classifier
     from test_sweep import endpoints
     from wiseft_lib.core.device import cleanup_distributed, dist_info, setup_distributed, is_distributed
     from wiseft_lib.core.evaluate import evaluate, predict_logits

@@ -4,7 +4,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from conftest import DecodingDataset, tiny_classifier
+from helpers import DecodingDataset, tiny_classifier
 from torch.utils.data import DataLoader, Dataset
 
 from wiseft_lib.data.registry import DatasetBundle

@@ -6,7 +6,7 @@ import json
 import open_clip
 import pytest
 import torch
-from conftest import tiny_classifier
+from helpers import tiny_classifier
 from safetensors.torch import load_file
 
 from wiseft_lib.cli import main

@@ -26,7 +26,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from conftest import AugmentedSet, tiny_classifier
+from helpers import AugmentedSet, tiny_classifier
 from test_finetune import cfg
 
 from wiseft_lib.finetune import finetune, latest_checkpoint

@@ -15,7 +15,7 @@ import pytest
 import torch
 from safetensors.torch import load_file, save_file
 
-from conftest import AugmentedSet, gloo_ranks, threads, tiny_classifier  # noqa: E402
+from helpers import AugmentedSet, gloo_ranks, threads, tiny_classifier  # noqa: E402
 from test_finetune import assert_same_weights, cfg  # noqa: E402
 
 import wiseft_lib.finetune.data as fdata  # noqa: E402
@@ -156,7 +156,7 @@ WORKER = textwrap.dedent("""
     import sys, torch
     sys.path.insert(0, {testdir!r})
     from safetensors.torch import save_file
-    from conftest import AugmentedSet, tiny_classifier
+    from helpers import AugmentedSet, tiny_classifier
     from test_feature_store import KEY, mapped_file
     from wiseft_lib.core.device import dist_info, setup_distributed, cleanup_distributed
     from wiseft_lib.core.features import extract_features

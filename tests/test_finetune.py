@@ -15,7 +15,7 @@ from pathlib import Path
 import open_clip
 import pytest
 import torch
-from conftest import AugmentedSet, die_at_step, tiny_classifier
+from helpers import AugmentedSet, die_at_step, tiny_classifier
 from safetensors.torch import load_file
 from torch.utils.data import Dataset
 
@@ -118,7 +118,7 @@ def test_resume_mid_epoch_is_bitwise_identical(tmp_path):
 KILL_SCRIPT = textwrap.dedent("""
     import os, signal, sys, torch
     sys.path.insert(0, {testdir!r})
-    from conftest import tiny_classifier, AugmentedSet
+    from helpers import tiny_classifier, AugmentedSet
     from test_finetune import cfg
     import wiseft_lib.finetune as ft
     real, n = ft.Trainer.step, [0]

@@ -3,7 +3,7 @@ weights, distillation toward the zero-shot model. Definitions on known values, b
 import pytest
 import torch
 import torch.nn.functional as F
-from conftest import AugmentedSet, die_at_step, tiny_classifier
+from helpers import AugmentedSet, die_at_step, tiny_classifier
 
 from wiseft_lib.finetune import FinetuneConfig, build_finetune_parser, config_from_args, finetune
 from wiseft_lib.finetune.engine import distillation_loss, l2_to_init_penalty, make_optimizer

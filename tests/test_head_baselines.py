@@ -25,7 +25,7 @@ def test_bernoulli_per_element_mixes_single_weights_and_keeps_the_ends():
 
 @pytest.mark.slow
 def test_head_curves_share_wiseft_lcs_ends_and_train_nothing(tmp_path, fashion_mnist_root, monkeypatch):
-    from conftest import forbid
+    from helpers import forbid
 
     from wiseft_lib.experiment.config import CurveConfig
     from wiseft_lib.experiment.curve import curve_table, wiseft_curve

@@ -1,4 +1,5 @@
-"""WiSE-FT weight interpolation: exact endpoints, linearity, dtypes, errors, Fisher, in-place sweeps."""
+"""WiSE-FT weight interpolation: exact endpoints, linearity, dtypes, errors, in-place sweeps (Fisher merging:
+test_fisher.py)."""
 from __future__ import annotations
 
 import copy
@@ -6,7 +7,7 @@ import re
 
 import pytest
 import torch
-from conftest import tiny_classifier
+from helpers import clone_sd, tiny_classifier, tiny_resnet_classifier, train_steps, with_buffers
 from torch import nn
 
 from wiseft_lib.core.interpolate import (
@@ -17,25 +18,11 @@ from wiseft_lib.core.interpolate import (
     iter_alphas,
     sweep_alphas,
 )
-from wiseft_lib.core.fisher import compute_fisher, fisher_interpolate
-from wiseft_lib.core.models import ClassificationHead, ImageClassifier
-
-
-def clone_sd(model: nn.Module) -> dict[str, torch.Tensor]:
-    return {k: v.detach().clone() for k, v in model.state_dict().items()}
 
 
 @pytest.fixture(scope="module")
 def endpoints():
     return clone_sd(tiny_classifier(0)), clone_sd(tiny_classifier(1))
-
-
-def with_buffers(theta: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    out = dict(theta)
-    out["bn.num_batches_tracked"] = torch.tensor(7)
-    out["pos_ids"] = torch.arange(4)
-    out["mask"] = torch.tensor([True, False])
-    return out
 
 
 def test_endpoints_are_bit_exact(endpoints):
@@ -116,56 +103,6 @@ def test_alpha_out_of_range(endpoints, alpha):
         interpolate_weights(*endpoints, alpha)
 
 
-def test_fisher_reduces_to_plain_with_equal_fishers(endpoints):
-    t0, t1 = with_buffers(endpoints[0]), with_buffers(endpoints[1])
-    gen = torch.Generator().manual_seed(0)
-    fisher = {k: torch.rand(v.shape, generator=gen) * 10 ** float(i % 7 - 4)
-              for i, (k, v) in enumerate(t0.items()) if v.is_floating_point()}
-    fisher[next(iter(fisher))].zero_()  # zero Fishers hit the floor on both sides
-    for alpha in (0.0, 0.1, 1 / 3, 0.5, 0.7, 1.0):
-        plain = interpolate_weights(t0, t1, alpha)
-        merged = fisher_interpolate(t0, t1, alpha, fisher, {k: v.clone() for k, v in fisher.items()})
-        for k in plain:
-            assert torch.equal(merged[k], plain[k]), (alpha, k)
-    # keys without Fishers fall back to plain interpolation
-    some = dict(list(fisher.items())[:3])
-    merged = fisher_interpolate(t0, t1, 0.4, some, some)
-    plain = interpolate_weights(t0, t1, 0.4)
-    assert all(torch.equal(merged[k], plain[k]) for k in plain)
-
-
-def test_fisher_weights_pull_toward_the_confident_endpoint():
-    t0, t1 = {"w": torch.zeros(3)}, {"w": torch.ones(3)}
-    f0, f1 = {"w": torch.tensor([1.0, 1.0, 9.0])}, {"w": torch.tensor([1.0, 9.0, 1.0])}
-    out = fisher_interpolate(t0, t1, 0.5, f0, f1)["w"]
-    torch.testing.assert_close(out, torch.tensor([0.5, 0.9, 0.1]))
-    with pytest.raises(ValueError, match="in fisher_0 but not in fisher_1"):
-        fisher_interpolate(t0, t1, 0.5, f0, {})
-    with pytest.raises(ValueError, match="shape"):
-        fisher_interpolate(t0, t1, 0.5, {"w": torch.ones(2)}, {"w": torch.ones(2)})
-
-
-def test_compute_fisher_shapes_and_batch_invariance():
-    model = tiny_classifier(0)
-    before = clone_sd(model)
-    x = torch.randn(4, 3, 16, 16)
-    loader = [(x[:2], torch.zeros(2)), (x[2:], torch.zeros(2))]
-    fisher = compute_fisher(model, loader, target="argmax", progress=False)
-    names = {n for n, _ in model.named_parameters()}
-    assert set(fisher) == names
-    assert all(fisher[n].shape == p.shape and (fisher[n] >= 0).all()
-               for n, p in model.named_parameters())
-    assert sum(f.sum() for f in fisher.values()) > 0
-    # per-example Fisher does not depend on how examples are batched
-    regrouped = compute_fisher(model, [(x, None)], target="argmax", progress=False)
-    for n in fisher:
-        torch.testing.assert_close(fisher[n], regrouped[n], rtol=1e-4, atol=1e-10)
-    one = compute_fisher(model, loader, n_batches=1, progress=False)
-    assert set(one) == names
-    assert all(p.grad is None for p in model.parameters())
-    assert all(torch.equal(v, before[k]) for k, v in model.state_dict().items())
-
-
 def test_in_place_matches_out_of_place_without_new_models(endpoints):
     t0, t1 = endpoints
     model = tiny_classifier(2)
@@ -235,45 +172,15 @@ def test_bernoulli_interpolation_takes_whole_tensors_and_returns_the_endpoints_a
     assert mixed["w0"].data_ptr() != theta_0["w0"].data_ptr()  # new tensors
 
 
-# ResNet CLIPs (open_clip's ModifiedResNet) have BatchNorm buffers: float running statistics, interpolated
-# like weights, and an int64 num_batches_tracked counter that fine-tuning advances.
-TINY_RN_CFG = dict(embed_dim=32,
-                   vision_cfg=dict(image_size=32, layers=[1, 1, 1, 1], width=8, head_width=8),
-                   text_cfg=dict(context_length=8, vocab_size=50, width=32, heads=2, layers=1))
-
-
-def tiny_resnet_classifier(seed: int = 0, n_classes: int = 5) -> ImageClassifier:
-    import open_clip
-    from open_clip.modified_resnet import ModifiedResNet
-
-    torch.manual_seed(seed)
-    clip = open_clip.model.CLIP(**TINY_RN_CFG)
-    assert isinstance(clip.visual, ModifiedResNet)
-    head = ClassificationHead(torch.randn(n_classes, TINY_RN_CFG["embed_dim"]) * 5)
-    return ImageClassifier(clip.visual, head, {"model_name": "tiny-rn", "pretrained": None}).eval()
-
-
-def _train_steps(model: nn.Module, steps: int, seed: int, lr: float = 0.05) -> None:
-    """A few SGD steps in train mode: weights, running statistics and num_batches_tracked all change."""
-    gen = torch.Generator().manual_seed(seed)
-    opt = torch.optim.SGD(model.parameters(), lr=lr)
-    model.train()
-    for _ in range(steps):
-        x = torch.randn(8, 3, 32, 32, generator=gen)
-        y = torch.randint(0, 5, (8,), generator=gen)
-        opt.zero_grad()
-        nn.functional.cross_entropy(model(x), y).backward()
-        opt.step()
-    model.eval()
-
-
+# ResNet CLIPs (tiny_resnet_classifier) have BatchNorm buffers: float running statistics, interpolated like weights,
+# and an int64 num_batches_tracked counter that fine-tuning advances.
 @pytest.fixture(scope="module")
 def resnet_endpoints():
     """(zero-shot model, theta_0, theta_1): "pre-training" advances the counters to 2, fine-tuning to 5."""
     zs = tiny_resnet_classifier(0)
-    _train_steps(zs, 2, seed=1, lr=0.0)  # running stats and counters only
+    train_steps(zs, 2, seed=1, lr=0.0)  # running stats and counters only
     ft = copy.deepcopy(zs)
-    _train_steps(ft, 3, seed=2)
+    train_steps(ft, 3, seed=2)
     return zs, clone_sd(zs), clone_sd(ft)
 
 
@@ -299,14 +206,11 @@ def test_resnet_batchnorm_buffers_interpolate(resnet_endpoints):
 
 
 def test_resnet_other_paths_accept_differing_counters(resnet_endpoints):
+    """Bernoulli merging (Fisher merging: test_fisher.py) accepts the differing counters."""
     _, t0, t1 = resnet_endpoints
     counters = [k for k in t0 if k.endswith("num_batches_tracked")]
-    gen = torch.Generator().manual_seed(0)
-    fisher = {k: torch.rand(v.shape, generator=gen) for k, v in t0.items() if v.is_floating_point()}
     for alpha in (0.0, 0.3, 0.5, 1.0):
         plain = interpolate_weights(t0, t1, alpha)
-        merged = fisher_interpolate(t0, t1, alpha, fisher, {k: v.clone() for k, v in fisher.items()})
-        assert all(torch.equal(merged[k], plain[k]) for k in plain), alpha
         by_element = bernoulli_interpolate(t0, t1, alpha, seed=3, per="element")
         by_tensor = bernoulli_interpolate(t0, t1, alpha, seed=3)
         for k in counters:
@@ -356,8 +260,6 @@ def test_resnet_differing_non_counter_integer_buffer_still_raises(resnet_endpoin
         interpolate_weights(t0, t1, 0.5)
     with pytest.raises(ValueError, match=pattern):
         bernoulli_interpolate(t0, t1, 0.5, per="element")
-    with pytest.raises(ValueError, match=pattern):
-        fisher_interpolate(t0, t1, 0.5, {}, {})
     model = copy.deepcopy(zs)
     owner, _, attr = name.rpartition(".")
     model.get_submodule(owner).register_buffer(attr, torch.zeros(4, dtype=torch.int64))

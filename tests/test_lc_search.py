@@ -71,7 +71,7 @@ def test_bad_search_settings_are_named():
 @pytest.mark.slow
 def test_a_curve_with_a_searched_head_keeps_the_trials_and_reuses_the_run(tmp_path, fashion_mnist_root, monkeypatch):
     import pandas as pd
-    from conftest import forbid
+    from helpers import forbid
 
     from wiseft_lib.experiment.config import CurveConfig
     from wiseft_lib.experiment.curve import wiseft_curve

@@ -4,7 +4,7 @@ The studies share one sweep: Table 1 reuses Figure 1's fine-tunes, and Figures 6
 """
 import pandas as pd
 import pytest
-from conftest import forbid
+from helpers import forbid, patch_everywhere
 
 from wiseft_lib.experiment.results import ResultsStore
 from wiseft_lib.studies.fig1_id_vs_ood import Fig1Params
@@ -68,7 +68,7 @@ def test_table8_sweeps_each_model_and_reuses_the_main_models_fine_tune(tmp_path,
                         zeroshot_pretrained=[], **common), progress=False)
     calls = []
     real = ft.finetune
-    monkeypatch.setattr("wiseft_lib.finetune.finetune", lambda *a, **k: calls.append(1) or real(*a, **k))
+    patch_everywhere(monkeypatch, "wiseft_lib.finetune.finetune", lambda *a, **k: calls.append(1) or real(*a, **k))
     t8 = run_table8(Table8Params(output_dir=str(tmp_path / "t8"), other_models=["wiseft-mini:fmnist-budget5"],
                                  **common), progress=False)
     assert len(calls) == 1, "only the new model is fine-tuned; the main one is Figure 1's"

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-from conftest import forbid
+from helpers import forbid
 
 from wiseft_lib.studies import STUDIES, get_study
 from wiseft_lib.studies.fig1_id_vs_ood import Fig1Params, run
@@ -101,7 +101,7 @@ def test_checkpoints_from_elsewhere_replace_fine_tuning(tmp_path, fashion_mnist_
 
     with pytest.raises(ValueError, match="linear_checkpoint .* image encoder differs from the zero-shot"):
         run(smoke(tmp_path, modes=["linear"], linear_checkpoint=str(e2e)), progress=False)
-    from conftest import tiny_classifier
+    from helpers import tiny_classifier
 
     tiny_classifier(n_classes=10).save(tmp_path / "tiny.safetensors")
     with pytest.raises(ValueError, match="e2e_checkpoint .* is a 'wiseft-test-tiny' model, this study uses "

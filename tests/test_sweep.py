@@ -8,7 +8,7 @@ import pytest
 import torch
 from torch.utils.data import Dataset
 
-from conftest import AugmentedSet, tiny_classifier  # noqa: E402
+from helpers import AugmentedSet, tiny_classifier  # noqa: E402
 
 from wiseft_lib.core.device import gather_rows, shard_range  # noqa: E402
 from wiseft_lib.core.evaluate import predict_logits  # noqa: E402
