@@ -5,25 +5,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from wiseft_lib.report.plots import fit_logit_line, plot_id_vs_ood, save_figure
+from wiseft_lib.report.plots import plot_id_vs_ood, save_figure
 from wiseft_lib.report.tables import beside_published, to_latex, to_markdown, write_table
-
-
-def _expit(z):
-    return 100 / (1 + np.exp(-z))
-
-
-def test_logit_line_fit_recovers_a_known_line():
-    x = np.array([40.0, 55.0, 62.0, 70.0, 78.0, 85.0, 91.0])
-    lx = np.log(x / (100 - x))
-    y = _expit(0.83 * lx - 0.41)
-    line = fit_logit_line(x, y)
-    assert line.slope == pytest.approx(0.83, abs=1e-9)
-    assert line.intercept == pytest.approx(-0.41, abs=1e-9)
-    slope, intercept = line  # unpacks like a pair
-    np.testing.assert_allclose(line([50.0, 80.0]), _expit(0.83 * np.log([1.0, 4.0]) - 0.41))
-    with pytest.raises(ValueError, match="two points"):
-        fit_logit_line([50.0, 50.0], [40.0, 45.0])
 
 
 def _curves() -> pd.DataFrame:

@@ -171,16 +171,24 @@ def cmd_models(a: argparse.Namespace) -> int:
     return 0
 
 
-def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="wiseft", description="WiSE-FT: robust fine-tuning of zero-shot models.")
-    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
+def _add_common_arguments(q: argparse.ArgumentParser) -> None:
+    """The data, device and evaluation flags of the commands that score a model."""
+    q.add_argument("--data-root", default=None, help="data folder (default: $WISEFT_DATA)")
+    q.add_argument("--device", default="cpu")
+    q.add_argument("--n-test", type=int, default=None, help="mini datasets: test images per set")
+    q.add_argument("--batch-size", type=int, default=256)
 
-    def common(q: argparse.ArgumentParser) -> None:
-        q.add_argument("--data-root", default=None, help="data folder (default: $WISEFT_DATA)")
-        q.add_argument("--device", default="cpu")
-        q.add_argument("--n-test", type=int, default=None, help="mini datasets: test images per set")
-        q.add_argument("--batch-size", type=int, default=256)
 
+def _add_study_arguments(q: argparse.ArgumentParser) -> None:
+    """The params file, ``--set`` overrides and ``--no-progress`` of the commands that run a study."""
+    q.add_argument("--params", default=None, metavar="FILE", help="a params file, e.g. params/mini/STUDY.yaml")
+    q.add_argument("--set", action="append", metavar="KEY=VALUE",
+                   help="override a parameter; the value is YAML: --set 'seeds=[0, 1]' --set n_test=500")
+    q.add_argument("--no-progress", action="store_true", help="no progress bars")
+
+
+def _add_model_commands(sub: argparse._SubParsersAction) -> None:
+    """``zeroshot``, ``finetune``, ``interpolate`` and ``export``: the commands that build or write weights."""
     q = sub.add_parser("zeroshot", help="build a zero-shot classifier from prompt templates")
     q.add_argument("--model", required=True)
     q.add_argument("--pretrained", default=None)
@@ -188,9 +196,8 @@ def build_parser() -> argparse.ArgumentParser:
     q.add_argument("--templates", default=None, help="template set name (default: the dataset's)")
     q.add_argument("--output", required=True, help="checkpoint path (.safetensors + .json)")
     q.add_argument("--evaluate", action="store_true", help="also score it on --dataset")
-    common(q)
+    _add_common_arguments(q)
     q.set_defaults(fn=cmd_zeroshot)
-
 
     q = sub.add_parser("finetune", help="fine-tune end-to-end or as a linear classifier (torchrun-ready)")
     add_finetune_arguments(q)
@@ -218,31 +225,30 @@ def build_parser() -> argparse.ArgumentParser:
     q.add_argument("--device", default="cpu")
     q.set_defaults(fn=cmd_export)
 
+
+def _add_evaluate_and_study_commands(sub: argparse._SubParsersAction) -> None:
+    """``evaluate``, ``run`` (a study) and ``sweep`` (the WiSE-FT curve)."""
     q = sub.add_parser("evaluate", help="score a checkpoint on datasets")
     q.add_argument("--checkpoint", required=True)
     q.add_argument("--datasets", nargs="+", required=True)
     q.add_argument("--results", default=None, help="also write to this results store (SQLite)")
     q.add_argument("--run", default=None, help="run name in the results store")
-    common(q)
+    _add_common_arguments(q)
     q.set_defaults(fn=cmd_evaluate)
-
-    def study_flags(q: argparse.ArgumentParser) -> None:
-        q.add_argument("--params", default=None, metavar="FILE", help="a params file, e.g. params/mini/STUDY.yaml")
-        q.add_argument("--set", action="append", metavar="KEY=VALUE",
-                       help="override a parameter; the value is YAML: --set 'seeds=[0, 1]' --set n_test=500")
-        q.add_argument("--no-progress", action="store_true", help="no progress bars")
 
     q = sub.add_parser("run", help="run a study (what its notebook runs, same outputs): wiseft run --list")
     q.add_argument("study", nargs="?", help="study name (wiseft run --list)")
     q.add_argument("--list", action="store_true", help="list the studies")
-    study_flags(q)
+    _add_study_arguments(q)
     q.set_defaults(fn=cmd_run)
 
     q = sub.add_parser("sweep", help="the WiSE-FT curve: another name for `wiseft run fig1_id_vs_ood`")
-    study_flags(q)
+    _add_study_arguments(q)
     q.set_defaults(fn=cmd_sweep)
 
 
+def _add_setup_commands(sub: argparse._SubParsersAction) -> None:
+    """``pretrain-mini``, ``data`` and ``models``: pretraining, datasets and the model list."""
     q = sub.add_parser("pretrain-mini", help="pretrain the wiseft-mini CLIP (writes to an output folder)")
     add_pretrain_arguments(q)
     q.set_defaults(fn=cmd_pretrain_mini)
@@ -255,6 +261,15 @@ def build_parser() -> argparse.ArgumentParser:
 
     q = sub.add_parser("models", help="list model names and pretrained tags")
     q.set_defaults(fn=cmd_models)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The ``wiseft`` argument parser, one subcommand per task (each sets ``fn``, the function it runs)."""
+    p = argparse.ArgumentParser(prog="wiseft", description="WiSE-FT: robust fine-tuning of zero-shot models.")
+    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    _add_model_commands(sub)
+    _add_evaluate_and_study_commands(sub)
+    _add_setup_commands(sub)
     return p
 
 

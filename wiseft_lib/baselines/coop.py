@@ -27,8 +27,10 @@ The prompt embedding is fed through the text tower exactly as open_clip's ``CLIP
 """
 from __future__ import annotations
 
+import contextlib
 import math
 import warnings
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 from typing import Any, Callable, NamedTuple, Optional, Sequence, Union
 
@@ -164,6 +166,57 @@ def _tokenize(tokenizer: Tokenizer, texts: list[str], context_length: int) -> to
 
 
 # ----------------------------------------------------------------------------- prompts
+def _context_from_words(tok: Tokenizer, tower: _TextTower, ctx_init: str, n_prefix: int) -> torch.Tensor:
+    """The token embeddings of ``ctx_init``'s words (float32, CPU): the context CoOp starts from, one row a token."""
+    emb = tower.token_embedding
+    init_ids = _tokenize(tok, [ctx_init], tower.positional_embedding.shape[0])
+    end = int(_eot_index(init_ids, tower)[0])
+    words = init_ids[0, n_prefix:end]
+    if len(words) == 0:
+        raise ValueError(f"ctx_init {ctx_init!r} tokenizes to no tokens")
+    unk = getattr(tok, "UNK", None)
+    if unk is not None and bool((words == unk).any()):
+        warnings.warn(f"ctx_init {ctx_init!r} has words outside the tokenizer's vocabulary (id {unk})",
+                      stacklevel=3)  # the caller of PromptLearner(...), as when this was inline
+    with torch.no_grad():
+        return emb(words.to(emb.weight.device)).detach().float().cpu().clone()
+
+
+def _class_name_tokens(tok: Tokenizer, tower: _TextTower, classnames: list[str], empty: torch.Tensor, n_ctx: int,
+                       n_prefix: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """The token ids of each ``"{classname}."`` and their end-of-text positions; raise if a name leaves no room
+    for ``n_ctx`` context tokens or the start tokens differ from the empty prompt's (``empty``)."""
+    length = tower.positional_embedding.shape[0]
+    names = _tokenize(tok, [f"{c}." for c in classnames], length)
+    ends = _eot_index(names, tower)
+    for c, end in zip(classnames, ends.tolist()):
+        if n_ctx + end + 1 > length:
+            n_name = end - n_prefix
+            raise ValueError(
+                f"class {c!r} does not fit: its name and '.' take {n_name} tokens (or were cut off), "
+                f"{n_prefix} start and 1 end token are added, and the context length is {length}, so "
+                f"with n_ctx={n_ctx} at most {length - n_ctx - n_prefix - 1} name tokens fit; use a "
+                f"shorter class name or a smaller n_ctx (at most {length - end - 1} for this class)")
+    if not torch.equal(names[:, :n_prefix], empty[:, :n_prefix].expand(len(classnames), -1)):
+        raise ValueError("the tokenizer's start tokens differ between prompts; cannot splice a context in")
+    return names, ends
+
+
+def _spliced_prompt_ids(tower: _TextTower, names: torch.Tensor, ends: torch.Tensor, n_ctx: int,
+                        n_prefix: int) -> torch.Tensor:
+    """The class prompts' ids with ``n_ctx`` placeholder ids spliced in after the start tokens."""
+    length = tower.positional_embedding.shape[0]
+    # Placeholder id: the smallest id the tokenizer emitted, unless that is the end-of-text id.
+    end_id = names[0, ends[0]]
+    candidates = names[names != end_id]
+    fill = int(candidates.min()) if candidates.numel() else int(end_id) - 1
+    placeholders = torch.full((len(names), n_ctx), fill, dtype=torch.long)
+    ids = torch.cat([names[:, :n_prefix], placeholders, names[:, n_prefix:length - n_ctx]], dim=1)
+    if not torch.equal(_eot_index(ids, tower), ends + n_ctx):
+        raise ValueError("could not build prompts whose end-of-text token is where the model pools")
+    return ids
+
+
 class PromptLearner(nn.Module):
     """The learnable unified context ``ctx`` [n_ctx, width] and each class's frozen prompt pieces.
 
@@ -199,45 +252,15 @@ class PromptLearner(nn.Module):
         n_prefix = int(_eot_index(empty, tower)[0])
 
         if ctx_init is not None:
-            init_ids = _tokenize(tok, [ctx_init], length)
-            end = int(_eot_index(init_ids, tower)[0])
-            words = init_ids[0, n_prefix:end]
-            if len(words) == 0:
-                raise ValueError(f"ctx_init {ctx_init!r} tokenizes to no tokens")
-            unk = getattr(tok, "UNK", None)
-            if unk is not None and bool((words == unk).any()):
-                warnings.warn(f"ctx_init {ctx_init!r} has words outside the tokenizer's vocabulary (id {unk})",
-                              stacklevel=2)
-            n_ctx = len(words)
-            with torch.no_grad():
-                ctx = emb(words.to(device)).detach().float().cpu().clone()
+            ctx = _context_from_words(tok, tower, ctx_init, n_prefix)
+            n_ctx = len(ctx)
         else:
             if isinstance(n_ctx, bool) or not isinstance(n_ctx, int) or n_ctx < 1:
                 raise ValueError(f"n_ctx must be an integer >= 1, got {n_ctx!r}")
             gen = torch.Generator().manual_seed(seed)
             ctx = torch.randn(n_ctx, width, generator=gen) * ctx_std  # nn.init.normal_(std=ctx_std), seeded
-
-        names = _tokenize(tok, [f"{c}." for c in classnames], length)
-        ends = _eot_index(names, tower)
-        for c, end in zip(classnames, ends.tolist()):
-            if n_ctx + end + 1 > length:
-                n_name = end - n_prefix
-                raise ValueError(
-                    f"class {c!r} does not fit: its name and '.' take {n_name} tokens (or were cut off), "
-                    f"{n_prefix} start and 1 end token are added, and the context length is {length}, so "
-                    f"with n_ctx={n_ctx} at most {length - n_ctx - n_prefix - 1} name tokens fit; use a "
-                    f"shorter class name or a smaller n_ctx (at most {length - end - 1} for this class)")
-        if not torch.equal(names[:, :n_prefix], empty[:, :n_prefix].expand(len(classnames), -1)):
-            raise ValueError("the tokenizer's start tokens differ between prompts; cannot splice a context in")
-
-        # Placeholder id: the smallest id the tokenizer emitted, unless that is the end-of-text id.
-        end_id = names[0, ends[0]]
-        candidates = names[names != end_id]
-        fill = int(candidates.min()) if candidates.numel() else int(end_id) - 1
-        placeholders = torch.full((len(classnames), n_ctx), fill, dtype=torch.long)
-        ids = torch.cat([names[:, :n_prefix], placeholders, names[:, n_prefix:length - n_ctx]], dim=1)
-        if not torch.equal(_eot_index(ids, tower), ends + n_ctx):
-            raise ValueError("could not build prompts whose end-of-text token is where the model pools")
+        names, ends = _class_name_tokens(tok, tower, classnames, empty, n_ctx, n_prefix)
+        ids = _spliced_prompt_ids(tower, names, ends, n_ctx, n_prefix)
 
         with torch.no_grad():
             full = emb(ids.to(device))
@@ -324,15 +347,39 @@ def train_coop(clip_model: nn.Module, classnames: Sequence[str], image_features:
 
     config = config or CoOpConfig()
     classnames = list(classnames)
+    feats, y = _checked_features_and_labels(image_features, labels, len(classnames))
+    with _frozen_clip_on(clip_model, device) as device:
+        learner = PromptLearner.from_config(clip_model, classnames, tokenizer, config, seed=seed).to(device)
+        with torch.no_grad():
+            dim = text_features(clip_model, learner).shape[1]
+        if feats.shape[1] != dim:
+            raise ValueError(f"image features have dimension {feats.shape[1]} but the text tower embeds into "
+                             f"{dim}: pass this model's image-encoder outputs")
+        x = F.normalize(feats.to(device).float(), dim=-1)
+        rows = _fit_context(clip_model, learner, x, y.to(device), config, seed, device, progress)
+        head = coop_head(clip_model, learner)
+    learner = learner.cpu()
+    return CoOpResult(head, learner.ctx.detach().clone(), pd.DataFrame(rows), learner, config)
+
+
+def _checked_features_and_labels(image_features: torch.Tensor, labels: torch.Tensor,
+                                 n_classes: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """The features (detached) and labels (flat, long); raise unless they pair up and the labels are class ids."""
     feats = torch.as_tensor(image_features).detach()
     y = torch.as_tensor(labels).detach().long().reshape(-1)
     if feats.ndim != 2 or len(feats) != len(y) or len(y) == 0:
         raise ValueError(f"need [n, dim] image features and n labels (n >= 1); got features "
                          f"{tuple(feats.shape)} and {len(y)} labels")
-    if int(y.min()) < 0 or int(y.max()) >= len(classnames):
-        raise ValueError(f"labels must be in [0, {len(classnames)}) for {len(classnames)} class names, got "
+    if int(y.min()) < 0 or int(y.max()) >= n_classes:
+        raise ValueError(f"labels must be in [0, {n_classes}) for {n_classes} class names, got "
                          f"[{int(y.min())}, {int(y.max())}]")
+    return feats, y
 
+
+@contextlib.contextmanager
+def _frozen_clip_on(clip_model: nn.Module, device: Union[str, torch.device, None]) -> Iterator[torch.device]:
+    """CLIP frozen in eval mode on ``device`` (default: where it is) for the block, which gets the device; its
+    ``requires_grad`` flags, training mode and device are restored afterwards, even on an error."""
     params = list(clip_model.parameters())
     home = params[0].device if params else torch.device("cpu")
     device = torch.device(device) if device is not None else home
@@ -341,44 +388,41 @@ def train_coop(clip_model: nn.Module, classnames: Sequence[str], image_features:
     try:
         clip_model.requires_grad_(False)
         clip_model.to(device).eval()
-        learner = PromptLearner.from_config(clip_model, classnames, tokenizer, config, seed=seed).to(device)
-        with torch.no_grad():
-            dim = text_features(clip_model, learner).shape[1]
-        if feats.shape[1] != dim:
-            raise ValueError(f"image features have dimension {feats.shape[1]} but the text tower embeds into "
-                             f"{dim}: pass this model's image-encoder outputs")
-        x = F.normalize(feats.to(device).float(), dim=-1)
-        y = y.to(device)
-        optimizer = torch.optim.SGD([learner.ctx], lr=coop_lr(0, config), momentum=config.momentum,
-                                    weight_decay=config.weight_decay)
-        gen = torch.Generator().manual_seed(seed)
-        n, bs = len(y), config.batch_size
-        n_batches = n // bs if n >= bs else 1  # Dassl drops the last incomplete batch when it can
-        rows = []
-        bar = tqdm(range(config.epochs), desc="CoOp", disable=not progress)
-        for epoch in bar:
-            lr = coop_lr(epoch, config)
-            for group in optimizer.param_groups:
-                group["lr"] = lr
-            order = torch.randperm(n, generator=gen)
-            loss_sum, correct, seen = 0.0, 0, 0
-            for b in range(n_batches):
-                idx = order[b * bs:(b + 1) * bs].to(device)
-                logits = clip_model.logit_scale.exp().float() * x[idx] @ text_features(clip_model, learner).T
-                loss = F.cross_entropy(logits, y[idx])
-                optimizer.zero_grad(set_to_none=True)
-                loss.backward()
-                optimizer.step()
-                loss_sum += float(loss.detach()) * len(idx)
-                correct += int((logits.argmax(1) == y[idx]).sum())
-                seen += len(idx)
-            rows.append({"epoch": epoch, "lr": lr, "loss": loss_sum / seen, "acc": 100.0 * correct / seen})
-            bar.set_postfix(loss=f"{rows[-1]['loss']:.4f}", acc=f"{rows[-1]['acc']:.1f}")
-        head = coop_head(clip_model, learner)
+        yield device
     finally:
         clip_model.to(home)
         for p, flag in zip(params, flags):
             p.requires_grad_(flag)
         clip_model.train(was_training)
-    learner = learner.cpu()
-    return CoOpResult(head, learner.ctx.detach().clone(), pd.DataFrame(rows), learner, config)
+
+
+def _fit_context(clip_model: nn.Module, learner: PromptLearner, x: torch.Tensor, y: torch.Tensor,
+                 config: CoOpConfig, seed: int, device: torch.device, progress: bool) -> list[dict[str, float]]:
+    """SGD on ``learner.ctx`` over the normalised features ``x`` and labels ``y`` for ``config.epochs`` epochs
+    (batch order seeded by ``seed``); per epoch: epoch, lr, mean loss and training accuracy (%)."""
+    optimizer = torch.optim.SGD([learner.ctx], lr=coop_lr(0, config), momentum=config.momentum,
+                                weight_decay=config.weight_decay)
+    gen = torch.Generator().manual_seed(seed)
+    n, bs = len(y), config.batch_size
+    n_batches = n // bs if n >= bs else 1  # Dassl drops the last incomplete batch when it can
+    rows = []
+    bar = tqdm(range(config.epochs), desc="CoOp", disable=not progress)
+    for epoch in bar:
+        lr = coop_lr(epoch, config)
+        for group in optimizer.param_groups:
+            group["lr"] = lr
+        order = torch.randperm(n, generator=gen)
+        loss_sum, correct, seen = 0.0, 0, 0
+        for b in range(n_batches):
+            idx = order[b * bs:(b + 1) * bs].to(device)
+            logits = clip_model.logit_scale.exp().float() * x[idx] @ text_features(clip_model, learner).T
+            loss = F.cross_entropy(logits, y[idx])
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            loss_sum += float(loss.detach()) * len(idx)
+            correct += int((logits.argmax(1) == y[idx]).sum())
+            seen += len(idx)
+        rows.append({"epoch": epoch, "lr": lr, "loss": loss_sum / seen, "acc": 100.0 * correct / seen})
+        bar.set_postfix(loss=f"{rows[-1]['loss']:.4f}", acc=f"{rows[-1]['acc']:.1f}")
+    return rows

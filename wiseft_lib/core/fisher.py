@@ -148,22 +148,29 @@ def compute_fisher(
             x = batch_inputs(batch).to(dev)
             chunks = x.split(1) if per_example else (x,)
             for xc in chunks:
-                log_probs = torch.log_softmax(model(xc).float(), dim=-1)
-                with torch.no_grad():
-                    if target == "sample":
-                        y = torch.multinomial(log_probs.exp().cpu(), 1, generator=gen).view(-1)
-                    else:
-                        y = log_probs.argmax(dim=-1).cpu()
-                loss = -log_probs.gather(1, y.to(dev).view(-1, 1)).mean()
-                grads = torch.autograd.grad(loss, params, allow_unused=True)
-                scale = float(len(xc))  # batch mode: n * (mean grad)^2 estimates the sum
-                for j, g in enumerate(grads):
-                    if g is not None:
-                        acc[j].add_(g.detach().float().pow(2), alpha=scale)
-                        got[j] = True
+                _add_squared_gradients(model, xc, params, acc, got, target=target, gen=gen, dev=dev)
                 count += len(xc)
     finally:
         model.train(was_training)
     if count == 0:
         raise ValueError("the loader yielded no examples; cannot compute a Fisher")
     return {n: (a / count).cpu() for (n, _), a, g in zip(named, acc, got) if g}
+
+
+def _add_squared_gradients(model: nn.Module, xc: torch.Tensor, params: list[torch.Tensor], acc: list[torch.Tensor],
+                           got: list[bool], *, target: str, gen: torch.Generator, dev: torch.device) -> None:
+    """Add to ``acc`` the squared gradient of ``log p(y | xc)`` (``y`` sampled with ``gen`` or the argmax), times
+    the chunk's size, and mark in ``got`` the parameters that received one."""
+    log_probs = torch.log_softmax(model(xc).float(), dim=-1)
+    with torch.no_grad():
+        if target == "sample":
+            y = torch.multinomial(log_probs.exp().cpu(), 1, generator=gen).view(-1)
+        else:
+            y = log_probs.argmax(dim=-1).cpu()
+    loss = -log_probs.gather(1, y.to(dev).view(-1, 1)).mean()
+    grads = torch.autograd.grad(loss, params, allow_unused=True)
+    scale = float(len(xc))  # batch mode: n * (mean grad)^2 estimates the sum
+    for j, g in enumerate(grads):
+        if g is not None:
+            acc[j].add_(g.detach().float().pow(2), alpha=scale)
+            got[j] = True

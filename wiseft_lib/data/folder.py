@@ -151,6 +151,32 @@ def _index(root_str: str, fingerprint: str, verify: str, val_fraction: float, ho
     """
     root = Path(root_str)
     has = {s: (root / s).is_dir() for s in FOLDER_SPLITS}
+    eval_only, class_source, names = _layout_and_class_folders(root, has)
+    classnames = _class_names(root, class_source, names)
+    label = {n: i for i, n in enumerate(names)}
+    out: dict = {"classnames": classnames, "class_dirs": names, "skipped": {}, "source": {}, "train": None}
+    for split in ("val", "test"):
+        if has[split]:
+            out[split], out["skipped"][split] = _split_samples(root, root / split, class_source, names, label, verify)
+            _check_split_classes(root, out[split], root / split, names, all_needed=False)
+            out["source"][split] = f"{split}/"
+    if not eval_only:
+        train, out["skipped"]["train"] = _split_samples(root, class_source, class_source, names, label, verify)
+        _check_split_classes(root, train, class_source, names, all_needed=True)
+        out["source"]["train"] = "train/" if has["train"] else "the folder"
+        if has["val"]:
+            out["train"] = train
+        else:  # a seeded, class-stratified holdout of the training images
+            out["train"], out["val"] = _hold_out_val(train, len(names), val_fraction, holdout_seed)
+            out["skipped"]["val"] = 0
+            out["source"]["val"] = f"{val_fraction:g} of {out['source']['train']} held out (seed {holdout_seed})"
+            out["source"]["train"] += " less the val images"
+    _fill_in_missing_splits(root, out, has, eval_only)
+    return out
+
+
+def _layout_and_class_folders(root: Path, has: dict[str, bool]) -> tuple[bool, Path, list[str]]:
+    """Whether the folder is evaluation-only, the folder whose sub-folders name the classes, and those names."""
     eval_only = not has["train"] and (has["val"] or has["test"])
     if eval_only:
         sources = [root / s for s in ("val", "test") if has[s]]
@@ -163,52 +189,47 @@ def _index(root_str: str, fingerprint: str, verify: str, val_fraction: float, ho
     if not names:
         raise _error(root, f"no class sub-folders in {where}; put each class's images in a sub-folder named after "
                            f"the class")
-    classnames = _class_names(root, class_source, names)
-    label = {n: i for i, n in enumerate(names)}
+    return eval_only, class_source, names
 
-    def samples_of(split_dir: Path) -> tuple[list, int]:
-        unknown = [d.name for d in _visible_dirs(split_dir) if d.name not in label]
-        if unknown:
-            raise _error(root, f"{split_dir.name}/ has class folders that {class_source.name}/ lacks: "
-                               f"{', '.join(unknown[:5])}")
-        samples = [(p, label[n]) for n in names if (split_dir / n).is_dir() for p in _images_under(split_dir / n)]
-        return drop_unreadable(samples, verify, what=f"image folder {root}/{split_dir.relative_to(root)}")
 
-    def check_classes(samples: list, split_dir: Path, all_needed: bool) -> None:
-        counts = np.bincount([y for _, y in samples], minlength=len(names))
-        present = {n for n in names if (split_dir / n).is_dir()}
-        empty = [names[i] for i in np.flatnonzero(counts == 0) if all_needed or names[i] in present]
-        if empty:
-            where = f"{split_dir.name}/" if split_dir != root else "the folder"
-            raise _error(root, f"class folder(s) with no readable images in {where}: {', '.join(empty[:5])}"
-                               f"{', ...' if len(empty) > 5 else ''} (image files end in {', '.join(IMG_EXTENSIONS)})")
+def _split_samples(root: Path, split_dir: Path, class_source: Path, names: list[str], label: dict[str, int],
+                   verify: str) -> tuple[list, int]:
+    """The readable ``(path, label)`` images of ``split_dir``'s class folders and the count of skipped files."""
+    unknown = [d.name for d in _visible_dirs(split_dir) if d.name not in label]
+    if unknown:
+        raise _error(root, f"{split_dir.name}/ has class folders that {class_source.name}/ lacks: "
+                           f"{', '.join(unknown[:5])}")
+    samples = [(p, label[n]) for n in names if (split_dir / n).is_dir() for p in _images_under(split_dir / n)]
+    return drop_unreadable(samples, verify, what=f"image folder {root}/{split_dir.relative_to(root)}")
 
-    out: dict = {"classnames": classnames, "class_dirs": names, "skipped": {}, "source": {}, "train": None}
-    for split in ("val", "test"):
-        if has[split]:
-            out[split], out["skipped"][split] = samples_of(root / split)
-            check_classes(out[split], root / split, all_needed=False)
-            out["source"][split] = f"{split}/"
-    if not eval_only:
-        train, out["skipped"]["train"] = samples_of(class_source)
-        check_classes(train, class_source, all_needed=True)
-        out["source"]["train"] = "train/" if has["train"] else "the folder"
-        if has["val"]:
-            out["train"] = train
-        else:  # a seeded, class-stratified holdout of the training images
-            rng = np.random.default_rng(holdout_seed)
-            labels = np.asarray([y for _, y in train])
-            held: list[int] = []
-            for c in range(len(names)):
-                idx = np.flatnonzero(labels == c)
-                k = max(int(round(val_fraction * len(idx))), 1) if len(idx) > 1 else 0
-                held.extend(rng.permutation(idx)[:k].tolist())
-            held_set = set(held)
-            out["val"] = [train[i] for i in sorted(held_set)]
-            out["train"] = [s for i, s in enumerate(train) if i not in held_set]
-            out["skipped"]["val"] = 0
-            out["source"]["val"] = f"{val_fraction:g} of {out['source']['train']} held out (seed {holdout_seed})"
-            out["source"]["train"] += " less the val images"
+
+def _check_split_classes(root: Path, samples: list, split_dir: Path, names: list[str], all_needed: bool) -> None:
+    """Raise when a class folder of ``split_dir`` (every class when ``all_needed``) has no readable image."""
+    counts = np.bincount([y for _, y in samples], minlength=len(names))
+    present = {n for n in names if (split_dir / n).is_dir()}
+    empty = [names[i] for i in np.flatnonzero(counts == 0) if all_needed or names[i] in present]
+    if empty:
+        where = f"{split_dir.name}/" if split_dir != root else "the folder"
+        raise _error(root, f"class folder(s) with no readable images in {where}: {', '.join(empty[:5])}"
+                           f"{', ...' if len(empty) > 5 else ''} (image files end in {', '.join(IMG_EXTENSIONS)})")
+
+
+def _hold_out_val(train: list, n_classes: int, val_fraction: float, holdout_seed: int) -> tuple[list, list]:
+    """The training images less a seeded, class-stratified ``val_fraction`` of them, and those held-out images."""
+    rng = np.random.default_rng(holdout_seed)
+    labels = np.asarray([y for _, y in train])
+    held: list[int] = []
+    for c in range(n_classes):
+        idx = np.flatnonzero(labels == c)
+        k = max(int(round(val_fraction * len(idx))), 1) if len(idx) > 1 else 0
+        held.extend(rng.permutation(idx)[:k].tolist())
+    held_set = set(held)
+    val = [train[i] for i in sorted(held_set)]
+    return [s for i, s in enumerate(train) if i not in held_set], val
+
+
+def _fill_in_missing_splits(root: Path, out: dict, has: dict[str, bool], eval_only: bool) -> None:
+    """Test falls back to the val images, val (evaluation-only folders) to the test images; raise on an empty split."""
     if not has["test"]:
         out["test"], out["skipped"]["test"] = out["val"], out["skipped"]["val"]
         out["source"]["test"] = "the val images (no test/ folder)"
@@ -218,7 +239,6 @@ def _index(root_str: str, fingerprint: str, verify: str, val_fraction: float, ho
     for split in ("val", "test", *(() if eval_only else ("train",))):
         if not out[split]:
             raise _error(root, f"its {split} split is empty ({out['source'][split]})")
-    return out
 
 
 def load_image_folder(name: str, root: Optional[str] = None, split: str = "test",

@@ -145,6 +145,17 @@ def export_classifiers(zeroshot: ImageClassifier, finetuned: ImageClassifier, cl
     alpha = check_alpha(alpha)
     paths = export_paths(output)
     _check_writable(paths)
+    _check_exportable(zeroshot, finetuned, clip_model)
+    theta = interpolate_weights(zeroshot.state_dict(), finetuned.state_dict(), alpha)
+    full, head = _open_clip_state_and_head(clip_model, theta)
+    meta, tensor_meta = _export_metadata(zeroshot, finetuned, alpha, head, paths, sources, extra_meta)
+    _write_export_files(paths, full, head, tensor_meta, meta)
+    return ExportResult(*paths, meta=meta)
+
+
+def _check_exportable(zeroshot: ImageClassifier, finetuned: ImageClassifier, clip_model: nn.Module) -> None:
+    """Raise ``ValueError`` unless both classifiers are one architecture made from ``clip_model``'s image tower,
+    with heads of one shape that agree on normalizing their input."""
     zs_name, ft_name = zeroshot.meta.get("model_name"), finetuned.meta.get("model_name")
     if zs_name and ft_name and zs_name != ft_name:
         raise ValueError(f"the fine-tuned checkpoint is a {ft_name!r} model, the zero-shot model a {zs_name!r} model: "
@@ -162,8 +173,11 @@ def export_classifiers(zeroshot: ImageClassifier, finetuned: ImageClassifier, cl
     if bool(zs_head.normalize) != bool(ft_head.normalize):
         raise ValueError("one head normalizes its input features and the other does not; they cannot be "
                          "interpolated into one head")
-    theta = interpolate_weights(zeroshot.state_dict(), finetuned.state_dict(), alpha)
 
+
+def _open_clip_state_and_head(clip_model: nn.Module, theta: dict[str, torch.Tensor]
+                              ) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
+    """``clip_model``'s state dict (on the CPU) with its image tower replaced by ``theta``'s, and ``theta``'s head."""
     full = {k: v.detach().cpu().clone().contiguous() for k, v in clip_model.state_dict().items()}
     prefix = "image_encoder."
     visual = {k[len(prefix):]: v for k, v in theta.items() if k.startswith(prefix)}
@@ -174,7 +188,16 @@ def export_classifiers(zeroshot: ImageClassifier, finetuned: ImageClassifier, cl
         full[f"visual.{k}"] = v.detach().cpu().clone().contiguous()
     head = {"weight": theta["classification_head.weight"].detach().cpu().contiguous(),
             "bias": theta["classification_head.bias"].detach().cpu().contiguous()}
+    return full, head
 
+
+def _export_metadata(zeroshot: ImageClassifier, finetuned: ImageClassifier, alpha: float,
+                     head: dict[str, torch.Tensor], paths: tuple[Path, Path, Path], sources: Optional[dict[str, Any]],
+                     extra_meta: Optional[dict[str, Any]]) -> tuple[dict[str, Any], dict[str, str]]:
+    """The JSON sidecar's metadata (model, pretrained tag, alpha, class names and templates, head, files, sources)
+    and the checkpoint's safetensors metadata."""
+    zs_name, ft_name = zeroshot.meta.get("model_name"), finetuned.meta.get("model_name")
+    zs_head = zeroshot.classification_head
     meta = {k: v for k, v in finetuned.meta.items() if k in ("classnames", "templates")}
     meta.update({k: v for k, v in zeroshot.meta.items() if k in ("classnames", "templates") and k not in meta})
     model_name = ft_name or zs_name
@@ -198,6 +221,12 @@ def export_classifiers(zeroshot: ImageClassifier, finetuned: ImageClassifier, cl
     }
     tensor_meta = {"format": "open_clip", "wiseft_export": EXPORT_FORMAT, "model_name": str(model_name),
                    "alpha": repr(alpha)}
+    return meta, tensor_meta
+
+
+def _write_export_files(paths: tuple[Path, Path, Path], full: dict[str, torch.Tensor], head: dict[str, torch.Tensor],
+                        tensor_meta: dict[str, str], meta: dict[str, Any]) -> None:
+    """Write the checkpoint, the head and the sidecar atomically together (none of them left on a failed rename)."""
     written = False
     try:
         with contextlib.ExitStack() as stack:  # all three written to temporaries first, then renamed
@@ -213,7 +242,6 @@ def export_classifiers(zeroshot: ImageClassifier, finetuned: ImageClassifier, cl
             for p in paths:
                 p.unlink(missing_ok=True)
         raise ValueError(f"cannot write the export to {paths[0]}: {err.strerror or err}") from None
-    return ExportResult(*paths, meta=meta)
 
 
 def _normalized_tag(model_name: str, pretrained: Optional[str]) -> Optional[str]:

@@ -22,7 +22,7 @@ from wiseft_lib.core.evaluate import evaluate, preprocess_once
 from wiseft_lib.core.models import create_model
 from wiseft_lib.core.zeroshot import zeroshot_classifier
 from wiseft_lib.mini.standard import STANDARD_ZOO, standard_points
-from wiseft_lib.report.plots import fit_logit_line
+from wiseft_lib.analysis.effective_robustness import fit_logit_line
 
 if TYPE_CHECKING:
     from wiseft_lib.experiment.config import CurveConfig

@@ -1,4 +1,4 @@
-"""Paper figures: Figure 1's ID-vs-OOD accuracy plot on logit-scaled axes.
+"""Paper figures: Figure 1's ID-vs-OOD accuracy plot on logit-scaled axes, and the other study plots.
 
     import pandas as pd
     from wiseft_lib.report.plots import plot_id_vs_ood, save_figure
@@ -9,28 +9,24 @@
     save_figure(fig, "outputs/figure1")          # figure1.png and figure1.pdf
 
 Accuracies are percentages everywhere; the axes are logit-scaled (as in Taori et al. and the
-paper) with percent tick labels. :func:`fit_logit_line` fits the effective-robustness
-baseline, a straight line in logit space through a group of models. Figures are built with
-:func:`new_figure` (a :class:`NotebookFigure` on the Agg canvas), never pyplot, so they work
-headless and do not touch a notebook's backend; a notebook cell that ends in a figure shows it
-as a PNG image (in JupyterLab, in papermill's executed notebook, in an ipywidgets ``Output``)
-whatever the matplotlib backend, because the figure renders itself.
+paper) with percent tick labels. :func:`fit_logit_line` (from
+:mod:`wiseft_lib.analysis.effective_robustness`) fits the effective-robustness baseline, a straight
+line in logit space through a group of models. The shared machinery (:func:`new_figure`,
+:class:`NotebookFigure`, :func:`logit_axes`, :func:`panel_grid`, :func:`save_figure`) is in
+:mod:`wiseft_lib.report.figures` and importable from here too.
 """
 from __future__ import annotations
 
 from collections.abc import Sequence
-from pathlib import Path
-from typing import Any, NamedTuple, Optional, Union
+from typing import Any, Optional, Union
 
 import numpy as np
 import pandas as pd
 from matplotlib.axes import Axes
-from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
-from matplotlib.ticker import FixedLocator, FuncFormatter, NullLocator
 
-from wiseft_lib.core.files import atomic_path
-import io
+from wiseft_lib.analysis.effective_robustness import LogitLine, fit_logit_line, logit_percent
+from wiseft_lib.report.figures import NotebookFigure, draw_logit_line, logit_axes, new_figure, panel_grid, save_figure
 
 __all__ = [
     "plot_baselines",
@@ -46,153 +42,11 @@ __all__ = [
     "plot_per_shift",
     "save_figure",
     "new_figure",
+    "panel_grid",
     "NotebookFigure",
 ]
 
-_EPS = 1e-4  # accuracies are clipped to [0.01 %, 99.99 %] before the logit transform
-_TICK_TIERS = (  # coarse to fine; the finest tier with at most max_ticks ticks in range wins
-    (0.1, 1, 5, 10, 20, 30, 40, 50, 60, 70, 80, 90, 95, 99, 99.9),
-    (0.1, 0.5, 1, 2, 5, 10, 15, 20, 25, 30, 35, 40, 45, 50, 55, 60, 65, 70, 75, 80, 85, 90, 95,
-     98, 99, 99.5, 99.9),
-    (0.1, 0.2, 0.5, 1, 2, 5, 10, 15, 20, 25, 30, 35, 40, 45, 50, 55, 60, 65, 70, 75, 80, 85, 90,
-     92, 94, 95, 96, 97, 98, 99, 99.5, 99.8, 99.9),
-)
 _MARKERS = ("o", "s", "^", "D", "v", "P", "X", "<", ">")
-
-
-class NotebookFigure(Figure):
-    """A ``Figure`` that IPython displays as a PNG image.
-
-    A bare ``matplotlib.figure.Figure`` has no image formatter unless pyplot's inline backend has
-    been loaded (and papermill, ``MPLBACKEND=Agg`` or a kernel that never imported pyplot leave
-    it unloaded), so a notebook cell ending in one printed ``<Figure size ... with N Axes>``.
-    This one answers IPython's rich-display protocol itself: ``image/png`` (drawn like the
-    saved file, at ``display_dpi``) and a text alternative naming the files it was saved to.
-    """
-
-    display_dpi = 100
-
-    def _repr_mimebundle_(self, include: Any = None, exclude: Any = None) -> dict[str, Any]:
-        return {"image/png": self.to_png(), "text/plain": self._describe()}
-
-    def _repr_png_(self) -> bytes:
-        return self.to_png()
-
-    def to_png(self, dpi: Optional[int] = None) -> bytes:
-        """The figure as PNG bytes (``bbox_inches="tight"``, as :func:`save_figure` writes it)."""
-
-        if self.canvas is None or not hasattr(self.canvas, "print_figure"):
-            FigureCanvasAgg(self)
-        buffer = io.BytesIO()
-        self.savefig(buffer, format="png", dpi=dpi or self.display_dpi, bbox_inches="tight")
-        return buffer.getvalue()
-
-    def _describe(self) -> str:
-        width, height = (self.get_size_inches() * self.display_dpi).round().astype(int)
-        saved = getattr(self, "saved_to", None)
-        where = f"; saved as {', '.join(str(p) for p in saved)}" if saved else ""
-        return f"[figure: {width}x{height} px, {len(self.axes)} axes{where}]"
-
-
-def new_figure(figsize: tuple[float, float], **kwargs: Any) -> NotebookFigure:
-    """An empty :class:`NotebookFigure` on the Agg canvas (``layout="constrained"`` unless given)."""
-    kwargs.setdefault("layout", "constrained")
-    fig = NotebookFigure(figsize=figsize, **kwargs)
-    FigureCanvasAgg(fig)
-    return fig
-
-
-def _frac(percent: Any) -> np.ndarray:
-    return np.clip(np.asarray(percent, dtype=float) / 100.0, _EPS, 1.0 - _EPS)
-
-
-def _logit(percent: Any) -> np.ndarray:
-    p = _frac(percent)
-    return np.log(p) - np.log1p(-p)
-
-
-def _expit_percent(z: Any) -> np.ndarray:
-    return 100.0 / (1.0 + np.exp(-np.asarray(z, dtype=float)))
-
-
-class LogitLine(NamedTuple):
-    """``logit(y) = slope * logit(x) + intercept`` with x, y accuracies in percent."""
-
-    slope: float
-    intercept: float
-
-    def __call__(self, x_percent: Any) -> np.ndarray:
-        """Predicted y (percent) at x (percent)."""
-        return _expit_percent(self.slope * _logit(x_percent) + self.intercept)
-
-    def draw(self, ax: Axes, x_range: Optional[tuple[float, float]] = None, **kwargs: Any) -> None:
-        """Draw the line on a :func:`plot_id_vs_ood` axes; see :func:`draw_logit_line`."""
-        draw_logit_line(ax, self, x_range, **kwargs)
-
-
-def fit_logit_line(x: Sequence[float], y: Sequence[float]) -> LogitLine:
-    """Least-squares line in logit space through accuracies ``x``, ``y`` (percent)."""
-    lx, ly = _logit(x), _logit(y)
-    if lx.shape != ly.shape or lx.ndim != 1:
-        raise ValueError(f"x and y must be 1-D and equally long, got shapes {lx.shape} and {ly.shape}")
-    if len(lx) < 2 or np.ptp(lx) == 0:
-        raise ValueError("fitting a line needs at least two points with different x accuracies")
-    slope, intercept = np.polyfit(lx, ly, 1)
-    return LogitLine(float(slope), float(intercept))
-
-
-def draw_logit_line(ax: Axes, line: LogitLine, x_range: Optional[tuple[float, float]] = None,
-                    **kwargs: Any) -> None:
-    """Draw ``line`` over ``x_range`` (percent; default: the axes' current x limits)."""
-    lo, hi = x_range if x_range is not None else tuple(100.0 * v for v in ax.get_xlim())
-    xs = _expit_percent(np.linspace(_logit(lo), _logit(hi), 100))
-    kwargs.setdefault("color", "0.4")
-    kwargs.setdefault("linestyle", "--")
-    kwargs.setdefault("linewidth", 1.0)
-    ax.plot(xs / 100.0, line(xs) / 100.0, **kwargs)
-
-
-def _nice_ticks(lo: float, hi: float, max_ticks: int = 9) -> list[float]:
-    tiers = [[t for t in tier if lo <= t <= hi] for tier in _TICK_TIERS]
-    fitting = [t for t in tiers if 3 <= len(t) <= max_ticks]
-    if fitting:
-        return [float(t) for t in fitting[-1]]
-    if len(tiers[0]) > max_ticks:  # thin the coarsest tier evenly in logit space
-        z = _logit(tiers[0])
-        targets = np.linspace(z[0], z[-1], max_ticks)
-        return sorted({float(tiers[0][int(np.argmin(np.abs(z - t)))]) for t in targets})
-    step = max((hi - lo) / 6.0, 0.01)  # a narrow range: evenly spaced round numbers
-    mag = 10 ** np.floor(np.log10(step))
-    step = min(m * mag for m in (1, 2, 5, 10) if m * mag >= step)
-    start = np.ceil(lo / step) * step
-    return [round(float(v), 6) for v in np.arange(start, hi + 1e-9, step)]
-
-
-def _format_percent(v: float, _pos: Any = None) -> str:
-    return f"{100.0 * v:.4g}"
-
-
-def logit_axes(ax: Axes, x_percent: Sequence[float], y_percent: Sequence[float],
-               pad: float = 0.08) -> None:
-    """Logit-scale both axes of ``ax`` around the given accuracies, with percent ticks.
-
-    Data on these axes are fractions (percent / 100).
-    """
-    for axis, vals, set_scale, set_lim in (
-        (ax.xaxis, x_percent, ax.set_xscale, ax.set_xlim),
-        (ax.yaxis, y_percent, ax.set_yscale, ax.set_ylim),
-    ):
-        z = _logit(np.asarray(vals, dtype=float))
-        z_lo, z_hi = float(np.min(z)), float(np.max(z))
-        span = max(z_hi - z_lo, 0.2)
-        z_lo, z_hi = z_lo - pad * span, z_hi + pad * span
-        lo, hi = float(_expit_percent(z_lo)), float(_expit_percent(z_hi))
-        set_scale("logit")
-        set_lim(lo / 100.0, hi / 100.0)
-        axis.set_major_locator(FixedLocator([t / 100.0 for t in _nice_ticks(lo, hi)]))
-        axis.set_minor_locator(NullLocator())
-        axis.set_major_formatter(FuncFormatter(_format_percent))
-        axis.set_minor_formatter(FuncFormatter(lambda *_: ""))
 
 
 def _aggregate(df: pd.DataFrame, keys: list[str], x: str, y: str) -> pd.DataFrame:
@@ -250,36 +104,75 @@ def plot_id_vs_ood(
     (an entry that repeats, e.g. one fine-tuned model shared by several curves, is shown once). ``span``: more x
     and y accuracies the axes must show (e.g. interval ends). Returns the Figure (drawn on ``ax`` if given).
     """
-    missing = [c for c in (mode_col, alpha_col, x, y) if c not in df.columns]
+    _check_curve_frame(df, (mode_col, alpha_col, x, y))
+    fig, ax = _figure_and_axes(ax, figsize)
+    agg = _aggregate(df, [mode_col, alpha_col], x, y)
+    modes = list(dict.fromkeys(df[mode_col]))
+    colors = list(palette) if palette is not None else [f"C{i}" for i in range(10)]
+    has_extra = extra is not None and not extra.empty
+    _logit_axes_around_points(ax, agg, extra if has_extra else None, span, x, y)
+    if has_extra:
+        _draw_extra_groups(ax, extra, x, y, group_col, fit, first_color=len(modes) + 2)
+    _draw_mode_curves(ax, agg, modes, colors, x=x, y=y, mode_col=mode_col, alpha_col=alpha_col,
+                      show_range=show_range, label_alpha=label_alpha, curve_label=curve_label,
+                      finetuned_label=finetuned_label)
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    if title:
+        ax.set_title(title)
+    ax.grid(True, which="major", linewidth=0.5, alpha=0.5)
+    ax.legend(fontsize=8, loc="best", frameon=True)
+    return fig
+
+
+def _check_curve_frame(df: pd.DataFrame, columns: Sequence[str]) -> None:
+    """Raise ``ValueError`` when ``df`` lacks one of ``columns`` or has no rows."""
+    missing = [c for c in columns if c not in df.columns]
     if missing:
         raise ValueError(f"plot_id_vs_ood needs columns {missing}; the frame has {list(df.columns)}")
     if df.empty:
         raise ValueError("plot_id_vs_ood got an empty frame: nothing to plot")
+
+
+def _figure_and_axes(ax: Optional[Axes], figsize: tuple[float, float]) -> tuple[Figure, Axes]:
+    """``ax`` and its figure, or a new figure of ``figsize`` with one axes."""
     if ax is None:
         fig = new_figure(figsize)
         ax = fig.add_subplot()
     else:
         fig = ax.figure
-    agg = _aggregate(df, [mode_col, alpha_col], x, y)
-    modes = list(dict.fromkeys(df[mode_col]))
-    colors = list(palette) if palette is not None else [f"C{i}" for i in range(10)]
+    return fig, ax
 
+
+def _logit_axes_around_points(ax: Axes, agg: pd.DataFrame, extra: Optional[pd.DataFrame],
+                              span: tuple[Sequence[float], Sequence[float]], x: str, y: str) -> None:
+    """:func:`logit_axes` around the curves' points, the ``extra`` points and the ``span`` accuracies."""
     all_x, all_y = list(agg[x]) + list(span[0]), list(agg[y]) + list(span[1])
-    if extra is not None and not extra.empty:
+    if extra is not None:
         all_x += list(extra[x])
         all_y += list(extra[y])
     logit_axes(ax, all_x, all_y)
 
-    if extra is not None and not extra.empty:
-        for i, (group, sub) in enumerate(extra.groupby(group_col, sort=False)):
-            color = f"C{(len(modes) + 2 + i) % 10}"
-            ax.scatter(sub[x] / 100.0, sub[y] / 100.0, s=18, color=color, alpha=0.7,
-                       label=str(group), zorder=2)
-            do_fit = fit is True or (not isinstance(fit, bool) and group in fit)
-            if do_fit and len(sub) >= 2 and np.ptp(_logit(sub[x])) > 0:
-                line = fit_logit_line(sub[x], sub[y])
-                draw_logit_line(ax, line, color=color, label=f"linear fit ({group})")
 
+def _draw_extra_groups(ax: Axes, extra: pd.DataFrame, x: str, y: str, group_col: str,
+                       fit: Union[bool, Sequence[str]], first_color: int) -> None:
+    """Scatter each ``group_col`` group of ``extra`` (colours from ``C<first_color>`` on), with its logit-space
+    linear fit when ``fit`` is True or names the group (and its x accuracies differ)."""
+    for i, (group, sub) in enumerate(extra.groupby(group_col, sort=False)):
+        color = f"C{(first_color + i) % 10}"
+        ax.scatter(sub[x] / 100.0, sub[y] / 100.0, s=18, color=color, alpha=0.7,
+                   label=str(group), zorder=2)
+        do_fit = fit is True or (not isinstance(fit, bool) and group in fit)
+        if do_fit and len(sub) >= 2 and np.ptp(logit_percent(sub[x])) > 0:
+            line = fit_logit_line(sub[x], sub[y])
+            draw_logit_line(ax, line, color=color, label=f"linear fit ({group})")
+
+
+def _draw_mode_curves(ax: Axes, agg: pd.DataFrame, modes: Sequence[Any], colors: Sequence[Any], *, x: str, y: str,
+                      mode_col: str, alpha_col: str, show_range: bool, label_alpha: Optional[float],
+                      curve_label: str, finetuned_label: str) -> None:
+    """Each mode's curve in alpha order: its zero-shot star and fine-tuned marker (each legend entry once), its
+    marked and labelled ``label_alpha`` point, and the seed ranges of the other points when ``show_range``."""
     zero_shot_drawn, finetuned_drawn = False, set()
     for i, mode in enumerate(modes):
         color = colors[i % len(colors)]
@@ -304,14 +197,6 @@ def plot_id_vs_ood(
                             textcoords="offset points", xytext=(4, 6), fontsize=8, color=color)
             elif show_range and row["n"] > 1:
                 _point(ax, row, x, y, show_range, marker=".", s=1, color=color, zorder=4)
-
-    ax.set_xlabel(xlabel)
-    ax.set_ylabel(ylabel)
-    if title:
-        ax.set_title(title)
-    ax.grid(True, which="major", linewidth=0.5, alpha=0.5)
-    ax.legend(fontsize=8, loc="best", frameon=True)
-    return fig
 
 
 def _image_grid(axes: Sequence[Axes], images: Sequence[Any], titles: Sequence[str], fontsize: int = 7) -> None:
@@ -366,16 +251,6 @@ def plot_alpha_step(curve: pd.DataFrame, alpha: float, images: Sequence[Any], la
     right.suptitle(f"{dataset}: {len(fixed)} predictions fixed, {len(broken)} broken vs. zero-shot",
                    fontsize=9)
     return fig
-
-
-def panel_grid(n: int, ncols: int, panel: tuple[float, float]) -> tuple[Figure, list[Axes]]:
-    ncols = max(1, min(ncols, n))
-    nrows = -(-n // ncols)
-    fig = new_figure((panel[0] * ncols, panel[1] * nrows))
-    axes = fig.subplots(nrows, ncols, squeeze=False).ravel()
-    for ax in axes[n:]:
-        ax.set_visible(False)
-    return fig, list(axes[:n])
 
 
 def plot_weight_path(path: pd.DataFrame, *, titles: Optional[dict[str, str]] = None, ncols: int = 4,
@@ -529,19 +404,3 @@ def plot_metric_curves(curves: pd.DataFrame, *, x: str = "x", y: str = "y", pane
     if title:
         fig.suptitle(title, fontsize=10)
     return fig
-
-
-def save_figure(fig: Figure, path_without_ext: Union[str, Path],
-                formats: Sequence[str] = ("png", "pdf"), dpi: int = 200) -> list[Path]:
-    """Write ``fig`` as ``<path>.png`` and ``<path>.pdf`` (atomically); return the paths."""
-    base = Path(path_without_ext)
-    if fig.canvas is None or not hasattr(fig.canvas, "print_figure"):
-        FigureCanvasAgg(fig)
-    paths = []
-    for fmt in formats:
-        path = base.with_name(f"{base.name}.{fmt}")
-        with atomic_path(path) as tmp:
-            fig.savefig(tmp, format=fmt, dpi=dpi, bbox_inches="tight")
-        paths.append(path)
-    fig.saved_to = paths  # named in the text form a notebook shows beside the image
-    return paths
