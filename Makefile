@@ -28,11 +28,14 @@ lock: $(VENV)/.installed
 	@$(PY) -m pip freeze --exclude-editable 2>/dev/null | grep -v "^#" > $(VENV)/installed.txt
 	@$(VENV)/bin/pip-compile --quiet --extra dev --extra lab --strip-extras --no-emit-index-url --no-emit-find-links \
 		-c $(VENV)/installed.txt -o requirements.lock pyproject.toml
+	@sed -i '/^wiseft @ /,+1d' requirements.lock  # the extras name wiseft[studies]: not a pin of its own
 	@echo "== requirements.lock: the versions installed in $(VENV), resolved from pyproject.toml by pip-compile"
 
+# dependencies consistent, lint, and the layer contract (import-linter, [tool.importlinter] in pyproject.toml)
 check: $(VENV)/.installed
 	@$(PY) -m pip check
 	@$(VENV)/bin/ruff check .
+	@$(VENV)/bin/lint-imports --no-cache
 
 setup: $(VENV)/.installed data
 

@@ -18,7 +18,7 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 from wiseft_lib.experiment.runs import RunCache, run_key
-from wiseft_lib.mini.standard import STANDARD_ZOO, _NORMALIZE, build_standard, train_standard
+from wiseft_lib.mini.standard import STANDARD_ZOO, STANDARD_TRANSFORM, build_standard, train_standard
 from wiseft_lib.data import get_dataset, is_embedded
 from wiseft_lib.core.evaluate import preprocess_once, predict_logits
 from wiseft_lib.core.files import atomic_path
@@ -62,12 +62,12 @@ def build_other_model(name: str, cfg: "CurveConfig", seed: int, *, pretrained: b
         return model.to(device).eval(), timm.data.create_transform(**data_cfg)
 
     kwargs = {"n_train": n_train, "seed": seed} if is_embedded(cfg.id_dataset) else {}
-    train = get_dataset(cfg.id_dataset, root=cfg.data_root, split="train", transform=_NORMALIZE, **kwargs)
+    train = get_dataset(cfg.id_dataset, root=cfg.data_root, split="train", transform=STANDARD_TRANSFORM, **kwargs)
     x, y = preprocess_once(train, progress=progress).dataset.tensors
     spec = STANDARD_ZOO[model_name]
     torch.manual_seed(seed)
     model = build_standard(spec["arch"], spec["width"], num_classes=len(train.classnames), image_size=x.shape[-1])
-    return train_standard(model, x, y, epochs=spec["epochs"], seed=seed, device=device), _NORMALIZE
+    return train_standard(model, x, y, epochs=spec["epochs"], seed=seed, device=device), STANDARD_TRANSFORM
 
 
 def _cached(runs: RunCache, kind: str, key: str, record: dict[str, Any]):

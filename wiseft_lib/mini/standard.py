@@ -39,7 +39,8 @@ STANDARD_ZOO: dict[str, dict[str, Any]] = {
     "cnn16-e2": {"arch": "cnn", "width": 16, "epochs": 2},
     "cnn32-e4": {"arch": "cnn", "width": 32, "epochs": 4},
 }
-_NORMALIZE = transforms.Compose([transforms.ToTensor(), transforms.Normalize((0.5,) * 3, (0.5,) * 3)])
+# the standard models' input: the image as a tensor, each channel scaled to [-1, 1]
+STANDARD_TRANSFORM = transforms.Compose([transforms.ToTensor(), transforms.Normalize((0.5,) * 3, (0.5,) * 3)])
 
 
 def build_standard(arch: str, width: int, num_classes: int = 10, image_size: int = 28) -> nn.Module:
@@ -99,12 +100,12 @@ def standard_points(names: Optional[Sequence[str]] = None, *, id_dataset: str = 
     if unknown:
         raise ValueError(f"unknown standard models {unknown}; known: {', '.join(STANDARD_ZOO)}")
     torch.manual_seed(seed)
-    train = get_dataset(id_dataset, root=data_root, split="train", transform=_NORMALIZE,
+    train = get_dataset(id_dataset, root=data_root, split="train", transform=STANDARD_TRANSFORM,
                         n_train=n_train, seed=seed)
     x, y = preprocess_once(train, progress=False).dataset.tensors
     evals = {}
     for name in (id_dataset, *ood_datasets):
-        bundle = get_dataset(name, root=data_root, split=split_of(name, eval_split), transform=_NORMALIZE,
+        bundle = get_dataset(name, root=data_root, split=split_of(name, eval_split), transform=STANDARD_TRANSFORM,
                              n_test=n_test)
         evals[name] = preprocess_once(bundle, progress=False)
     rows = []
