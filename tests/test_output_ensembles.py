@@ -1,21 +1,13 @@
-"""Output-space ensembles of a curve's two ends (Figure 10): definitions, cached logits, the matched comparison."""
-import pandas as pd
+"""Output-space ensembles of a curve's two ends (Figure 10): definitions, cached logits (the matched comparison:
+test_matched_id.py)."""
 import pytest
 import torch
-from conftest import forbid
+from helpers import forbid
 
 from wiseft_lib.experiment.config import CurveConfig
 from wiseft_lib.experiment.curve import curve_table, wiseft_curve
-from wiseft_lib.baselines.output_ensembles import ood_at_matched_id, output_ensemble_curve
+from wiseft_lib.baselines.output_ensembles import output_ensemble_curve
 from wiseft_lib.experiment.runs import RunCache
-
-
-def test_ood_at_matched_id_interpolates_and_takes_the_best_crossing():
-    curve = pd.DataFrame({"id_acc": [60.0, 70.0, 80.0, 75.0], "ood_avg": [50.0, 60.0, 55.0, 40.0]})
-    assert ood_at_matched_id(curve, 65.0) == pytest.approx(55.0)
-    assert ood_at_matched_id(curve, 70.0) == 60.0
-    assert ood_at_matched_id(curve, 77.5) == pytest.approx(56.25)  # crossed twice: 56.25 and 47.5
-    assert pd.isna(ood_at_matched_id(curve, 90.0))
 
 
 @pytest.mark.slow

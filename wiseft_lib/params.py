@@ -240,20 +240,22 @@ class Params:
         """Build from a notebook's globals after papermill injected its parameters.
 
         ``declared`` is ``set(globals())`` taken at the end of the ``parameters`` cell: a value
-        papermill injected under a name the cell does not declare is an unknown parameter (papermill
-        itself only warns, and a typo would silently run the defaults). Names bound to modules,
-        classes and functions (the notebook's own imports) are not parameters.
+        papermill injected under a name that is neither declared there nor a field is an unknown parameter
+        (papermill itself only warns, and a typo would silently run the defaults). Names bound to modules,
+        classes and functions (the notebook's own imports) are not parameters. Fields the cell does not
+        show keep their defaults unless papermill set them.
         """
         names = cls.field_names()
-        unknown = sorted(k for k, v in namespace.items() if k not in declared and not k.startswith("_")
-                         and k not in IPYTHON_NAMES and not callable(v) and not isinstance(v, types.ModuleType))
+        unknown = sorted(k for k, v in namespace.items() if k not in declared and k not in names
+                         and not k.startswith("_") and k not in IPYTHON_NAMES and not callable(v)
+                         and not isinstance(v, types.ModuleType))
         if unknown:
             raise _unknown(unknown, names, "notebook parameter(s)")
-        missing = [n for n in names if n not in namespace]
+        missing = [n for n in cls.notebook_fields() if n not in namespace]
         if missing:
             raise ParamsError(f"the notebook's parameters cell lacks {missing}; regenerate it from "
                               f"{cls.__name__}.parameters_cell()")
-        return cls.from_mapping({n: namespace[n] for n in names}, source="notebook parameters")
+        return cls.from_mapping({n: namespace[n] for n in names if n in namespace}, source="notebook parameters")
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)  # type: ignore[call-overload]
@@ -274,11 +276,26 @@ class Params:
         return cls()
 
     @classmethod
+    def notebook_fields(cls) -> list[str]:
+        """The fields a notebook's ``parameters`` cell shows: what a user of the study would change. Each base
+        class names its own in ``NOTEBOOK_FIELDS``; a study's own fields (declared in its class) are shown too."""
+        names = cls.field_names()
+        shown = {n for klass in cls.__mro__ for n in vars(klass).get("NOTEBOOK_FIELDS", ())}
+        shown |= set(vars(cls).get("__annotations__", {}))
+        return [n for n in names if n in shown]
+
+    @classmethod
     def parameters_cell(cls) -> str:
-        """The notebook ``parameters`` cell: one ``name = default  # help`` line per field."""
+        """The notebook ``parameters`` cell: one ``name = default  # help`` line per shown field; the other
+        fields keep their defaults (papermill ``-p`` / ``-f`` still sets any of them)."""
         d = cls.defaults()
+        fields = {f.name: f for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
         lines = []
-        for f in dataclasses.fields(cls):  # type: ignore[arg-type]
-            help_text = f.metadata.get("help", "")
-            lines.append(f"{f.name} = {_literal(getattr(d, f.name))}" + (f"  # {help_text}" if help_text else ""))
+        for name in cls.notebook_fields():
+            help_text = fields[name].metadata.get("help", "")
+            lines.append(f"{name} = {_literal(getattr(d, name))}" + (f"  # {help_text}" if help_text else ""))
+        hidden = len(fields) - len(lines)
+        if hidden:
+            lines += [f"# {hidden} more parameters keep their defaults: the `params` table below lists them all,",
+                      "# and papermill -p NAME VALUE (or a params file) sets any of them"]
         return "\n".join(lines + ["_declared = set(globals())  # what papermill may override (checked next)"])

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 from typing import Callable, Optional, Sequence
 
-import numpy as np
 import pandas as pd
 import torch
 from safetensors.torch import load_file, save_file
@@ -28,7 +27,7 @@ from wiseft_lib.experiment.runs import RunCache
 from wiseft_lib.core.files import atomic_path
 from wiseft_lib.core.evaluate import predict_logits, score
 
-__all__ = ["SPACES", "ensemble_mode", "endpoint_logits", "output_ensemble_curve", "ood_at_matched_id"]
+__all__ = ["SPACES", "ensemble_mode", "endpoint_logits", "output_ensemble_curve"]
 
 SPACES = {"logit": ensemble_logits, "prob": ensemble_probs}
 
@@ -98,18 +97,3 @@ def output_ensemble_curve(cfg: CurveConfig, seed: int = 0, *, runs: Optional[Run
         rows += tidy_scores(ep, ensemble_mode(space), run, path)
     return pd.DataFrame(rows)
 
-
-def ood_at_matched_id(curve: pd.DataFrame, id_acc: float, x: str = "id_acc", y: str = "ood_avg") -> float:
-    """The best ``y`` of a curve (rows in alpha order) where it reaches ID accuracy ``id_acc``.
-
-    Segments between consecutive points are interpolated linearly; where the curve crosses ``id_acc``
-    several times the best crossing counts; NaN if it never reaches it.
-    """
-    xs, ys = curve[x].to_numpy(dtype=float), curve[y].to_numpy(dtype=float)
-    found = [ys[i] for i in range(len(xs)) if np.isclose(xs[i], id_acc)]
-    for i in range(len(xs) - 1):
-        lo, hi = sorted((xs[i], xs[i + 1]))
-        if lo < id_acc < hi:
-            t = (id_acc - xs[i]) / (xs[i + 1] - xs[i])
-            found.append(ys[i] + t * (ys[i + 1] - ys[i]))
-    return float(max(found)) if found else float("nan")

@@ -10,7 +10,7 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, ClassVar, Optional
 
 import torch
 
@@ -33,7 +33,6 @@ COUNT_METRICS = ("n_images", "n_skipped")  # what every score also records: imag
 
 
 def _check_templates(templates: list[str]) -> None:
-
     if not templates:
         raise ParamsError("parameter 'templates': is empty; give at least one template, e.g. ['a photo of a {}.'] "
                           "(or None: the ID dataset's own)")
@@ -47,6 +46,9 @@ def _check_templates(templates: list[str]) -> None:
 @dataclass
 class CurveConfig(Params):
     """Everything one WiSE-FT curve depends on (checked when built; see :mod:`wiseft_lib.params`)."""
+
+    # what a notebook's parameters cell shows of these: the setting (the mini, or a real model and data folder)
+    NOTEBOOK_FIELDS: ClassVar[tuple[str, ...]] = ("model", "pretrained", "data_root")
 
     model: str = param("wiseft-mini", "any open_clip model name (e.g. ViT-B-16) or the package's wiseft-mini")
     pretrained: Optional[str] = param(None, "open_clip tag (openai), a weights file, 'random' (random weights), or "
@@ -145,9 +147,7 @@ class CurveConfig(Params):
             # the loaders' workers follow the study's num_workers unless the recipe says otherwise (not in keys)
             return FinetuneConfig(mode=mode, seed=seed, **{"num_workers": self.num_workers, **recipe})
         except TypeError as err:  # an unknown field
-            from dataclasses import fields  # optional
-
-            known = [f.name for f in fields(FinetuneConfig) if f.name not in ("mode", "seed")]
+            known = [f.name for f in dataclasses.fields(FinetuneConfig) if f.name not in ("mode", "seed")]
             raise ParamsError(f"parameter {key!r}: {err}; its keys are FinetuneConfig fields: "
                               f"{', '.join(known)}") from None
         except ParamsError as err:  # a field of the wrong type: name it as KEY.FIELD

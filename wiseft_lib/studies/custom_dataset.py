@@ -25,7 +25,6 @@ the expected layout instead of becoming a demo.
 from __future__ import annotations
 
 import dataclasses
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional
@@ -35,7 +34,7 @@ import pandas as pd
 from wiseft_lib.experiment.config import CurveConfig
 from wiseft_lib.experiment.curve import curve_table, summary_table, wiseft_curve
 from wiseft_lib.params import ParamsError, param
-from wiseft_lib.studies.base import StudyParams, UsesRuns, resolve_path, write_study_record
+from wiseft_lib.studies.base import StudyOutputs, StudyParams, StudyResult, UsesRuns, register_study, resolve_path
 import numpy as np
 import copy
 import torch
@@ -43,15 +42,13 @@ from wiseft_lib.data import list_datasets, eval_split, get_dataset
 from wiseft_lib.data.folder import folder_path, is_folder_name
 from wiseft_lib.data.mini.demo_folder import DEMO_MARKER, demo_style, write_demo_folder
 from wiseft_lib.data.common import dataset_labels
-from wiseft_lib.report.plots import show_images, plot_id_vs_ood, plot_metric_curves, save_figure
+from wiseft_lib.report.plots import show_images, plot_id_vs_ood, plot_metric_curves
 from wiseft_lib.experiment.endpoints import Endpoints, finetuned_run
 from wiseft_lib.experiment.export import export_classifiers, exported_logits, load_export
 from wiseft_lib.core.interpolate import interpolate_weights, check_alpha
 from wiseft_lib.core.models import RANDOM_INIT, ImageClassifier, create_model
-from wiseft_lib.experiment.runs import file_digest, RunCache
-from wiseft_lib.core.files import atomic_write_text
+from wiseft_lib.experiment.runs import file_digest
 from wiseft_lib.experiment.results import ResultsStore
-from wiseft_lib.report.tables import write_table
 
 NAME = "custom_dataset"
 DEMO_ID = "outputs/mini/custom_dataset_demo/fashion"
@@ -90,7 +87,7 @@ class CustomDatasetParams(CurveConfig, UsesRuns, StudyParams):
 
 
 @dataclass
-class CustomDatasetResult:
+class CustomDatasetResult(StudyResult):
     """What :func:`run` computed and wrote (the notebook displays it)."""
 
     params: CustomDatasetParams
@@ -103,8 +100,6 @@ class CustomDatasetResult:
     export: Any = None  # wiseft_lib.experiment.export.ExportResult, or None
     export_check: Optional[pd.DataFrame] = None  # the export loaded back through open_clip vs. the package's model
     labels: dict[str, str] = field(default_factory=dict)  # dataset name -> short label (curve columns)
-    paths: dict[str, Path] = field(default_factory=dict)
-    seconds: float = 0.0
 
 
 # ---------------------------------------------------------------- datasets
@@ -271,25 +266,23 @@ def export_model(p: CustomDatasetParams, runs, out: Path, *, progress: bool = Tr
 def run(params: CustomDatasetParams, *, progress: bool = True) -> CustomDatasetResult:
     """Demo folders if asked, the WiSE-FT curve on the folders, tables, figure and the exported model."""
 
-    started = time.time()
-    p = resolved(params.smoke_version() if params.smoke else params)
-    out, runs = p.output_path(), RunCache(p.runs_path())
+    outputs = StudyOutputs(NAME, params)
+    p, runs = resolved(outputs.params), outputs.runs
     ensure_demo_folders(p)
     data, classnames = describe_data(p)
-    paths = {"data": atomic_write_text(out / "data.csv", data.to_csv(index=False))}
+    outputs.csv("data", data)
     samples = sample_figure(p, classnames)
-    paths.update({f"samples_{f.suffix[1:]}": f for f in save_figure(samples, out / "samples", formats=("png",))})
+    outputs.figure("samples", samples, "samples", formats=("png",))
 
-    store = ResultsStore(out / "results.sqlite")
+    store = ResultsStore(outputs.out / "results.sqlite")
     tidy = pd.concat([wiseft_curve(p, seed, runs=runs, store=store, study=NAME, progress=progress)
                       for seed in p.seeds])
     labels = short_labels([p.id_dataset, *p.ood_datasets])
     curve = curve_table(tidy, id_dataset=p.id_dataset, ood_datasets=p.ood_datasets)
     curve = curve.rename(columns={n: labels[n] for n in p.ood_datasets})
-    paths["curve"] = atomic_write_text(out / "curve.csv", curve.round(4).to_csv(index=False))
+    outputs.csv("curve", curve.round(4))
     summary = summary_table(curve) if p.ood_datasets else no_shift_summary(curve)
-    write_table(summary, out / "summary")
-    paths["summary"] = out / "summary.csv"
+    outputs.table("summary", summary)
 
     id_label = labels[p.id_dataset]
     if p.ood_datasets:
@@ -301,13 +294,16 @@ def run(params: CustomDatasetParams, *, progress: bool = True) -> CustomDatasetR
         figure = plot_metric_curves(panel, x="alpha", y="id_acc", xlabel="alpha (0: zero-shot, 1: fine-tuned)",
                                     ylabels={panel["panel"].iloc[0]: "accuracy (%)"}, ncols=1,
                                     title=f"WiSE-FT, {p.model}: accuracy along alpha")
-    paths.update({f"figure_{f.suffix[1:]}": f for f in save_figure(figure, out / NAME)})
+    outputs.figure("figure", figure, NAME)
 
     export, check = None, None
     if p.export_alpha is not None:
-        export, check = export_model(p, runs, out, progress=progress)
-        paths["export"] = export.model
-        paths["export_check"] = atomic_write_text(out / "export_check.csv", check.to_csv(index=False))
-    paths["record"] = write_study_record(out, NAME, params, started, datasets=labels)
-    return CustomDatasetResult(p, data, classnames, samples, curve, summary, figure, export, check, labels, paths,
-                               round(time.time() - started, 1))
+        export, check = export_model(p, runs, outputs.out, progress=progress)
+        outputs.paths["export"] = export.model
+        outputs.csv("export_check", check)
+    return CustomDatasetResult(p, data, classnames, samples, curve, summary, figure, export, check, labels,
+                               **outputs.finish(datasets=labels))
+
+
+STUDY = register_study("custom_dataset", "Your own data: WiSE-FT on an image folder, exported as an open_clip checkpoint",
+                       CustomDatasetParams, run)

@@ -11,22 +11,19 @@ probabilities. Each ensemble point is set beside the WiSE-FT curve at the same I
 """
 from __future__ import annotations
 
-import time
-from dataclasses import dataclass, field
-from pathlib import Path
+from dataclasses import dataclass
 from typing import Any
 
 import pandas as pd
 
 from wiseft_lib.params import ParamsError, param
-from wiseft_lib.studies.base import write_study_record
-from wiseft_lib.studies.baselines import curve_claims, curve_matched, store_rows
+from wiseft_lib.studies.base import StudyOutputs, StudyResult, register_study
+from wiseft_lib.analysis.matched_id import curve_claims, curve_matched
+from wiseft_lib.studies.baselines import store_rows
 from wiseft_lib.studies.shift_sweep import ShiftSweepParams, run_sweep
-from wiseft_lib.core.files import atomic_write_text
 from wiseft_lib.experiment.curve import curve_table
 from wiseft_lib.baselines.output_ensembles import output_ensemble_curve, SPACES
-from wiseft_lib.report.plots import plot_id_vs_ood, save_figure
-from wiseft_lib.report.tables import write_table
+from wiseft_lib.report.plots import plot_id_vs_ood
 
 NAME = "fig10_weight_vs_output_ensembles"
 WEIGHTS = "WiSE-FT (weights)"
@@ -51,14 +48,12 @@ class Fig10Params(ShiftSweepParams):
 
 
 @dataclass
-class Fig10Result:
+class Fig10Result(StudyResult):
     params: Fig10Params
     curve: pd.DataFrame  # per seed, method and alpha: id_acc, ood_avg, each shift
     matched: pd.DataFrame  # each ensemble point beside WiSE-FT at the same ID accuracy
     claims: pd.DataFrame
     figure: Any
-    paths: dict[str, Path] = field(default_factory=dict)
-    seconds: float = 0.0
 
 
 def matched_table(curve: pd.DataFrame) -> pd.DataFrame:
@@ -74,20 +69,25 @@ def _claims(matched: pd.DataFrame) -> pd.DataFrame:
 def run(params: Fig10Params, *, progress: bool = True) -> Fig10Result:
     """WiSE-FT's sweep and the ensembles' (both from cached runs and logits); the matched table and figure."""
 
-    started = time.time()
-    p, out, tidy, runs, store = run_sweep(params, NAME, progress=progress)
+    outputs = StudyOutputs(NAME, params)
+    p, tidy, runs, store = run_sweep(outputs, progress=progress)
     ens = pd.concat([output_ensemble_curve(p, seed, runs=runs, spaces=p.spaces, progress=progress)
                      for seed in p.seeds], ignore_index=True)
     store_rows(store, NAME, p.model, ens, p.to_dict())
     both = pd.concat([tidy.assign(mode=WEIGHTS), ens], ignore_index=True)
     curve = curve_table(both, id_dataset=p.id_dataset, ood_datasets=p.ood_datasets)
-    paths = {"curve": atomic_write_text(out / "curve.csv", curve.round(4).to_csv(index=False))}
+    outputs.csv("curve", curve.round(4))
     matched = matched_table(curve)
-    paths["matched"] = write_table(matched, out / "matched", floatfmt=".2f")["csv"]
+    outputs.table("matched", matched, floatfmt=".2f")
     claims = _claims(matched)
-    paths["claims"] = write_table(claims, out / "claims", floatfmt=".2f")["csv"]
+    outputs.table("claims", claims, floatfmt=".2f")
     figure = plot_id_vs_ood(curve, curve_label="{mode}", finetuned_label="fine-tuned (end-to-end)",
                             title=f"Weight- vs output-space ensembles, {p.model} ({p.eval_split} split)")
-    paths.update({f"figure_{f.suffix[1:]}": f for f in save_figure(figure, out / NAME)})
-    paths["record"] = write_study_record(out, NAME, params, started)
-    return Fig10Result(p, curve, matched, claims, figure, paths, round(time.time() - started, 1))
+    outputs.figure("figure", figure, NAME)
+    return Fig10Result(p, curve, matched, claims, figure, **outputs.finish())
+
+
+STUDY = register_study("fig10_weight_vs_output_ensembles",
+                       "Figure 10: WiSE-FT vs. output-space (logit, probability) ensembles",
+                       Fig10Params, run,
+                       covers=[("Figure 10", "")])

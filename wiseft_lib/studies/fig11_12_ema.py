@@ -12,6 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from wiseft_lib.studies.base import register_study
 from wiseft_lib.params import param
 from wiseft_lib.studies.baselines import BaselineParams, BaselineResult, run_baseline_study
 
@@ -40,3 +41,9 @@ class EmaParams(BaselineParams):
 def run(params: EmaParams, *, progress: bool = True) -> BaselineResult:
     return run_baseline_study(params, NAME, title=f"Figures 11, 12: weight averaging during fine-tuning vs WiSE-FT, "
                                                   f"{params.model}", progress=progress)
+
+
+STUDY = register_study("fig11_12_ema",
+                       "Figures 11, 12: weight averaging (EMA) during fine-tuning vs. WiSE-FT",
+                       EmaParams, run,
+                       covers=[("Figures 11, 12", "")])

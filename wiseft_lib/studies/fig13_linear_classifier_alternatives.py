@@ -18,6 +18,7 @@ from typing import Any
 
 import pandas as pd
 
+from wiseft_lib.studies.base import register_study
 from wiseft_lib.params import ParamsError, param
 from wiseft_lib.studies.baselines import BaselineParams, BaselineResult, run_baseline_study
 from wiseft_lib.studies.shift_sweep import Sweep
@@ -70,7 +71,6 @@ class Fig13Params(BaselineParams):
 
 
 def run(params: Fig13Params, *, progress: bool = True) -> BaselineResult:
-
     def curves(sweep: Sweep) -> pd.DataFrame:
         p = sweep.params
         return pd.concat([head_baseline_curves(p, seed, runs=sweep.runs, spaces=p.spaces,
@@ -79,3 +79,10 @@ def run(params: Fig13Params, *, progress: bool = True) -> BaselineResult:
 
     return run_baseline_study(params, NAME, title=f"Figure 13: linear-classifier alternatives vs WiSE-FT LC, "
                                                   f"{params.model}", progress=progress, extra_curves=curves)
+
+
+STUDY = register_study("fig13_linear_classifier_alternatives",
+                       "Figure 13: linear-classifier alternatives (regularizers, distillation, L2, init, ensembles, "
+                       "random interpolation) vs. WiSE-FT LC",
+                       Fig13Params, run,
+                       covers=[("Figure 13", "")])

@@ -11,6 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from wiseft_lib.studies.base import register_study
 from wiseft_lib.params import param
 from wiseft_lib.studies.baselines import BaselineParams, BaselineResult, run_baseline_study
 
@@ -39,3 +40,9 @@ class Fig15Params(BaselineParams):
 def run(params: Fig15Params, *, progress: bool = True) -> BaselineResult:
     return run_baseline_study(params, NAME, title=f"Figure 15: stronger augmentation vs WiSE-FT, {params.model}",
                               progress=progress)
+
+
+STUDY = register_study("fig15_augmentation",
+                       "Figure 15: Figure 3's rows with stronger augmentation (RandAugment)",
+                       Fig15Params, run,
+                       covers=[("Figure 15", "")])

@@ -14,9 +14,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
-import time
-from dataclasses import dataclass, field
-from pathlib import Path
+from dataclasses import dataclass
 from typing import Any, Optional
 
 import numpy as np
@@ -28,16 +26,13 @@ from wiseft_lib.data.mini import MINI_OOD
 from wiseft_lib.data.mini.tasks import TRANSFER_TASKS
 from wiseft_lib.params import ParamsError, param
 from wiseft_lib.experiment.results import ResultsStore
-from wiseft_lib.experiment.runs import RunCache
-from wiseft_lib.studies.base import StudyParams, UsesRuns, write_study_record
+from wiseft_lib.studies.base import StudyOutputs, StudyParams, StudyResult, UsesRuns, register_study
 from wiseft_lib.studies.shift_sweep import ALPHAS_21
-from wiseft_lib.report.plots import panel_grid, save_figure
-from wiseft_lib.core.files import atomic_write_text
+from wiseft_lib.report.plots import panel_grid
 from wiseft_lib.experiment.curve import curve_table
 from wiseft_lib.data import get_dataset
 from wiseft_lib.data.registry import default_eval_split
 from wiseft_lib.experiment.endpoints import eval_bundle_kwargs
-from wiseft_lib.report.tables import write_table
 
 NAME = "fig17_19_low_data"
 __all__ = ["LowDataParams", "LowDataResult", "run", "low_data_table", "low_data_claims", "ALL"]
@@ -88,15 +83,13 @@ class LowDataParams(CurveConfig, UsesRuns, StudyParams):
 
 
 @dataclass
-class LowDataResult:
+class LowDataResult(StudyResult):
     params: LowDataParams
     curves: pd.DataFrame  # task, k, alpha, seed: id_acc, ood_avg
     summary: pd.DataFrame  # task, k, alpha label: mean and std over draws
     table: pd.DataFrame
     claims: pd.DataFrame
     figure: Any
-    paths: dict[str, Path] = field(default_factory=dict)
-    seconds: float = 0.0
 
 
 def _label(k: Optional[int]) -> str:
@@ -172,10 +165,9 @@ def plot_low_data(summary: pd.DataFrame, *, title: Optional[str] = None, ncols: 
 def run(params: LowDataParams, *, progress: bool = True) -> LowDataResult:
     """Train and sweep every (task, k, draw) (cached); write the tables and the figure."""
 
-    started = time.time()
-    p = params.smoke_version() if params.smoke else params
-    out, runs = p.output_path(), RunCache(p.runs_path())
-    store = ResultsStore(out / "results.sqlite")
+    outputs = StudyOutputs(NAME, params)
+    p, runs = outputs.params, outputs.runs
+    store = ResultsStore(outputs.out / "results.sqlite")
     frames = []
     for task in p.tasks:
         n_classes = len(get_dataset(task, root=p.data_root, split=default_eval_split(task),
@@ -192,14 +184,17 @@ def run(params: LowDataParams, *, progress: bool = True) -> LowDataResult:
     summary = low_data_summary(curves, p.report_alphas)
     table = low_data_table(summary)
     claims = low_data_claims(summary)
-    paths = {"curves": atomic_write_text(out / "low_data.csv", curves.round(4).to_csv(index=False)),
-             "summary": atomic_write_text(out / "low_data_summary.csv", summary.round(4).to_csv(index=False)),
-             "table": write_table(table, out / "low_data_table", floatfmt=".1f",
-                                  caption=f"{p.model} LC: ID accuracy by examples per class (mean over "
-                                          f"{len(p.seeds)} draw(s))")["csv"],
-             "claims": write_table(claims, out / "claims", floatfmt=".2f")["csv"]}
+    outputs.csv("curves", curves.round(4), "low_data")
+    outputs.csv("summary", summary.round(4), "low_data_summary")
+    outputs.table("table", table, "low_data_table", floatfmt=".1f",
+                  caption=f"{p.model} LC: ID accuracy by examples per class (mean over {len(p.seeds)} draw(s))")
+    outputs.table("claims", claims, floatfmt=".2f")
     figure = plot_low_data(summary, title=f"Low data: WiSE-FT of a linear classifier, {p.model} "
                                           f"({len(p.seeds)} draw(s) per k; bars: std)")
-    paths.update({f"figure_{f.suffix[1:]}": f for f in save_figure(figure, out / NAME)})
-    paths["record"] = write_study_record(out, NAME, params, started)
-    return LowDataResult(p, curves, summary, table, claims, figure, paths, round(time.time() - started, 1))
+    outputs.figure("figure", figure, NAME)
+    return LowDataResult(p, curves, summary, table, claims, figure, **outputs.finish())
+
+
+STUDY = register_study("fig17_19_low_data", "Figures 17-19: WiSE-FT of linear classifiers trained on k examples per class",
+                       LowDataParams, run,
+                       covers=[("Figures 17-19", "")])

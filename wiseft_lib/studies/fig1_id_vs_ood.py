@@ -11,9 +11,7 @@ scores and reference models come from the run cache when an earlier run (of any 
 """
 from __future__ import annotations
 
-import time
-from dataclasses import dataclass, field
-from pathlib import Path
+from dataclasses import dataclass
 from typing import Any, Optional
 
 import pandas as pd
@@ -23,16 +21,12 @@ from wiseft_lib.experiment.curve import check_claims, curve_table, data_table, s
 from wiseft_lib.params import param
 from wiseft_lib.mini.standard import REFERENCE_MODELS
 from wiseft_lib.studies.launch import distributable
-from wiseft_lib.studies.base import Launches, StudyParams, UsesRuns, write_study_record
+from wiseft_lib.studies.base import Launches, StudyOutputs, StudyParams, StudyResult, UsesRuns, register_study
 import dataclasses
 from wiseft_lib.report.paper import testbed
-from wiseft_lib.core.files import atomic_write_text
 from wiseft_lib.experiment.reference import baseline_points, effective_robustness
 from wiseft_lib.experiment.results import ResultsStore
-from wiseft_lib.experiment.runs import RunCache
-from wiseft_lib.report.tables import write_table
 from wiseft_lib.report.fig1_plots import plot_fig1, plot_fig1_per_set, seed_spread
-from wiseft_lib.report.plots import save_figure
 from wiseft_lib.studies.shift_sweep import column_labels
 
 NAME = "fig1_id_vs_ood"
@@ -61,7 +55,7 @@ class Fig1Params(CurveConfig, Launches, UsesRuns, StudyParams):
 
 
 @dataclass
-class Fig1Result:
+class Fig1Result(StudyResult):
     """What :func:`run` computed and wrote (the notebook displays it)."""
 
     params: Fig1Params
@@ -70,8 +64,6 @@ class Fig1Result:
     summary: pd.DataFrame  # zero-shot, fine-tuned, alpha=0.5 and oracle-alpha rows, mean over seeds
     claims: Optional[pd.DataFrame]  # the paper's claims checked on this run
     figure: Any  # matplotlib Figure
-    paths: dict[str, Path] = field(default_factory=dict)
-    seconds: float = 0.0
     data: Optional[pd.DataFrame] = None  # per evaluation set: images scored, unreadable files skipped
     figure_per_set: Any = None  # one panel per shift: ID vs that shift, intervals on both axes
     seed_spread: Optional[pd.DataFrame] = None  # per mode, alpha and column: n_seeds, mean, min, max over seeds
@@ -93,43 +85,38 @@ def testbed_points(id_dataset: str, shifts: list[str]) -> pd.DataFrame:
 def run(params: Fig1Params, *, progress: bool = True) -> Fig1Result:
     """Compute (or reuse) the curves and reference models; write tables, figure and results store."""
 
-    started = time.time()
-    p = params.smoke_version() if params.smoke else params
-    out, runs = p.output_path(), RunCache(p.runs_path())
-    store = ResultsStore(out / "results.sqlite")
+    outputs = StudyOutputs(NAME, params)
+    p, runs = outputs.params, outputs.runs
+    store = ResultsStore(outputs.out / "results.sqlite")
     tidy = pd.concat([wiseft_curve(p, seed, runs=runs, store=store, study=NAME, progress=progress)
                       for seed in p.seeds])
     curve = curve_table(tidy, id_dataset=p.id_dataset, ood_datasets=p.ood_datasets)
-    paths = {"curve": atomic_write_text(out / "curve.csv", curve.round(4).to_csv(index=False))}
+    outputs.csv("curve", curve.round(4))
     data = data_table(tidy)
-    paths["data"] = atomic_write_text(out / "data.csv", data.to_csv(index=False))
+    outputs.csv("data", data)
     baselines = baseline_points(p, p.standard_models, p.zeroshot_pretrained, seed=p.seeds[0],
                                 n_train_standard=p.n_train_standard, runs=runs, progress=progress)
     if p.testbed:
         baselines = pd.concat([baselines, testbed_points(p.id_dataset, p.ood_datasets)], ignore_index=True)
     if not baselines.empty:
-        paths["baselines"] = atomic_write_text(out / "baselines.csv", baselines.round(4).to_csv(index=False))
+        outputs.csv("baselines", baselines.round(4))
     summary = summary_table(curve)
     if (baselines["group"] == "standard").sum() >= 2:  # OOD accuracy above the standard models' line (pp)
         summary = effective_robustness(summary, baselines)
-    write_table(summary, out / "summary")
-    paths["summary"] = out / "summary.csv"
+    outputs.table("summary", summary)
     claims = None
     if {0.0, 0.5, 1.0} <= set(curve["alpha"]):
         claims = check_claims(curve)
-        write_table(claims, out / "claims")
-        paths["claims"] = out / "claims.csv"
-    figures, spread = _figures(p, curve, baselines, data, paths)
-    paths["record"] = write_study_record(out, NAME, params, started)
-    return Fig1Result(p, curve, baselines, summary, claims, figures[0], paths, round(time.time() - started, 1), data,
-                      figures[1], spread)
+        outputs.table("claims", claims)
+    figures, spread = _figures(p, outputs, curve, baselines, data)
+    return Fig1Result(p, curve, baselines, summary, claims, figures[0], data, figures[1], spread,
+                      **outputs.finish())
 
 
-def _figures(p: Fig1Params, curve: pd.DataFrame, baselines: pd.DataFrame, data: pd.DataFrame,
-             paths: dict[str, Path]) -> tuple[tuple[Any, Any], pd.DataFrame]:
+def _figures(p: Fig1Params, outputs: StudyOutputs, curve: pd.DataFrame, baselines: pd.DataFrame,
+             data: pd.DataFrame) -> tuple[tuple[Any, Any], pd.DataFrame]:
     """Figure 1, its per-set companion (95% Clopper-Pearson intervals on each set's images) and the seed spread."""
 
-    out = p.output_path()
     n_images = {d: float(n) for d, n in zip(data["dataset"], data["images"]) if n > 0}
     seeds = f"{len(p.seeds)} seed{'s' if len(p.seeds) > 1 else ''}"
     title = f"WiSE-FT, {p.model}: {p.id_dataset} vs. {len(p.ood_datasets)} shifts ({p.eval_split} split, {seeds})"
@@ -140,8 +127,14 @@ def _figures(p: Fig1Params, curve: pd.DataFrame, baselines: pd.DataFrame, data: 
                                 titles=column_labels(p.ood_datasets),
                                 title=f"Per set, {p.model} ({p.eval_split} split, {seeds}): "
                                       "95% Clopper-Pearson intervals on each set's test images")
-    paths.update({f"figure_{f.suffix[1:]}": f for f in save_figure(figure, out / NAME)})
-    paths.update({f"figure_per_set_{f.suffix[1:]}": f for f in save_figure(per_set, out / "fig1_per_set")})
+    outputs.figure("figure", figure, NAME)
+    outputs.figure("figure_per_set", per_set, "fig1_per_set")
     spread = seed_spread(curve, p.ood_datasets)
-    paths["seed_spread"] = write_table(spread, out / "seed_spread", floatfmt=".2f")["csv"]
+    outputs.table("seed_spread", spread, floatfmt=".2f")
     return (figure, per_set), spread
+
+
+STUDY = register_study("fig1_id_vs_ood",
+                       "Figure 1: ID vs. OOD accuracy, WiSE-FT curves",
+                       Fig1Params, run,
+                       covers=[("Figure 1", "")])

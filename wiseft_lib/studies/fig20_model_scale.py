@@ -14,9 +14,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import time
-from dataclasses import dataclass, field
-from pathlib import Path
+from dataclasses import dataclass
 from typing import Any, Optional
 
 import pandas as pd
@@ -25,13 +23,11 @@ from wiseft_lib.experiment.config import CurveConfig
 from wiseft_lib.experiment.curve import curve_table, wiseft_curve
 from wiseft_lib.params import ParamsError, param
 from wiseft_lib.experiment.results import ResultsStore
-from wiseft_lib.experiment.runs import RunCache
-from wiseft_lib.studies.base import StudyParams, UsesRuns, write_study_record
+from wiseft_lib.studies.base import StudyOutputs, StudyParams, StudyResult, UsesRuns, register_study
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 from wiseft_lib.core.models import create_architecture, PACKAGE_MODELS, package_weights_path
-from wiseft_lib.report.plots import panel_grid, save_figure
-from wiseft_lib.report.tables import write_table
+from wiseft_lib.report.plots import panel_grid
 
 NAME = "fig20_model_scale"
 __all__ = ["ScaleParams", "ScaleResult", "run", "pair_flops", "samples_seen", "scale_gains", "scale_claims"]
@@ -104,14 +100,12 @@ class ScaleParams(CurveConfig, UsesRuns, StudyParams):
 
 
 @dataclass
-class ScaleResult:
+class ScaleResult(StudyResult):
     params: ScaleParams
     curves: pd.DataFrame  # label, seed, mode, alpha: id_acc, ood_avg, each shift
     gains: pd.DataFrame
     claims: pd.DataFrame
     figure: Any
-    paths: dict[str, Path] = field(default_factory=dict)
-    seconds: float = 0.0
 
 
 def scale_gains(curves: pd.DataFrame, compute: dict[str, Optional[float]]) -> pd.DataFrame:
@@ -166,12 +160,11 @@ def plot_scale(gains: pd.DataFrame, *, title: Optional[str] = None):
 def run(params: ScaleParams, *, progress: bool = True) -> ScaleResult:
     """The WiSE-FT curve of every model (cached); the gains against pretraining compute."""
 
-    started = time.time()
-    p = params.smoke_version() if params.smoke else params
+    outputs = StudyOutputs(NAME, params)
+    p, runs = outputs.params, outputs.runs
     if p.smoke:
         p = dataclasses.replace(p, models=dict(list(p.models.items())[:2]), seeds=p.seeds[:1])
-    out, runs = p.output_path(), RunCache(p.runs_path())
-    store = ResultsStore(out / "results.sqlite")
+    store = ResultsStore(outputs.out / "results.sqlite")
     frames, compute = [], {}
     for label, spec in p.models.items():
         cfg = p.model_config(label)
@@ -184,11 +177,15 @@ def run(params: ScaleParams, *, progress: bool = True) -> ScaleResult:
     curves = pd.concat(frames, ignore_index=True)
     gains = scale_gains(curves, compute)
     claims = scale_claims(gains)
-    paths = {"gains": write_table(gains, out / "gains", floatfmt=".2f",
-                                  caption=f"WiSE-FT gains per model ({p.eval_split} split, {len(p.seeds)} seed(s); "
-                                          f"oracle alpha: best mean OOD on these sets)")["csv"],
-             "claims": write_table(claims, out / "claims", floatfmt=".2f")["csv"]}
+    outputs.table("gains", gains, floatfmt=".2f", caption=f"WiSE-FT gains per model ({p.eval_split} split, "
+                                                          f"{len(p.seeds)} seed(s); oracle alpha: best mean OOD on "
+                                                          f"these sets)")
+    outputs.table("claims", claims, floatfmt=".2f")
     figure = plot_scale(gains, title=f"WiSE-FT gains vs pretraining compute ({len(p.seeds)} seed(s))")
-    paths.update({f"figure_{f.suffix[1:]}": f for f in save_figure(figure, out / NAME)})
-    paths["record"] = write_study_record(out, NAME, params, started)
-    return ScaleResult(p, curves, gains, claims, figure, paths, round(time.time() - started, 1))
+    outputs.figure("figure", figure, NAME)
+    return ScaleResult(p, curves, gains, claims, figure, **outputs.finish())
+
+
+STUDY = register_study("fig20_model_scale", "Figure 20: WiSE-FT's gains against pretraining compute",
+                       ScaleParams, run,
+                       covers=[("Figure 20", "mini: the four pretraining budgets")])

@@ -15,9 +15,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
-import time
-from dataclasses import dataclass, field
-from pathlib import Path
+from dataclasses import dataclass
 from typing import Any
 
 import pandas as pd
@@ -28,7 +26,7 @@ from wiseft_lib.data.common import DatasetNotFoundError, data_root
 from wiseft_lib.params import ParamsError, param
 from wiseft_lib.experiment.results import ResultsStore
 from wiseft_lib.experiment.runs import RunCache
-from wiseft_lib.studies.base import StudyParams, UsesRuns, write_study_record
+from wiseft_lib.studies.base import StudyOutputs, StudyParams, StudyResult, UsesRuns, register_study
 from wiseft_lib.studies.baselines import store_rows
 from wiseft_lib.data.imagenet import objectnet_classnames, objectnet_imagenet_groups
 from wiseft_lib.core.models import create_model, get_tokenizer
@@ -37,8 +35,7 @@ from wiseft_lib.experiment.endpoints import Endpoints, finetuned_run
 from wiseft_lib.core.evaluate import evaluate_head, score
 from wiseft_lib.core.interpolate import iter_alphas
 from wiseft_lib.core.sweep import sweep_logits
-from wiseft_lib.report.plots import plot_id_vs_ood, save_figure
-from wiseft_lib.report.tables import write_table
+from wiseft_lib.report.plots import plot_id_vs_ood
 
 NAME = "fig26_objectnet_names"
 __all__ = ["Fig26Params", "Fig26Result", "run", "objectnet_named_classnames", "IMAGENET_NAMES", "OBJECTNET_NAMES"]
@@ -62,13 +59,11 @@ class Fig26Params(CurveConfig, UsesRuns, StudyParams):
 
 
 @dataclass
-class Fig26Result:
+class Fig26Result(StudyResult):
     params: Fig26Params
     curves: pd.DataFrame  # names, seed, mode, alpha: imagenet and objectnet top-1
     table: pd.DataFrame
     figure: Any
-    paths: dict[str, Path] = field(default_factory=dict)
-    seconds: float = 0.0
 
 
 def objectnet_named_classnames(imagenet_names: list[str]) -> list[str]:
@@ -128,15 +123,16 @@ def _named_rows(cfg: CurveConfig, seed: int, runs: RunCache, progress: bool) -> 
 def run(params: Fig26Params, *, progress: bool = True) -> Fig26Result:
     """Table 1's curves (cached) and the same fine-tunes with the ObjectNet-named zero-shot end."""
 
-    started = time.time()
-    p = dataclasses.replace(params.smoke_version(), seeds=params.seeds[:1]) if params.smoke else params
-    try:  # paper only: say so before any work starts (the notebook's Run All without data stops here)
-        data_root(p.data_root)
+    try:  # paper only: say so before any work starts or any folder is made (Run All without data stops here)
+        data_root(params.data_root)
     except DatasetNotFoundError as err:
         raise DatasetNotFoundError(f"Figure 26 needs ImageNet and ObjectNet (paper preset only): {err}; see "
                                    "params/paper/fig26_objectnet_names.yaml") from None
-    out, runs = p.output_path(), RunCache(p.runs_path())
-    store = ResultsStore(out / "results.sqlite")
+    outputs = StudyOutputs(NAME, params)
+    p, runs = outputs.params, outputs.runs
+    if params.smoke:
+        p = dataclasses.replace(p, seeds=params.seeds[:1])
+    store = ResultsStore(outputs.out / "results.sqlite")
     frames = []
     for seed in p.seeds:
         standard = curve_table(wiseft_curve(p, seed, runs=runs, store=store, study=NAME, progress=progress),
@@ -154,13 +150,17 @@ def run(params: Fig26Params, *, progress: bool = True) -> Fig26Result:
     table = mean.pivot_table(index=["mode", "alpha"], columns="names", values="objectnet").reset_index()
     table.columns.name = None
     table["gain_from_objectnet_names"] = table[OBJECTNET_NAMES] - table[IMAGENET_NAMES]
-    paths = {"table": write_table(table, out / "objectnet_names", floatfmt=".2f",
-                                  caption="ObjectNet top-1 along WiSE-FT, by the class names of the zero-shot end")["csv"]}
+    outputs.table("table", table, "objectnet_names", floatfmt=".2f",
+                  caption="ObjectNet top-1 along WiSE-FT, by the class names of the zero-shot end")
     plot_frame = mean.assign(mode=mean["mode"] + ", " + mean["names"]).rename(columns={"objectnet": "ood_avg"})
     figure = plot_id_vs_ood(plot_frame, x="id_acc", y="ood_avg", xlabel="ImageNet top-1 (%)", fit=False,
                             ylabel="ObjectNet top-1 (%)", show_range=False,
                             title="Figure 26: ObjectNet with ImageNet vs ObjectNet class names")
-    paths.update({f"figure_{f.suffix[1:]}": f for f in save_figure(figure, out / NAME)})
-    paths["record"] = write_study_record(out, NAME, params, started)
-    return Fig26Result(p, curves, table, figure, paths, round(time.time() - started, 1))
+    outputs.figure("figure", figure, NAME)
+    return Fig26Result(p, curves, table, figure, **outputs.finish())
 
+
+STUDY = register_study("fig26_objectnet_names",
+                       "Figure 26: ObjectNet with ImageNet vs ObjectNet class names (paper preset only)",
+                       Fig26Params, run,
+                       covers=[("Figure 26", "paper preset only: the mini has no ObjectNet and one set of class names")])

@@ -14,6 +14,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from wiseft_lib.studies.base import register_study
 from wiseft_lib.params import param
 from wiseft_lib.studies.baselines import BaselineParams, BaselineResult, run_baseline_study
 
@@ -54,3 +55,9 @@ def run(params: Fig3Params, *, progress: bool = True) -> BaselineResult:
     """WiSE-FT's sweep, every variant (cached), the tables, claims and figure."""
     return run_baseline_study(params, NAME, title=f"Figure 3: fine-tuning hyperparameters vs WiSE-FT, {params.model}",
                               progress=progress)
+
+
+STUDY = register_study("fig3_hyperparameters",
+                       "Figure 3: fine-tuning hyperparameters, optimizers, L2, early stopping vs. WiSE-FT",
+                       Fig3Params, run,
+                       covers=[("Figure 3", "")])

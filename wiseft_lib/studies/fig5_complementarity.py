@@ -6,19 +6,17 @@ make different mistakes.
 
 For each model: the zero-shot head and the reference linear classifier (LC, from the run cache) against a
 baseline pair: two LCs trained the same way on the two halves of the LC's training images (disjoint, stratified,
-seeded). On every evaluation set, from cached features: prediction diversity, Cohen's kappa complement, KL
-divergence and CKA complement of the pair's outputs (:mod:`wiseft_lib.analysis.complementarity`; CKA on the logits,
-since the LCs share the zero-shot features); how often WiSE-FT at ``alpha`` sides with the zero-shot model when
+seeded; the heads and their logits: :mod:`wiseft_lib.experiment.complementarity_logits`). On every evaluation
+set, from cached features: prediction diversity, Cohen's kappa complement, KL divergence and CKA complement of the
+pair's outputs (:mod:`wiseft_lib.analysis.complementarity`; CKA on the logits, since the LCs share the zero-shot
+features); how often WiSE-FT at ``alpha`` sides with the zero-shot model when
 the two disagree, and the reverse; the margins. Writes ``diversity.*``, ``overrides.*``, ``margins.*``,
 ``claims.*``, ``fig5_complementarity.png/.pdf``, ``fig27_30_diversity_by_model.png/.pdf``, ``study.json``.
 """
 from __future__ import annotations
 
-import copy
 import dataclasses
-import time
-from dataclasses import dataclass, field
-from pathlib import Path
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -27,7 +25,7 @@ import torch
 
 from wiseft_lib.experiment.config import CurveConfig
 from wiseft_lib.params import ParamsError, param
-from wiseft_lib.studies.base import StudyParams, UsesRuns, write_study_record
+from wiseft_lib.studies.base import StudyOutputs, StudyParams, StudyResult, UsesRuns, register_study
 from wiseft_lib.studies.fig20_model_scale import MINI_MODELS, check_models
 from wiseft_lib.analysis.complementarity import (
     cka_complement,
@@ -37,12 +35,9 @@ from wiseft_lib.analysis.complementarity import (
     margin_difference,
     override_rates,
 )
-from wiseft_lib.report.plots import panel_grid, save_figure
-from wiseft_lib.experiment.endpoints import Endpoints, finetuned_run
-from wiseft_lib.core.interpolate import interpolate_weights
-from wiseft_lib.finetune.lc_search import train_head
-from wiseft_lib.experiment.runs import RunCache
-from wiseft_lib.report.tables import write_table
+from wiseft_lib.report.plots import panel_grid
+from wiseft_lib.experiment.complementarity_logits import complementarity_logits, halves
+from wiseft_lib.experiment.endpoints import Endpoints
 
 NAME = "fig5_complementarity"
 __all__ = ["ComplementarityParams", "ComplementarityResult", "run", "halves", "pair_measures",
@@ -79,7 +74,7 @@ class ComplementarityParams(CurveConfig, UsesRuns, StudyParams):
 
 
 @dataclass
-class ComplementarityResult:
+class ComplementarityResult(StudyResult):
     params: ComplementarityParams
     diversity: pd.DataFrame  # model, seed, dataset, pair: the four measures
     overrides: pd.DataFrame  # model, seed, dataset: how WiSE-FT resolves the disagreements
@@ -87,20 +82,6 @@ class ComplementarityResult:
     claims: pd.DataFrame
     figure: Any
     figure_models: Any
-    paths: dict[str, Path] = field(default_factory=dict)
-    seconds: float = 0.0
-
-
-def halves(labels: torch.Tensor, seed: int) -> tuple[np.ndarray, np.ndarray]:
-    """Two disjoint halves of a training set, each with half of every class (seeded)."""
-    labels = np.asarray(labels)
-    rng = np.random.default_rng([seed, 5])
-    a, b = [], []
-    for c in np.unique(labels):
-        members = rng.permutation(np.flatnonzero(labels == c))
-        a.append(members[: len(members) // 2])
-        b.append(members[len(members) // 2:])
-    return np.sort(np.concatenate(a)), np.sort(np.concatenate(b))
 
 
 def pair_measures(logits_a: torch.Tensor, logits_b: torch.Tensor, labels: torch.Tensor, max_samples: int,
@@ -181,35 +162,17 @@ def _plot_models(diversity: pd.DataFrame, title: str):
 def run(params: ComplementarityParams, *, progress: bool = True) -> ComplementarityResult:
     """Per model and seed: the zero-shot head, the LC, two LCs on halves; every measure on every set."""
 
-    started = time.time()
-    p = params.smoke_version() if params.smoke else params
+    outputs = StudyOutputs(NAME, params)
+    p = outputs.params
     if p.smoke:
         p = dataclasses.replace(p, models=dict(list(p.models.items())[-1:]), seeds=p.seeds[:1])
-    out, runs = p.output_path(), RunCache(p.runs_path())
     div_rows, override_rows, margin_rows = [], [], []
     for label in p.models:
         cfg = p.model_config(label)
         cfg = cfg.smoke_version() if p.smoke else cfg
-        recipe = dict(cfg.linear)
         for seed in p.seeds:
-            ep = Endpoints(cfg, seed, runs, progress)
-            zs_head = copy.deepcopy(ep.zeroshot().classification_head).cpu().float()  # the classifier stays put
-            lc_head = finetuned_run(ep, "linear").load_head(ep).cpu().float()
-            mix = type(lc_head)(lc_head.weight, lc_head.bias, normalize=lc_head.normalize)
-            mix.load_state_dict(interpolate_weights(zs_head.state_dict(), lc_head.state_dict(), p.alpha))
-            x, y = ep.train_features()
-            half_a, half_b = halves(y, seed)
-            heads_ab = [train_head(x[idx], y[idx], zs_head, recipe, seed=seed, device=ep.device) for idx in
-                        (half_a, half_b)]
-            for name in cfg.eval_names():
-                feats, labels = ep.features(name)
-                feats = feats.cpu()
-                project = ep.scoring_bundle(name).project_logits
-                with torch.no_grad():
-                    logits = {k: h(feats.float()) for k, h in (("zs", zs_head), ("lc", lc_head), ("mix", mix),
-                                                               ("a", heads_ab[0]), ("b", heads_ab[1]))}
-                    if project is not None:
-                        logits = {k: project(v) for k, v in logits.items()}
+            ep = Endpoints(cfg, seed, outputs.runs, progress)
+            for name, logits, labels in complementarity_logits(ep, p.alpha):
                 key = {"model": label, "seed": seed, "dataset": name}
                 div_rows.append({**key, "pair": ZS_LC, **pair_measures(logits["zs"], logits["lc"], labels,
                                                                        p.max_samples, seed)})
@@ -222,20 +185,19 @@ def run(params: ComplementarityParams, *, progress: bool = True) -> Complementar
     claims = complementarity_claims(diversity, reference, p.id_dataset)
     mean_over_seeds = lambda df, keys: df.groupby(keys, sort=False).mean(numeric_only=True).drop(  # noqa: E731
         columns="seed").reset_index()
-    paths = {"diversity": write_table(mean_over_seeds(diversity, ["model", "dataset", "pair"]), out / "diversity",
-                                      floatfmt=".3f", csv=diversity)["csv"],
-             "overrides": write_table(mean_over_seeds(overrides, ["model", "dataset"]), out / "overrides",
-                                      floatfmt=".1f", csv=overrides)["csv"],
-             "margins": write_table(mean_over_seeds(margins, ["model", "dataset"]), out / "margins", floatfmt=".2f",
-                                    csv=margins)["csv"],
-             "claims": write_table(claims, out / "claims", floatfmt=".4f")["csv"]}
+    outputs.table("diversity", mean_over_seeds(diversity, ["model", "dataset", "pair"]), floatfmt=".3f",
+                  csv=diversity)
+    outputs.table("overrides", mean_over_seeds(overrides, ["model", "dataset"]), floatfmt=".1f", csv=overrides)
+    outputs.table("margins", mean_over_seeds(margins, ["model", "dataset"]), floatfmt=".2f", csv=margins)
+    outputs.table("claims", claims, floatfmt=".4f")
     figure = _plot_fig5(diversity, overrides, reference,
                         f"Zero-shot vs fine-tuned LC ({reference}), against two LCs on different halves")
     figure_models = _plot_models(diversity, "Diversity measures across models (mean over sets and seeds)")
-    paths.update({f"figure_{f.suffix[1:]}": f for f in save_figure(figure, out / NAME)})
-    paths.update({f"figure_models_{f.suffix[1:]}": f for f in
-                  save_figure(figure_models, out / "fig27_30_diversity_by_model")})
-    paths["record"] = write_study_record(out, NAME, params, started)
-    return ComplementarityResult(p, diversity, overrides, margins, claims, figure, figure_models, paths,
-                                 round(time.time() - started, 1))
+    outputs.figure("figure", figure, NAME)
+    outputs.figure("figure_models", figure_models, "fig27_30_diversity_by_model")
+    return ComplementarityResult(p, diversity, overrides, margins, claims, figure, figure_models, **outputs.finish())
 
+
+STUDY = register_study("fig5_complementarity", "Figures 5, 27-30: how complementary the zero-shot model and the linear classifier are (diversity, overrides, margins)",
+                       ComplementarityParams, run,
+                       covers=[("Figure 5, Figures 27-30", "mini: across the four pretraining budgets")])

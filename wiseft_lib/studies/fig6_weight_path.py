@@ -11,20 +11,16 @@ are reused). Writes ``weight_path.csv``, ``path_summary.*``, ``fig6_weight_path.
 """
 from __future__ import annotations
 
-import time
-from dataclasses import dataclass, field
-from pathlib import Path
+from dataclasses import dataclass
 from typing import Any
 
 import pandas as pd
 
 from wiseft_lib.params import param
-from wiseft_lib.studies.base import write_study_record
+from wiseft_lib.studies.base import StudyOutputs, StudyResult, register_study
 from wiseft_lib.studies.shift_sweep import ShiftSweepParams, column_labels, run_sweep
-from wiseft_lib.core.files import atomic_write_text
-from wiseft_lib.report.plots import plot_weight_path, save_figure
+from wiseft_lib.report.plots import plot_weight_path
 from wiseft_lib.analysis.shift_tables import paper_columns, sweep_table, weight_path_table
-from wiseft_lib.report.tables import write_table
 
 NAME = "fig6_weight_path"
 __all__ = ["Fig6Params", "Fig6Result", "run", "path_summary"]
@@ -38,13 +34,11 @@ class Fig6Params(ShiftSweepParams):
 
 
 @dataclass
-class Fig6Result:
+class Fig6Result(StudyResult):
     params: Fig6Params
     path: pd.DataFrame  # per mode, column, alpha: accuracy, endpoint line, better endpoint, gains
     summary: pd.DataFrame  # per mode and column: how far above the line and the better endpoint the path goes
     figure: Any
-    paths: dict[str, Path] = field(default_factory=dict)
-    seconds: float = 0.0
 
 
 def path_summary(path: pd.DataFrame) -> pd.DataFrame:
@@ -64,15 +58,19 @@ def path_summary(path: pd.DataFrame) -> pd.DataFrame:
 def run(params: Fig6Params, *, progress: bool = True) -> Fig6Result:
     """Compute (or reuse) the sweep; write the weight-path table, its summary and the figure."""
 
-    started = time.time()
-    p, out, tidy, _, _ = run_sweep(params, NAME, progress=progress)
+    outputs = StudyOutputs(NAME, params)
+    p, tidy = outputs.params, run_sweep(outputs, progress=progress).tidy
     cols = paper_columns(p.id_dataset, p.ood_datasets)
     path = weight_path_table(sweep_table(tidy, p.id_dataset, p.ood_datasets), cols)
-    paths = {"weight_path": atomic_write_text(out / "weight_path.csv", path.round(4).to_csv(index=False))}
+    outputs.csv("weight_path", path.round(4))
     summary = path_summary(path)
-    paths["path_summary"] = write_table(summary, out / "path_summary", floatfmt=".2f")["csv"]
+    outputs.table("path_summary", summary, floatfmt=".2f")
     figure = plot_weight_path(path, titles=column_labels(cols),
                               title=f"WiSE-FT weight path, {p.model} ({p.eval_split} split, {len(p.seeds)} seed(s))")
-    paths.update({f"figure_{f.suffix[1:]}": f for f in save_figure(figure, out / NAME)})
-    paths["record"] = write_study_record(out, NAME, params, started)
-    return Fig6Result(p, path, summary, figure, paths, round(time.time() - started, 1))
+    outputs.figure("figure", figure, NAME)
+    return Fig6Result(p, path, summary, figure, **outputs.finish())
+
+
+STUDY = register_study("fig6_weight_path", "Figure 6: accuracy along the weight path vs. the endpoints' straight line",
+                       Fig6Params, run,
+                       covers=[("Figure 6", "")])

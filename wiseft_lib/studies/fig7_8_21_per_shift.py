@@ -14,9 +14,7 @@ Writes ``points.csv``, ``background.csv``, ``effective_robustness.*``, ``fig7_8_
 """
 from __future__ import annotations
 
-import time
-from dataclasses import dataclass, field
-from pathlib import Path
+from dataclasses import dataclass
 from typing import Any, Optional
 
 import numpy as np
@@ -24,15 +22,14 @@ import pandas as pd
 
 from wiseft_lib.params import param
 from wiseft_lib.mini.standard import REFERENCE_MODELS
-from wiseft_lib.studies.base import write_study_record
+from wiseft_lib.studies.base import StudyOutputs, StudyResult, register_study
 from wiseft_lib.studies.shift_sweep import ShiftSweepParams, column_labels, run_sweep
 import dataclasses
 from wiseft_lib.report.paper import TESTBED_ID_ON_SHIFT, testbed
 from wiseft_lib.experiment.reference import baseline_points
-from wiseft_lib.report.plots import fit_logit_line, plot_per_shift, save_figure
-from wiseft_lib.core.files import atomic_write_text
+from wiseft_lib.analysis.effective_robustness import fit_logit_line
+from wiseft_lib.report.plots import plot_per_shift
 from wiseft_lib.analysis.shift_tables import per_shift_points
-from wiseft_lib.report.tables import write_table
 
 NAME = "fig7_8_21_per_shift"
 __all__ = ["PerShiftParams", "PerShiftResult", "run", "testbed_background", "effective_robustness_per_shift"]
@@ -50,20 +47,17 @@ class PerShiftParams(ShiftSweepParams):
     testbed: bool = param(False, "the ImageNet testbed's published models as the background (paper setting)")
 
     def smoke_version(self) -> "PerShiftParams":
-
         return dataclasses.replace(super().smoke_version(), standard_models=self.standard_models[:2],
                                    n_train_standard=1000)
 
 
 @dataclass
-class PerShiftResult:
+class PerShiftResult(StudyResult):
     params: PerShiftParams
     points: pd.DataFrame  # per shift, mode, alpha: x, y and their intervals
     background: pd.DataFrame  # per shift: group, model, x, y
     effective_robustness: pd.DataFrame  # y above the standard models' line at x (pp), per shift and point
     figure: Any
-    paths: dict[str, Path] = field(default_factory=dict)
-    seconds: float = 0.0
 
 
 def testbed_background(shifts: list[str]) -> pd.DataFrame:
@@ -80,7 +74,6 @@ def testbed_background(shifts: list[str]) -> pd.DataFrame:
 
 
 def _trained_background(p: PerShiftParams, runs, progress: bool) -> pd.DataFrame:
-
     base = baseline_points(p, p.standard_models, (), seed=p.seeds[0], n_train_standard=p.n_train_standard,
                            runs=runs, progress=progress)
     shifts = [s for s in p.ood_datasets if s not in p.id_on_shift_classes]  # x known: the ID accuracy
@@ -109,8 +102,8 @@ def effective_robustness_per_shift(points: pd.DataFrame, background: pd.DataFram
 def run(params: PerShiftParams, *, progress: bool = True) -> PerShiftResult:
     """Compute (or reuse) the sweep and the background; write the points, the table and the figure."""
 
-    started = time.time()
-    p, out, tidy, runs, _ = run_sweep(params, NAME, progress=progress)
+    outputs = StudyOutputs(NAME, params)
+    p, tidy, runs, _ = run_sweep(outputs, progress=progress)
     points = per_shift_points(tidy, p.id_dataset, p.ood_datasets, p.id_on_shift_classes)
     parts = []
     if p.testbed:
@@ -120,12 +113,16 @@ def run(params: PerShiftParams, *, progress: bool = True) -> PerShiftResult:
     background = pd.concat(parts, ignore_index=True) if parts else pd.DataFrame(
         columns=["shift", "group", "model", "x", "y"])
     er = effective_robustness_per_shift(points, background)
-    paths = {"points": atomic_write_text(out / "points.csv", points.round(4).to_csv(index=False)),
-             "background": atomic_write_text(out / "background.csv", background.round(4).to_csv(index=False))}
-    paths["effective_robustness"] = write_table(er.rename(columns=column_labels(list(er.columns))),
-                                                out / "effective_robustness", floatfmt=".2f")["csv"]
+    outputs.csv("points", points.round(4))
+    outputs.csv("background", background.round(4))
+    outputs.table("effective_robustness", er.rename(columns=column_labels(list(er.columns))), floatfmt=".2f")
     figure = plot_per_shift(points, background, titles=column_labels(p.ood_datasets),
                             title=f"Per-shift accuracy, {p.model} ({p.eval_split} split, {len(p.seeds)} seed(s))")
-    paths.update({f"figure_{f.suffix[1:]}": f for f in save_figure(figure, out / NAME)})
-    paths["record"] = write_study_record(out, NAME, params, started)
-    return PerShiftResult(p, points, background, er, figure, paths, round(time.time() - started, 1))
+    outputs.figure("figure", figure, NAME)
+    return PerShiftResult(p, points, background, er, figure, **outputs.finish())
+
+
+STUDY = register_study("fig7_8_21_per_shift",
+                       "Figures 7, 8, 21: each shift vs. ID accuracy on its classes",
+                       PerShiftParams, run,
+                       covers=[("Figures 7, 8, 21", "")])

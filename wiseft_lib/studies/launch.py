@@ -79,7 +79,6 @@ def launch_torchrun(study: str, params: Any, nproc: int, *, progress: bool = Tru
 
 
 def _absolute(params: Any, key: str) -> Path:
-
     return resolve_path(getattr(params, key))
 
 

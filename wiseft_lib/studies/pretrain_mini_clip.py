@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import json
 import shutil
-import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Optional
@@ -19,13 +18,11 @@ from typing import Any, Optional
 import pandas as pd
 
 from wiseft_lib.params import ParamsError, param
-from wiseft_lib.studies.base import StudyParams, UsesRuns, write_study_record
+from wiseft_lib.studies.base import StudyOutputs, StudyParams, StudyResult, UsesRuns, register_study
 import dataclasses
 from wiseft_lib.mini.pretrain import pretrain_mini_clip, PretrainConfig
-from wiseft_lib.report.plots import new_figure, save_figure
+from wiseft_lib.report.plots import new_figure
 from wiseft_lib.experiment.reference import zeroshot_scores_many
-from wiseft_lib.experiment.runs import RunCache
-from wiseft_lib.report.tables import write_table
 
 NAME = "pretrain_mini_clip"
 __all__ = ["PretrainParams", "PretrainResult", "run"]
@@ -78,13 +75,12 @@ class PretrainParams(UsesRuns, StudyParams):
 
 
 @dataclass
-class PretrainResult:
+class PretrainResult(StudyResult):
     params: PretrainParams
     zeroshot: pd.DataFrame  # zero-shot top-1 (%) of the shipped and the new weights, per evaluation set
     losses: dict[str, list[float]]
     figure: Any
-    weights: dict[str, Path] = field(default_factory=dict)
-    seconds: float = 0.0
+    weights: dict[str, Path] = field(default_factory=dict)  # file stem -> the weights copied to output_dir
 
 
 def _pretrained(config, runs, data_root: Optional[str], progress: bool) -> tuple[Path, list[float]]:
@@ -117,20 +113,23 @@ def _loss_figure(losses: dict[str, list[float]]):
 def run(params: PretrainParams, *, progress: bool = True) -> PretrainResult:
     """Pretrain (or reuse) each configuration, copy the weights to ``output_dir``, score them zero-shot."""
 
-    started = time.time()
-    p = params.smoke_version() if params.smoke else params
-    out, runs = p.output_path(), RunCache(p.runs_path())
+    outputs = StudyOutputs(NAME, params)
+    p = outputs.params
     weights, losses = {}, {}
     for stem, config in p.configs().items():
-        cached, losses[stem] = _pretrained(config, runs, p.data_root, progress)
-        weights[stem] = out / f"{stem}.safetensors"
+        cached, losses[stem] = _pretrained(config, outputs.runs, p.data_root, progress)
+        weights[stem] = outputs.out / f"{stem}.safetensors"
         for suffix in (".safetensors", ".json"):
             shutil.copyfile(cached.with_suffix(suffix), weights[stem].with_suffix(suffix))
     figure = _loss_figure(losses)
-    save_figure(figure, out / "pretrain_loss")
+    outputs.figure("figure", figure, "pretrain_loss")
     scores = zeroshot_scores_many("wiseft-mini", [None, *(str(w) for w in weights.values())], n_test=p.n_test,
                                   data_root=p.data_root, split=p.eval_split, progress=False)
     table = pd.DataFrame([{"weights": name, **s} for name, s in zip(["shipped", *weights], scores)]).round(1)
-    write_table(table, out / "zeroshot")
-    write_study_record(out, NAME, params, started)
-    return PretrainResult(p, table, losses, figure, weights, round(time.time() - started, 1))
+    outputs.table("zeroshot", table)
+    return PretrainResult(p, table, losses, figure, weights, **outputs.finish())
+
+
+STUDY = register_study("pretrain_mini_clip",
+                       "The wiseft-mini CLIP's pretraining (the embedded default's zero-shot model)",
+                       PretrainParams, run)

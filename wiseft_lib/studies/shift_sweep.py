@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
-from pathlib import Path
 from typing import NamedTuple, Optional
 
 import pandas as pd
@@ -17,12 +16,11 @@ from wiseft_lib.experiment.config import CurveConfig
 from wiseft_lib.experiment.curve import wiseft_curve
 from wiseft_lib.params import ParamsError, param
 from wiseft_lib.experiment.results import ResultsStore
-from wiseft_lib.experiment.runs import RunCache
-from wiseft_lib.studies.base import StudyParams, UsesRuns
+from wiseft_lib.experiment.runs import RunCache, run_key
+from wiseft_lib.studies.base import StudyOutputs, StudyParams, UsesRuns
 from wiseft_lib.data.mini import PAPER_ANALOG
 from wiseft_lib.report.paper import SHIFTS, SHORT_NAMES
 from wiseft_lib.analysis.shift_tables import AVG, AVG_ID
-from wiseft_lib.experiment.runs import run_key
 
 __all__ = ["ALPHAS_21", "ShiftSweepParams", "Sweep", "run_sweep", "paper_column_map", "column_labels", "add_table_rows"]
 
@@ -53,20 +51,19 @@ class ShiftSweepParams(CurveConfig, UsesRuns, StudyParams):
 
 class Sweep(NamedTuple):
     params: ShiftSweepParams  # the parameters in effect (the smoke version when smoke=True)
-    out: Path  # the output folder
     tidy: pd.DataFrame  # wiseft_curve's rows, every seed
     runs: RunCache
     store: ResultsStore
 
 
-def run_sweep(params: ShiftSweepParams, study: str, *, progress: bool = True) -> Sweep:
-    """Every seed's sweep (cached), its rows in the study's results store."""
-    p = params.smoke_version() if params.smoke else params
-    out, runs = p.output_path(), RunCache(p.runs_path())
-    store = ResultsStore(out / "results.sqlite")
-    tidy = pd.concat([wiseft_curve(p, seed, runs=runs, store=store, study=study, progress=progress)
+def run_sweep(outputs: StudyOutputs, *, params: Optional[ShiftSweepParams] = None, progress: bool = True) -> Sweep:
+    """Every seed's sweep of ``outputs.params`` (cached in ``outputs.runs``), its rows in the study's results store
+    (``results.sqlite`` in ``outputs.out``). ``params``: another sweep in the same folder and cache (Table 8's models)."""
+    p = outputs.params if params is None else params
+    store = ResultsStore(outputs.out / "results.sqlite")
+    tidy = pd.concat([wiseft_curve(p, seed, runs=outputs.runs, store=store, study=outputs.study, progress=progress)
                       for seed in p.seeds], ignore_index=True)
-    return Sweep(p, out, tidy, runs, store)
+    return Sweep(p, tidy, outputs.runs, store)
 
 
 def paper_column_map(id_dataset: str, shifts: list[str]) -> Optional[dict[str, str]]:

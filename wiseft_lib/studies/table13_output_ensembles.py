@@ -14,8 +14,7 @@ ensemble at ``report_alpha``), ``curve.csv``, ``claims.*``, ``beside_published.*
 from __future__ import annotations
 
 import json
-import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Optional
 
 import numpy as np
@@ -24,7 +23,7 @@ import pandas as pd
 from wiseft_lib.experiment.config import CurveConfig
 from wiseft_lib.experiment.curve import curve_table
 from wiseft_lib.params import ParamsError, param
-from wiseft_lib.studies.base import StudyParams, UsesRuns, write_study_record
+from wiseft_lib.studies.base import StudyOutputs, StudyParams, StudyResult, UsesRuns, register_study
 import dataclasses
 from wiseft_lib.experiment.endpoints import Endpoints
 from wiseft_lib.core.evaluate import score
@@ -32,11 +31,8 @@ from wiseft_lib.baselines.other_models import other_model_logits, zeroshot_logit
 from wiseft_lib.baselines.output_ensembles import SPACES
 from wiseft_lib.report.paper import published
 from tqdm.auto import tqdm
-from wiseft_lib.core.files import atomic_write_text
-from wiseft_lib.report.plots import plot_id_vs_ood, save_figure
+from wiseft_lib.report.plots import plot_id_vs_ood
 from wiseft_lib.experiment.results import ResultsStore
-from wiseft_lib.experiment.runs import RunCache
-from wiseft_lib.report.tables import write_table
 
 NAME = "table13_output_ensembles"
 __all__ = ["Table13Params", "Table13Result", "run", "ensemble_rows", "table13"]
@@ -80,21 +76,18 @@ class Table13Params(CurveConfig, UsesRuns, StudyParams):
             raise ParamsError(f"parameter 'published_names' names {stray}, which are not in 'others'")
 
     def smoke_version(self):
-
         return dataclasses.replace(super().smoke_version(), alphas=sorted({0.0, self.report_alpha, 1.0}),
                                    n_train_other=256 if self.n_train_other is None else min(self.n_train_other, 256))
 
 
 @dataclass
-class Table13Result:
+class Table13Result(StudyResult):
     params: Table13Params
     curve: pd.DataFrame  # per seed, model, space and alpha: id_acc, ood_avg, each shift
     table: pd.DataFrame  # table13: zero-shot, each model alone, each ensemble at report_alpha (seed means)
     claims: pd.DataFrame
     beside: Optional[pd.DataFrame]
     figure: Any
-    paths: dict = field(default_factory=dict)
-    seconds: float = 0.0
 
 
 def ensemble_rows(p: Table13Params, seed: int, runs, progress: bool = False) -> pd.DataFrame:
@@ -163,7 +156,6 @@ def _claims(table: pd.DataFrame, p: Table13Params) -> pd.DataFrame:
 
 
 def _beside(table: pd.DataFrame, p: Table13Params) -> Optional[pd.DataFrame]:
-
     if not p.published_names:
         return None
     pub = published("table13")
@@ -187,30 +179,33 @@ def _beside(table: pd.DataFrame, p: Table13Params) -> Optional[pd.DataFrame]:
 
 
 def run(params: Table13Params, *, progress: bool = True) -> Table13Result:
+    """Every model's logits (cached) and the ensembles over alpha; write Table 13, the curve, claims and figure."""
 
-
-    started = time.time()
-    p = params.smoke_version() if params.smoke else params
-    out, runs = p.output_path(), RunCache(p.runs_path())
+    outputs = StudyOutputs(NAME, params)
+    p, runs = outputs.params, outputs.runs
     tidy = pd.concat([ensemble_rows(p, seed, runs, progress) for seed in tqdm(p.seeds, desc=NAME,
                                                                              disable=not progress)],
                      ignore_index=True)
-    store = ResultsStore(out / "results.sqlite")
+    store = ResultsStore(outputs.out / "results.sqlite")
     config = json.dumps(p.to_dict(), default=str)
     store.add_many({"run": f"{NAME}/seed{r['seed']}/{r['mode']}", "model": p.model, "method": r["mode"],
                     "alpha": r["alpha"], "dataset": r["dataset"], "metric": r["metric"], "value": r["value"],
                     "config": config} for r in tidy.to_dict("records"))
     curve = curve_table(tidy, id_dataset=p.id_dataset, ood_datasets=p.ood_datasets)
-    paths = {"curve": atomic_write_text(out / "curve.csv", curve.round(4).to_csv(index=False))}
+    outputs.csv("curve", curve.round(4))
     table = table13(curve, p)
-    paths["table13"] = write_table(table, out / "table13", floatfmt=".2f")["csv"]
+    outputs.table("table13", table, floatfmt=".2f")
     claims = _claims(table, p)
-    paths["claims"] = write_table(claims, out / "claims", floatfmt=".2f")["csv"]
+    outputs.table("claims", claims, floatfmt=".2f")
     beside = _beside(table, p)
     if beside is not None:
-        paths["beside_published"] = write_table(beside, out / "beside_published", floatfmt=".1f")["csv"]
+        outputs.table("beside_published", beside, floatfmt=".1f")
     figure = plot_id_vs_ood(curve, curve_label="ensemble with {mode}", finetuned_label="{mode} alone",
                             title=f"Output-space ensembles with zero-shot {p.model} ({p.eval_split} split)")
-    paths.update({f"figure_{f.suffix[1:]}": f for f in save_figure(figure, out / NAME)})
-    paths["record"] = write_study_record(out, NAME, params, started)
-    return Table13Result(p, curve, table, claims, beside, figure, paths, round(time.time() - started, 1))
+    outputs.figure("figure", figure, NAME)
+    return Table13Result(p, curve, table, claims, beside, figure, **outputs.finish())
+
+
+STUDY = register_study("table13_output_ensembles", "Table 13: output-space ensembles of the zero-shot model with independently trained models",
+                       Table13Params, run,
+                       covers=[("Table 13", "")])

@@ -13,15 +13,13 @@ fine-tuned and the zero-shot model per column, here and in the paper). Also ``re
 """
 from __future__ import annotations
 
-import time
-from dataclasses import dataclass, field
-from pathlib import Path
+from dataclasses import dataclass
 from typing import Optional
 
 import pandas as pd
 
 from wiseft_lib.params import param
-from wiseft_lib.studies.base import write_study_record
+from wiseft_lib.studies.base import StudyOutputs, StudyResult, register_study
 from wiseft_lib.studies.shift_sweep import (
     ShiftSweepParams,
     add_table_rows,
@@ -31,7 +29,7 @@ from wiseft_lib.studies.shift_sweep import (
 )
 from wiseft_lib.report.paper import published
 from wiseft_lib.analysis.shift_tables import paper_columns, shape_table, sweep_table, table1, table3
-from wiseft_lib.report.tables import beside_published, write_table
+from wiseft_lib.report.tables import beside_published
 
 NAME = "table1_shifts"
 __all__ = ["Table1Params", "Table1Result", "run", "SHAPE_BAR"]
@@ -47,7 +45,7 @@ class Table1Params(ShiftSweepParams):
 
 
 @dataclass
-class Table1Result:
+class Table1Result(StudyResult):
     """What :func:`run` computed and wrote (the notebook displays it)."""
 
     params: Table1Params
@@ -58,8 +56,6 @@ class Table1Result:
     beside: Optional[pd.DataFrame]  # ours, paper's and the difference per cell (the paper's datasets only)
     shape: Optional[pd.DataFrame]  # per column: WiSE-FT 0.5 vs FT and ZS, here and in the paper
     claims: Optional[pd.DataFrame]  # how many comparisons agree, per head
-    paths: dict[str, Path] = field(default_factory=dict)
-    seconds: float = 0.0
 
     def display(self, frame: pd.DataFrame) -> pd.DataFrame:
         """``frame`` with readable column headers (the paper's short names, mini analogs), alphas as text."""
@@ -90,17 +86,16 @@ def shape_claims(shape: pd.DataFrame) -> pd.DataFrame:
 def run(params: Table1Params, *, progress: bool = True) -> Table1Result:
     """Compute (or reuse) the sweep; write Tables 1, 3, 4/5 and the comparison with the paper."""
 
-    started = time.time()
-    p, out, tidy, _, store = run_sweep(params, NAME, progress=progress)
+    outputs = StudyOutputs(NAME, params)
+    p, tidy, _, store = run_sweep(outputs, progress=progress)
     cols = paper_columns(p.id_dataset, p.ood_datasets)
     labels = column_labels(cols)
     sweep = sweep_table(tidy, p.id_dataset, p.ood_datasets)
     t1 = table1(tidy, p.id_dataset, p.ood_datasets)
     t3 = table3(sweep, cols)
-    paths: dict[str, Path] = {}
 
     def write(frame: pd.DataFrame, stem: str, csv: Optional[pd.DataFrame] = None, **kw) -> None:
-        paths[stem] = write_table(frame.rename(columns=labels), out / stem, csv=csv, **kw)["csv"]
+        outputs.table(stem, frame.rename(columns=labels), csv=csv, **kw)
 
     write(t1[["row", "alpha", *cols]], "table1", csv=t1,
           caption=f"{p.model} on {p.id_dataset} and {len(p.ood_datasets)} shifts ({p.eval_split} split, "
@@ -125,5 +120,10 @@ def run(params: Table1Params, *, progress: bool = True) -> Table1Result:
             ours = t1[["paper_row", *cols]].rename(columns={"paper_row": "row"})
             beside = beside_published(ours, paper[["row", *cols]], on="row", diff=True)
             write(beside, "beside_published")
-    paths["record"] = write_study_record(out, NAME, params, started)
-    return Table1Result(p, sweep, t1, t3, paper, beside, shape, claims, paths, round(time.time() - started, 1))
+    return Table1Result(p, sweep, t1, t3, paper, beside, shape, claims, **outputs.finish())
+
+
+STUDY = register_study("table1_shifts", "Tables 1, 3, 4, 5: zero-shot, fine-tuned and WiSE-FT per shift, optimal alpha",
+                       Table1Params, run,
+                       covers=[("Table 1", ""),
+                               ("Table 3, Tables 4-5", "the same sweep as Table 1")])

@@ -14,9 +14,7 @@ task), ``published_table2.*``, ``claims.*``, ``curves.csv``, ``fig16_transfer_cu
 from __future__ import annotations
 
 import dataclasses
-import time
-from dataclasses import dataclass, field
-from pathlib import Path
+from dataclasses import dataclass
 from typing import Any, Optional
 
 import pandas as pd
@@ -26,12 +24,9 @@ from wiseft_lib.experiment.curve import wiseft_curve
 from wiseft_lib.data.mini.tasks import TASK_KIND, TRANSFER_TASKS
 from wiseft_lib.params import ParamsError, param
 from wiseft_lib.experiment.results import ResultsStore
-from wiseft_lib.experiment.runs import RunCache
-from wiseft_lib.studies.base import StudyParams, UsesRuns, write_study_record
-from wiseft_lib.core.files import atomic_write_text
+from wiseft_lib.studies.base import StudyOutputs, StudyParams, StudyResult, UsesRuns, register_study
 from wiseft_lib.report.paper import published
-from wiseft_lib.report.plots import plot_metric_curves, save_figure
-from wiseft_lib.report.tables import write_table
+from wiseft_lib.report.plots import plot_metric_curves
 
 NAME = "table2_transfer"
 __all__ = ["Table2Params", "Table2Result", "run", "transfer_table", "transfer_claims"]
@@ -66,15 +61,13 @@ class Table2Params(CurveConfig, UsesRuns, StudyParams):
 
 
 @dataclass
-class Table2Result:
+class Table2Result(StudyResult):
     params: Table2Params
     curves: pd.DataFrame  # task, split, mode, alpha: mean and std over seeds of ID accuracy
     table: pd.DataFrame  # the paper's rows x tasks
     claims: pd.DataFrame
     published: pd.DataFrame
     figure: Any
-    paths: dict[str, Path] = field(default_factory=dict)
-    seconds: float = 0.0
 
 
 def transfer_table(curves: pd.DataFrame) -> pd.DataFrame:
@@ -129,12 +122,11 @@ def transfer_claims(table: pd.DataFrame, tasks: list[str]) -> pd.DataFrame:
 def run(params: Table2Params, *, progress: bool = True) -> Table2Result:
     """Fine-tune and sweep each task (cached), on test and on val; write Table 2 and Figure 16."""
 
-    started = time.time()
-    p = params.smoke_version() if params.smoke else params
+    outputs = StudyOutputs(NAME, params)
+    p, runs = outputs.params, outputs.runs
     if p.smoke:
         p = dataclasses.replace(p, tasks=p.tasks[:2], seeds=p.seeds[:1], n_val=min(p.n_val or 200, 200))
-    out, runs = p.output_path(), RunCache(p.runs_path())
-    store = ResultsStore(out / "results.sqlite")
+    store = ResultsStore(outputs.out / "results.sqlite")
     frames = []
     splits = ["test"] + ([p.select_split] if p.select_split else [])
     for task in p.tasks:
@@ -153,17 +145,19 @@ def run(params: Table2Params, *, progress: bool = True) -> Table2Result:
     claims = transfer_claims(table, p.tasks)
     labels = {t: f"{t} ({p.task_kind[t]})" if t in p.task_kind else t for t in p.tasks}
     paper = published("table2")
-    paths = {"table2": write_table(table.rename(columns=lambda c: c.removeprefix("mini-")), out / "table2",
-                                   floatfmt=".2f", csv=table,
-                                   caption=f"{p.model}: ID accuracy per task ({len(p.seeds)} seed(s), test split)"
-                                   )["csv"],
-             "published": write_table(paper, out / "published_table2")["csv"],
-             "claims": write_table(claims, out / "claims", floatfmt=".2f")["csv"],
-             "curves": atomic_write_text(out / "curves.csv", curves.round(4).to_csv(index=False))}
+    outputs.table("table2", table.rename(columns=lambda c: c.removeprefix("mini-")), floatfmt=".2f", csv=table,
+                  caption=f"{p.model}: ID accuracy per task ({len(p.seeds)} seed(s), test split)")
+    outputs.table("published", paper, "published_table2")
+    outputs.table("claims", claims, floatfmt=".2f")
+    outputs.csv("curves", curves.round(4))
     test_curves = curves[curves["split"] == "test"].assign(x=lambda d: d["alpha"], y=lambda d: d["acc"])
     figure = plot_metric_curves(test_curves, panel="task", xlabel="alpha", titles=labels, ncols=4,
                                 ylabels={t: "test accuracy (%)" for t in p.tasks},
                                 title=f"WiSE-FT on downstream tasks, {p.model} ({len(p.seeds)} seed(s))")
-    paths.update({f"figure_{f.suffix[1:]}": f for f in save_figure(figure, out / "fig16_transfer_curves")})
-    paths["record"] = write_study_record(out, NAME, params, started)
-    return Table2Result(p, curves, table, claims, paper, figure, paths, round(time.time() - started, 1))
+    outputs.figure("figure", figure, "fig16_transfer_curves")
+    return Table2Result(p, curves, table, claims, paper, figure, **outputs.finish())
+
+
+STUDY = register_study("table2_transfer", "Table 2, Figure 16: WiSE-FT on downstream tasks (ID accuracy, alpha curves)",
+                       Table2Params, run,
+                       covers=[("Table 2, Figure 16", "mini: tasks built from the mini's styles and class subsets")])

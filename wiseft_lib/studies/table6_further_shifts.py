@@ -12,9 +12,7 @@ beside), ``claims.*``, ``fig9_further_shifts.png/.pdf``, ``curves.csv``, ``resul
 from __future__ import annotations
 
 import dataclasses
-import time
-from dataclasses import dataclass, field
-from pathlib import Path
+from dataclasses import dataclass
 from typing import Any
 
 import pandas as pd
@@ -23,13 +21,10 @@ from wiseft_lib.experiment.config import COUNT_METRICS, CurveConfig
 from wiseft_lib.experiment.curve import wiseft_curve
 from wiseft_lib.params import ParamsError, param
 from wiseft_lib.experiment.results import ResultsStore
-from wiseft_lib.experiment.runs import RunCache
-from wiseft_lib.studies.base import StudyParams, UsesRuns, write_study_record
+from wiseft_lib.studies.base import StudyOutputs, StudyParams, StudyResult, UsesRuns, register_study
 from wiseft_lib.studies.shift_sweep import ALPHAS_21
 from wiseft_lib.report.paper import published
-from wiseft_lib.core.files import atomic_write_text
-from wiseft_lib.report.plots import plot_metric_curves, save_figure
-from wiseft_lib.report.tables import write_table
+from wiseft_lib.report.plots import plot_metric_curves
 
 NAME = "table6_further_shifts"
 __all__ = ["Table6Params", "Table6Result", "run", "table6", "further_claims", "HEADLINE"]
@@ -75,15 +70,13 @@ class Table6Params(CurveConfig, UsesRuns, StudyParams):
 
 
 @dataclass
-class Table6Result:
+class Table6Result(StudyResult):
     params: Table6Params
     tidy: pd.DataFrame  # wiseft_curve rows of both curves, every seed
     table: pd.DataFrame  # one row per (shift, metric): ZS, FT, WiSE-FT 0.5, oracle alpha, the paper's row
     claims: pd.DataFrame
     curves: pd.DataFrame  # per shift, mode, alpha: ID top-1 (x) and the shift's headline metric (y)
     figure: Any
-    paths: dict[str, Path] = field(default_factory=dict)
-    seconds: float = 0.0
 
 
 def _means(tidy: pd.DataFrame) -> pd.DataFrame:
@@ -149,10 +142,11 @@ def metric_curves(tidy: pd.DataFrame, shifts: list[str]) -> pd.DataFrame:
 def run(params: Table6Params, *, progress: bool = True) -> Table6Result:
     """Score the further shifts along both curves (fine-tunes from the run cache); write Table 6 and Figure 9."""
 
-    started = time.time()
-    p = dataclasses.replace(params.smoke_version(), seeds=params.seeds[:1]) if params.smoke else params
-    out, runs = p.output_path(), RunCache(p.runs_path())
-    store = ResultsStore(out / "results.sqlite")
+    outputs = StudyOutputs(NAME, params)
+    p, runs = outputs.params, outputs.runs
+    if params.smoke:
+        p = dataclasses.replace(p, seeds=params.seeds[:1])
+    store = ResultsStore(outputs.out / "results.sqlite")
     frames = []
     for cfg in p.curve_configs():
         cfg = cfg.smoke_version() if p.smoke else cfg
@@ -162,16 +156,20 @@ def run(params: Table6Params, *, progress: bool = True) -> Table6Result:
     table = table6(tidy, p.ood_datasets, p.paper_analog)
     claims = further_claims(table)
     curves = metric_curves(tidy, p.ood_datasets)
-    paths = {"table6": write_table(table, out / "table6", floatfmt=".1f",
-                                   caption=f"{p.model}: further shifts ({p.eval_split} split, mean of "
-                                           f"{len(p.seeds)} seed(s)); optimal alpha is an oracle")["csv"],
-             "claims": write_table(claims, out / "claims", floatfmt=".2f")["csv"],
-             "curves": atomic_write_text(out / "curves.csv", curves.round(4).to_csv(index=False))}
+    outputs.table("table6", table, floatfmt=".1f", caption=f"{p.model}: further shifts ({p.eval_split} split, mean "
+                                                         f"of {len(p.seeds)} seed(s)); optimal alpha is an oracle")
+    outputs.table("claims", claims, floatfmt=".2f")
+    outputs.csv("curves", curves.round(4))
     ylabels = {r.panel: f"{r.dataset} {r.metric}" for r in curves.drop_duplicates("panel").itertuples()}
     titles = {k: f"{k} (~{p.paper_analog.get(k.split(':')[0], '')})" for k in ylabels}
     figure = plot_metric_curves(curves, ylabels=ylabels, titles=titles, xlabel="ID set's first metric, top-1 (%)",
                                 title=f"Further shifts along WiSE-FT, {p.model} ({len(p.seeds)} seed(s))")
-    paths.update({f"figure_{f.suffix[1:]}": f for f in save_figure(figure, out / "fig9_further_shifts")})
-    paths["record"] = write_study_record(out, NAME, params, started)
-    return Table6Result(p, tidy, table, claims, curves, figure, paths, round(time.time() - started, 1))
+    outputs.figure("figure", figure, "fig9_further_shifts")
+    return Table6Result(p, tidy, table, claims, curves, figure, **outputs.finish())
 
+
+STUDY = register_study("table6_further_shifts",
+                       "Table 6, Figure 9: further shifts with their own metrics (pm-0/pm-10, top-1, worst-region "
+                       "accuracy, macro-F1)",
+                       Table6Params, run,
+                       covers=[("Table 6, Figure 9", "mini: an analog of each shift, scored with its metric")])

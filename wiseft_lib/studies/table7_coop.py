@@ -14,9 +14,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
-import time
-from dataclasses import dataclass, field
-from pathlib import Path
+from dataclasses import dataclass
 from typing import Any
 
 import pandas as pd
@@ -26,7 +24,7 @@ from wiseft_lib.experiment.curve import wiseft_curve
 from wiseft_lib.params import ParamsError, param
 from wiseft_lib.experiment.results import ResultsStore
 from wiseft_lib.experiment.runs import RunCache, run_key
-from wiseft_lib.studies.base import StudyParams, UsesRuns, write_study_record
+from wiseft_lib.studies.base import StudyOutputs, StudyParams, StudyResult, UsesRuns, register_study
 from safetensors.torch import load_file, save_file
 from wiseft_lib.baselines.coop import CoOpConfig, train_coop
 from wiseft_lib.experiment.endpoints import Endpoints, eval_bundle_kwargs
@@ -35,7 +33,6 @@ from wiseft_lib.core.models import ClassificationHead, create_model, text_contex
 from wiseft_lib.data import get_dataset
 from wiseft_lib.data.registry import default_eval_split
 from wiseft_lib.report.paper import published
-from wiseft_lib.report.tables import write_table
 
 NAME = "table7_coop"
 __all__ = ["Table7Params", "Table7Result", "run", "coop_scores", "table7", "table7_claims"]
@@ -92,14 +89,12 @@ class Table7Params(CurveConfig, UsesRuns, StudyParams):
 
 
 @dataclass
-class Table7Result:
+class Table7Result(StudyResult):
     params: Table7Params
     scores: pd.DataFrame  # seed, method, dataset: top1
     table: pd.DataFrame
     claims: pd.DataFrame
     published: pd.DataFrame
-    paths: dict[str, Path] = field(default_factory=dict)
-    seconds: float = 0.0
 
 
 def coop_scores(cfg: CurveConfig, seed: int, coop: dict[str, Any], runs: RunCache, progress: bool) -> pd.DataFrame:
@@ -160,13 +155,12 @@ def table7_claims(table: pd.DataFrame, id_dataset: str) -> pd.DataFrame:
 def run(params: Table7Params, *, progress: bool = True) -> Table7Result:
     """CoOp, LC and E2E on each seed's shots (all cached); write Table 7 beside the paper's."""
 
-    started = time.time()
-    p = params.smoke_version() if params.smoke else params
+    outputs = StudyOutputs(NAME, params)
+    p, runs = outputs.params, outputs.runs
     if p.smoke:
         p = dataclasses.replace(p, seeds=p.seeds[:1], shots=min(p.shots, 4), alphas=[0.0, 0.5, 1.0],
                                 coop={**p.coop, "epochs": 2, "warmup_epochs": 1, "batch_size": 8})
-    out, runs = p.output_path(), RunCache(p.runs_path())
-    store = ResultsStore(out / "results.sqlite")
+    store = ResultsStore(outputs.out / "results.sqlite")
     n_classes = len(get_dataset(p.id_dataset, root=p.data_root, split=default_eval_split(p.id_dataset),
                                 **eval_bundle_kwargs(p.id_dataset, 1)).classnames)
     cfg = p.curve_config(n_classes)
@@ -189,12 +183,14 @@ def run(params: Table7Params, *, progress: bool = True) -> Table7Result:
     table = table7(scores, p.id_dataset, p.ood_datasets)
     claims = table7_claims(table, p.id_dataset)
     paper = published("table7")
-    paths = {"table7": write_table(table.rename(columns=lambda c: c.removeprefix("mini-")), out / "table7",
-                                   floatfmt=".2f", csv=table,
-                                   caption=f"{p.model}, {p.shots} shots per class ({p.eval_split} split, mean of "
-                                           f"{len(p.seeds)} draw(s))")["csv"],
-             "published": write_table(paper, out / "published_table7", floatfmt=".2f")["csv"],
-             "claims": write_table(claims, out / "claims", floatfmt=".2f")["csv"]}
-    paths["record"] = write_study_record(out, NAME, params, started)
-    return Table7Result(p, scores, table, claims, paper, paths, round(time.time() - started, 1))
+    outputs.table("table7", table.rename(columns=lambda c: c.removeprefix("mini-")), floatfmt=".2f", csv=table,
+                  caption=f"{p.model}, {p.shots} shots per class ({p.eval_split} split, mean of {len(p.seeds)} "
+                          f"draw(s))")
+    outputs.table("published", paper, "published_table7", floatfmt=".2f")
+    outputs.table("claims", claims, floatfmt=".2f")
+    return Table7Result(p, scores, table, claims, paper, **outputs.finish())
 
+
+STUDY = register_study("table7_coop", "Table 7: CoOp (learned prompts) vs WiSE-FT on the same few shots",
+                       Table7Params, run,
+                       covers=[("Table 7", "")])

@@ -13,19 +13,17 @@ pretraining budgets. Writes ``table8.*``, ``gains.*`` (ours and the paper's), ``
 from __future__ import annotations
 
 import dataclasses
-import time
-from dataclasses import dataclass, field
-from pathlib import Path
+from dataclasses import dataclass
 from typing import Optional
 
 import pandas as pd
 
 from wiseft_lib.params import ParamsError, param
-from wiseft_lib.studies.base import write_study_record
+from wiseft_lib.studies.base import StudyOutputs, StudyResult, register_study
 from wiseft_lib.studies.shift_sweep import ShiftSweepParams, add_table_rows, column_labels, run_sweep
 from wiseft_lib.analysis.shift_tables import AVG, paper_columns, table1
 from wiseft_lib.report.paper import published
-from wiseft_lib.report.tables import beside_published, write_table
+from wiseft_lib.report.tables import beside_published
 
 NAME = "table8_other_models"
 __all__ = ["Table8Params", "Table8Result", "run", "gains_table"]
@@ -67,14 +65,12 @@ class Table8Params(ShiftSweepParams):
 
 
 @dataclass
-class Table8Result:
+class Table8Result(StudyResult):
     params: Table8Params
     table8: pd.DataFrame  # per model: zero-shot, fine-tuned, WiSE-FT 0.5 and optimal rows
     gains: pd.DataFrame  # per model (ours and the paper's): FT's ID gain, WiSE-FT 0.5's gains
     published: pd.DataFrame
     beside: Optional[pd.DataFrame]
-    paths: dict[str, Path] = field(default_factory=dict)
-    seconds: float = 0.0
 
 
 def _label(model: str, tag: Optional[str]) -> str:
@@ -99,14 +95,13 @@ def gains_table(table8: pd.DataFrame, id_col: str, source: str) -> pd.DataFrame:
 def run(params: Table8Params, *, progress: bool = True) -> Table8Result:
     """One cached sweep per model; write Table 8, the gains and the comparison with the paper."""
 
-    started = time.time()
-    p = params.smoke_version() if params.smoke else params
-    out = p.output_path()
+    outputs = StudyOutputs(NAME, params)
+    p = outputs.params
     cols = paper_columns(p.id_dataset, p.ood_datasets)
     parts = []
     for model, tag in p.model_entries():
-        _, _, tidy, _, store = run_sweep(dataclasses.replace(p, model=model, pretrained=tag, smoke=False), NAME,
-                                         progress=progress)
+        _, tidy, _, store = run_sweep(outputs, params=dataclasses.replace(p, model=model, pretrained=tag, smoke=False),
+                                      progress=progress)
         t = table1(tidy, p.id_dataset, p.ood_datasets)
         t = t[t["row"].isin(list(_METHOD))].copy()
         t.insert(0, "model", _label(model, tag))
@@ -116,18 +111,17 @@ def run(params: Table8Params, *, progress: bool = True) -> Table8Result:
     add_table_rows(store, NAME, "table8", t8.assign(label=t8["model"] + " " + t8["row"]), "label", cols,
                    p.model, p.to_dict())
     labels = column_labels(cols)
-    paths: dict[str, Path] = {}
     shown = t8[["model", "method", "alpha", *cols]]
-    paths["table8"] = write_table(shown.rename(columns=labels), out / "table8", csv=t8)["csv"]
+    outputs.table("table8", shown.rename(columns=labels), csv=t8)
     paper = published("table8")
-    paths["published_table8"] = write_table(paper, out / "published_table8")["csv"]
+    outputs.table("published_table8", paper)
     gains = gains_table(t8, p.id_dataset, "ours")
     if set(cols) <= set(paper.columns):
         gains = pd.concat([gains, gains_table(paper, "imagenet", "paper")], ignore_index=True)
     else:  # another setting (the mini): the paper's gains on its own columns
         gains = pd.concat([gains, gains_table(paper.rename(columns={"imagenet": p.id_dataset}), p.id_dataset,
                                               "paper")], ignore_index=True)
-    paths["gains"] = write_table(gains, out / "gains", floatfmt=".2f")["csv"]
+    outputs.table("gains", gains, floatfmt=".2f")
     beside = None
     named = {k: v for k, v in p.published_names.items() if k in set(t8["model"])}
     if named and set(cols) <= set(paper.columns):
@@ -135,6 +129,11 @@ def run(params: Table8Params, *, progress: bool = True) -> Table8Result:
         beside = beside_published(ours[["model", "method", "alpha", *cols]],
                                   paper[paper["model"].isin(list(named.values()))][["model", "method", "alpha", *cols]],
                                   on=["model", "method", "alpha"], diff=True)
-        paths["beside_published"] = write_table(beside, out / "beside_published")["csv"]
-    paths["record"] = write_study_record(out, NAME, params, started)
-    return Table8Result(p, t8, gains, paper, beside, paths, round(time.time() - started, 1))
+        outputs.table("beside_published", beside)
+    return Table8Result(p, t8, gains, paper, beside, **outputs.finish())
+
+
+STUDY = register_study("table8_other_models",
+                       "Table 8: the Table 1 rows (end-to-end) for other models",
+                       Table8Params, run,
+                       covers=[("Table 8", "")])

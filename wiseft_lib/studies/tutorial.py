@@ -8,7 +8,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from wiseft_lib.params import ParamsError, param
-from wiseft_lib.studies.base import StudyParams
+from wiseft_lib.studies.base import StudyParams, register_study
 import dataclasses
 
 NAME = "00_wiseft_tutorial"
@@ -36,3 +36,8 @@ class TutorialParams(StudyParams):
     def smoke_version(self) -> "TutorialParams":
 
         return dataclasses.replace(self, n_train=200, n_test=100, epochs=1, alphas=[0.0, 0.5, 1.0])
+
+
+STUDY = register_study("00_wiseft_tutorial",
+                       "WiSE-FT step by step (workshop tutorial)",
+                       TutorialParams, None)
