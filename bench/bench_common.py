@@ -14,9 +14,8 @@ from pathlib import Path
 from typing import Optional
 
 import torch
-from torch.utils.data import Dataset, TensorDataset
-
 from finetune_step import build, clock, fastest, paired, timed  # noqa: F401  (bench/ is sys.path[0] here)
+from torch.utils.data import Dataset, TensorDataset
 
 N_CLASSES = 10
 

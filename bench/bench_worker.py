@@ -22,9 +22,8 @@ import json
 import sys
 import time
 
-import torch
-
 import bench_common as bc
+import torch
 
 
 def eval_rank(cfg: dict, out: str) -> None:

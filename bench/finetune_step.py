@@ -33,8 +33,8 @@ import torch.nn.functional as F
 from torch.utils.data import DataLoader, TensorDataset
 
 from wiseft_lib.core.features import extract_features
-from wiseft_lib.finetune import FinetuneConfig, finetune, make_optimizer, warmup_cosine_lr
 from wiseft_lib.core.models import ClassificationHead, ImageClassifier
+from wiseft_lib.finetune import FinetuneConfig, finetune, make_optimizer, warmup_cosine_lr
 
 
 def build(args: argparse.Namespace, n_classes: int) -> ImageClassifier:

@@ -44,8 +44,8 @@ import torch.nn.functional as F
 from torch.utils.data import DataLoader, TensorDataset
 
 from wiseft_lib.core.evaluate import predict_logits
-from wiseft_lib.finetune import FinetuneConfig, finetune, warmup_cosine_lr
 from wiseft_lib.core.models import ClassificationHead, ImageClassifier
+from wiseft_lib.finetune import FinetuneConfig, finetune, warmup_cosine_lr
 
 TARGET = 1.05
 N_CLASSES = 1000  # ImageNet's head

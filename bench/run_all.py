@@ -54,11 +54,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Optional
 
-import torch
-from torch.utils.data import DataLoader, Subset
-
 import bench_common as bc
 import finetune_step
+import torch
+from torch.utils.data import DataLoader, Subset
 
 HERE = Path(__file__).resolve().parent
 WORKER = HERE / "bench_worker.py"

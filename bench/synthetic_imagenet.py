@@ -22,9 +22,9 @@ from PIL import Image
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 
-from paper_fixture import VAL_CLASSES, WNIDS, write_paper_data  # noqa: E402
-
 from wiseft_lib.data.imagenet import objectnet_classes, subset_wnids  # noqa: E402
+
+from paper_fixture import VAL_CLASSES, WNIDS, write_paper_data  # noqa: E402
 
 
 def pattern(label: int, j: int, size: int) -> Image.Image:

@@ -7,13 +7,14 @@ import them from there (``from helpers import tiny_classifier, AugmentedSet``).
 import json
 import os
 
+# isort: off
 # First: importing helpers sets MPLBACKEND, CUDA_VISIBLE_DEVICES and (under xdist) OMP_NUM_THREADS before torch is
 # imported, here and in every subprocess script that imports helpers.
 from helpers import TINY_CFG, TINY_NAME
-
 import open_clip
 import pytest
 import torch
+# isort: on
 
 
 @pytest.fixture(autouse=True)

@@ -12,7 +12,13 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from wiseft_lib.data.imagenet import imagenet_wnids, objectnet_classes, objectnet_imagenet_groups, subset_indices, subset_wnids
+from wiseft_lib.data.imagenet import (
+    imagenet_wnids,
+    objectnet_classes,
+    objectnet_imagenet_groups,
+    subset_indices,
+    subset_wnids,
+)
 
 WNIDS = imagenet_wnids()
 R_IDX = subset_indices("imagenet-r")

@@ -361,7 +361,7 @@ def test_the_catalogue_is_a_catalogue():
 
 # ---------------------------------------------------------------------------------------------- helpers
 # Imports the table's lambdas use (bound late: the table stays at the top of the file).
-from helpers import AugmentedSet, TINY_NAME, tiny_classifier, tiny_clip, toy_tokenizer  # noqa: E402
+from helpers import TINY_NAME, AugmentedSet, tiny_classifier, tiny_clip, toy_tokenizer  # noqa: E402
 
 
 def call(fn: Callable, *args: Any, **kwargs: Any) -> Callable[[], Any]:
@@ -517,9 +517,9 @@ def from_yaml(tmp: Path, text: str) -> Callable[[], Any]:
 
 def curve_with_checkpoint(tmp: Path) -> Callable[[], Any]:
     """A wiseft-mini curve (mini-photo, Fashion-MNIST) given a wiseft-test-tiny model as its end-to-end end."""
+    from wiseft_lib.data.fashion_mnist import FashionMNISTNotFound, find_fashion_mnist
     from wiseft_lib.experiment.config import CurveConfig
     from wiseft_lib.experiment.curve import wiseft_curve
-    from wiseft_lib.data.fashion_mnist import FashionMNISTNotFound, find_fashion_mnist
     from wiseft_lib.experiment.runs import RunCache
 
     try:
@@ -608,16 +608,16 @@ def kshot(labels: list, k: int, expect: Optional[int] = None) -> Callable[[], An
 def score_with(metrics: tuple) -> Callable[[], Any]:
     import torch
 
-    from wiseft_lib.data import DatasetBundle
     from wiseft_lib.core.evaluate import score
+    from wiseft_lib.data import DatasetBundle
 
     bundle = DatasetBundle("toy", AugmentedSet(n=4), ["a", "b", "c", "d", "e"], ["a photo of a {}."], metrics=metrics)
     return lambda: score(torch.randn(4, 5), torch.tensor([0, 1, 2, 3]), bundle)
 
 
 def evaluate_wrong_head() -> Callable[[], Any]:
-    from wiseft_lib.data import DatasetBundle
     from wiseft_lib.core.evaluate import evaluate
+    from wiseft_lib.data import DatasetBundle
 
     model = tiny_classifier(n_classes=10)
     bundle = DatasetBundle("toy", AugmentedSet(n=8, n_classes=5, augment=False), [f"c{i}" for i in range(5)],

@@ -1,13 +1,14 @@
 """Figures 3, 11-13, 15: variants of the fine-tuning recipe beside WiSE-FT; the choice on val, the report on test."""
 import pandas as pd
 import pytest
-from helpers import forbid
 
 from wiseft_lib.params import ParamsError
 from wiseft_lib.studies.fig3_hyperparameters import Fig3Params
 from wiseft_lib.studies.fig3_hyperparameters import run as run_fig3
 from wiseft_lib.studies.fig13_linear_classifier_alternatives import Fig13Params
 from wiseft_lib.studies.fig13_linear_classifier_alternatives import run as run_fig13
+
+from helpers import forbid
 
 
 def test_variants_are_checked_when_the_params_are_built(tmp_path):

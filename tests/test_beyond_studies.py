@@ -8,8 +8,8 @@ from wiseft_lib.params import ParamsError
 
 
 def test_k_shot_curves_draw_k_per_class_per_seed(tmp_path, fashion_mnist_root):
-    from wiseft_lib.experiment.config import CurveConfig
     from wiseft_lib.data.common import dataset_labels
+    from wiseft_lib.experiment.config import CurveConfig
     from wiseft_lib.experiment.endpoints import Endpoints
     from wiseft_lib.experiment.runs import RunCache
 

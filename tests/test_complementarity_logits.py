@@ -3,8 +3,13 @@ import numpy as np
 import pytest
 import torch
 
-from wiseft_lib.experiment.complementarity_logits import HEADS, complementarity_heads, complementarity_logits, \
-    halves, head_logits
+from wiseft_lib.experiment.complementarity_logits import (
+    HEADS,
+    complementarity_heads,
+    complementarity_logits,
+    halves,
+    head_logits,
+)
 
 
 def test_halves_are_disjoint_stratified_and_seeded():
@@ -31,12 +36,12 @@ def test_head_logits_run_every_head_on_cpu_and_project_them():
 @pytest.mark.slow
 def test_complementarity_logits_are_the_five_heads_on_each_sets_cached_features(tmp_path, fashion_mnist_root,
                                                                                monkeypatch):
-    from helpers import forbid
-
     from wiseft_lib.experiment.config import CurveConfig
     from wiseft_lib.experiment.endpoints import Endpoints, finetuned_run
     from wiseft_lib.experiment.runs import RunCache
     from wiseft_lib.finetune.lc_search import train_head
+
+    from helpers import forbid
 
     cfg = CurveConfig(modes=["linear"], n_train_linear=300, n_test=100, ood_datasets=["mini-sketch"],
                       alphas=[0.0, 0.5, 1.0], linear={"epochs": 2, "lr": 0.01, "batch_size": 128, "warmup_steps": 2})

@@ -5,14 +5,15 @@ import open_clip
 import pytest
 import torch
 import torch.nn.functional as F
-from helpers import TINY_CFG, tiny_clip, toy_tokenizer
 
 from wiseft_lib.baselines.coop import CoOpConfig, PromptLearner, coop_head, coop_lr, text_features, train_coop
-from wiseft_lib.data.fashion_mnist import CLASSNAMES
-from wiseft_lib.data.registry import DatasetBundle
 from wiseft_lib.core.evaluate import evaluate_head
 from wiseft_lib.core.models import create_model, get_tokenizer
 from wiseft_lib.core.zeroshot import zeroshot_head
+from wiseft_lib.data.fashion_mnist import CLASSNAMES
+from wiseft_lib.data.registry import DatasetBundle
+
+from helpers import TINY_CFG, tiny_clip, toy_tokenizer
 
 TOY_CLASSES = ["cat", "dog", "bird", "fish", "horse", "frog", "ship", "truck"]  # one toy token each
 

@@ -4,8 +4,8 @@ import pytest
 
 from wiseft_lib.data import get_dataset, list_datasets
 from wiseft_lib.data.fashion_mnist import CLASSNAMES, FashionMNISTNotFound, find_fashion_mnist, load_fashion_mnist
-from wiseft_lib.data.mini import (MINI_ID, MINI_OOD, STYLES, class_balanced_subset, render, split_indices,
-                                  test_subset as mini_test_subset)
+from wiseft_lib.data.mini import MINI_ID, MINI_OOD, STYLES, class_balanced_subset, render, split_indices
+from wiseft_lib.data.mini import test_subset as mini_test_subset
 
 
 def test_not_found_error_names_the_three_ways(tmp_path, monkeypatch):

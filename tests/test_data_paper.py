@@ -13,6 +13,7 @@ import pytest
 import torch
 from PIL import Image
 
+from wiseft_lib.core.evaluate import score
 from wiseft_lib.data import get_dataset, list_datasets
 from wiseft_lib.data.common import DatasetNotFoundError, MaxProjection
 from wiseft_lib.data.imagenet import (
@@ -25,10 +26,8 @@ from wiseft_lib.data.kshot import get_kshot_dataset, kshot_bundle, kshot_indices
 from wiseft_lib.data.templates import IMAGENET_TEMPLATES, SIMPLE_TEMPLATES, get_templates
 from wiseft_lib.data.video import ytbb_classes, ytbb_projection
 from wiseft_lib.data.wilds import fmow_categories, iwildcam_classnames
-from wiseft_lib.core.evaluate import score
 
 from paper_fixture import A_IDX, ALARM, PLAIN, R_IDX, VAL_CLASSES, WNIDS, img, write_paper_data
-
 
 
 @pytest.fixture(scope="session")

@@ -10,12 +10,12 @@ from pathlib import Path
 import pytest
 import torch
 from safetensors.torch import load_file
-
-from helpers import AugmentedSet, gloo_ranks, threads, tiny_classifier  # noqa: E402
 from test_finetune import assert_same_training, cfg  # noqa: E402
 
 from wiseft_lib.core.features import extract_features  # noqa: E402
 from wiseft_lib.finetune import finetune  # noqa: E402
+
+from helpers import AugmentedSet, gloo_ranks, threads, tiny_classifier  # noqa: E402
 
 WORKER = textwrap.dedent("""
     import sys, torch

@@ -4,12 +4,13 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from helpers import DecodingDataset, tiny_classifier
 from torch.utils.data import DataLoader, Dataset
 
-from wiseft_lib.data.registry import DatasetBundle
 from wiseft_lib.core.evaluate import evaluate, evaluate_head, predict_logits, preprocess_once, score
 from wiseft_lib.core.metrics import METRICS
+from wiseft_lib.data.registry import DatasetBundle
+
+from helpers import DecodingDataset, tiny_classifier
 
 N, C = 20, 5
 

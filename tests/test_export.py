@@ -6,15 +6,16 @@ import json
 import open_clip
 import pytest
 import torch
-from helpers import tiny_classifier
 from safetensors.torch import load_file
 
 from wiseft_lib.cli import main
-from wiseft_lib.data.fashion_mnist import CLASSNAMES
-from wiseft_lib.experiment.export import export_paths, export_wiseft, exported_logits, load_export, register_configs
 from wiseft_lib.core.interpolate import interpolate_weights
 from wiseft_lib.core.models import ImageClassifier, create_model
 from wiseft_lib.core.zeroshot import zeroshot_classifier
+from wiseft_lib.data.fashion_mnist import CLASSNAMES
+from wiseft_lib.experiment.export import export_paths, export_wiseft, exported_logits, load_export, register_configs
+
+from helpers import tiny_classifier
 
 TEMPLATES = ["a photo of a {}.", "a sketch of a {}."]
 

@@ -25,13 +25,13 @@ import pandas as pd
 import pytest
 import torch
 from safetensors.torch import load_file
-
-from helpers import AugmentedSet, tiny_classifier
 from test_finetune import cfg
 
+from wiseft_lib.experiment.results import ResultsStore
 from wiseft_lib.finetune import finetune, latest_checkpoint
 from wiseft_lib.finetune.checkpoint import load_resume_state
-from wiseft_lib.experiment.results import ResultsStore
+
+from helpers import AugmentedSet, tiny_classifier
 
 ROOT = Path(__file__).resolve().parents[1]
 FORK = multiprocessing.get_context("fork")
@@ -43,8 +43,8 @@ def _train(out: str, die_in_write: str = "") -> None:
     the first write of that checkpoint file after the first checkpoint ("model" or "state")."""
     torch.set_num_threads(1)
     if die_in_write:
-        import wiseft_lib.finetune.checkpoint as ckpt_module
         import wiseft_lib.core.models as models_module
+        import wiseft_lib.finetune.checkpoint as ckpt_module
 
         calls = {"n": 0}
 
@@ -215,6 +215,7 @@ STUDY_KILL = textwrap.dedent("""
 @pytest.mark.slow
 def test_a_study_killed_in_its_sweep_continues_and_loses_no_rows(tmp_path):
     from test_launch import SETTINGS, TINY
+
     from paper_fixture import write_paper_data
 
     (tmp_path / "configs").mkdir()

@@ -14,16 +14,15 @@ from typing import Optional
 import pytest
 import torch
 from safetensors.torch import load_file, save_file
-
-from helpers import AugmentedSet, gloo_ranks, threads, tiny_classifier  # noqa: E402
 from test_finetune import assert_same_weights, cfg  # noqa: E402
 
 import wiseft_lib.finetune.data as fdata  # noqa: E402
 from wiseft_lib.core.feature_file import open_cache, write_rows  # noqa: E402
-from wiseft_lib.core.features import (CACHE_STATS, _cache_file, _cache_metadata, extract_features,  # noqa: E402
-                                 feature_cache_key)
+from wiseft_lib.core.features import CACHE_STATS, _cache_file, _cache_metadata, extract_features, feature_cache_key  # noqa: E402
 from wiseft_lib.finetune import finetune  # noqa: E402
 from wiseft_lib.finetune.data import FeatureBatches  # noqa: E402
+
+from helpers import AugmentedSet, gloo_ranks, threads, tiny_classifier  # noqa: E402
 
 KEY = {"dataset": "synthetic", "split": "train", "preprocess": "identity", "pretrained": None}
 linux_only = pytest.mark.skipif(not Path("/proc/self/maps").exists(), reason="needs /proc/self/maps")

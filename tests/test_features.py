@@ -4,13 +4,12 @@
 """
 from __future__ import annotations
 
-
 import pytest
 import torch
 
-from helpers import AugmentedSet, tiny_classifier  # noqa: E402
-
 from wiseft_lib.core.features import CACHE_STATS, cached_logits, extract_features  # noqa: E402
+
+from helpers import AugmentedSet, tiny_classifier  # noqa: E402
 
 KEY = {"dataset": "synthetic", "split": "train", "preprocess": "identity", "pretrained": None}
 

@@ -7,8 +7,8 @@ import pytest
 from matplotlib.collections import LineCollection
 from matplotlib.container import ErrorbarContainer
 
-from wiseft_lib.report.fig1_plots import id_intervals, plot_fig1, plot_fig1_per_set, seed_spread
 from wiseft_lib.analysis.shift_tables import clopper_pearson
+from wiseft_lib.report.fig1_plots import id_intervals, plot_fig1, plot_fig1_per_set, seed_spread
 
 SHIFTS = ["near", "sketch"]
 

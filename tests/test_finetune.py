@@ -15,10 +15,10 @@ from pathlib import Path
 import open_clip
 import pytest
 import torch
-from helpers import AugmentedSet, die_at_step, tiny_classifier
 from safetensors.torch import load_file
 from torch.utils.data import Dataset
 
+from wiseft_lib.core.models import ImageClassifier
 from wiseft_lib.finetune import (
     FinetuneConfig,
     NonFiniteLossError,
@@ -28,7 +28,9 @@ from wiseft_lib.finetune import (
     latest_checkpoint,
     warmup_cosine_lr,
 )
-from wiseft_lib.core.models import ImageClassifier
+
+from helpers import AugmentedSet, die_at_step, tiny_classifier
+
 
 def cfg(**kw) -> FinetuneConfig:
     base = dict(epochs=2, batch_size=8, lr=1e-3, warmup_steps=2, precision="fp32", log_every=3)

@@ -3,11 +3,12 @@ weights, distillation toward the zero-shot model. Definitions on known values, b
 import pytest
 import torch
 import torch.nn.functional as F
-from helpers import AugmentedSet, die_at_step, tiny_classifier
 
+from wiseft_lib.core.models import ImageClassifier
 from wiseft_lib.finetune import FinetuneConfig, build_finetune_parser, config_from_args, finetune
 from wiseft_lib.finetune.engine import distillation_loss, l2_to_init_penalty, make_optimizer
-from wiseft_lib.core.models import ImageClassifier
+
+from helpers import AugmentedSet, die_at_step, tiny_classifier
 
 
 def cfg(**kw) -> FinetuneConfig:
@@ -122,8 +123,8 @@ def test_ema_runs_resume_bitwise_and_return_the_average(tmp_path, tiny_registere
 
 
 def test_the_trajectory_lists_every_kept_checkpoint_and_each_loads_and_interpolates(tmp_path, tiny_registered):
-    from wiseft_lib.finetune import trajectory
     from wiseft_lib.core.interpolate import interpolate_weights
+    from wiseft_lib.finetune import trajectory
 
     start = tiny_classifier()
     final = finetune(start, AugmentedSet(), cfg(checkpoint_every=2, keep_checkpoints=100), output_dir=tmp_path,

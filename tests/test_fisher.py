@@ -7,11 +7,12 @@ import re
 
 import pytest
 import torch
-from helpers import clone_sd, tiny_classifier, tiny_resnet_classifier, train_steps, with_buffers
 from safetensors.torch import save_file
 
 from wiseft_lib.core.fisher import compute_fisher, fisher_interpolate, load_fisher
 from wiseft_lib.core.interpolate import interpolate_weights
+
+from helpers import clone_sd, tiny_classifier, tiny_resnet_classifier, train_steps, with_buffers
 
 
 @pytest.fixture(scope="module")

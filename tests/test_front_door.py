@@ -21,7 +21,6 @@ def test_every_front_door_name_resolves_to_the_object_of_its_module():
 
 def test_fine_tune_is_the_engine_even_after_its_subpackage_is_imported():
     import wiseft_lib.finetune  # sets the package attribute `finetune` to the subpackage
-
     from wiseft_lib.finetune.engine import finetune
 
     assert wiseft_lib.fine_tune is finetune

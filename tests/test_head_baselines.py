@@ -25,12 +25,12 @@ def test_bernoulli_per_element_mixes_single_weights_and_keeps_the_ends():
 
 @pytest.mark.slow
 def test_head_curves_share_wiseft_lcs_ends_and_train_nothing(tmp_path, fashion_mnist_root, monkeypatch):
-    from helpers import forbid
-
+    from wiseft_lib.baselines.head_baselines import BERNOULLI, head_baseline_curves
     from wiseft_lib.experiment.config import CurveConfig
     from wiseft_lib.experiment.curve import curve_table, wiseft_curve
-    from wiseft_lib.baselines.head_baselines import BERNOULLI, head_baseline_curves
     from wiseft_lib.experiment.runs import RunCache
+
+    from helpers import forbid
 
     cfg = CurveConfig(modes=["linear"], n_train_linear=500, n_test=200, alphas=[0.0, 0.5, 1.0],
                       linear={"epochs": 2, "lr": 0.01, "batch_size": 128, "warmup_steps": 2})

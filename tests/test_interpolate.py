@@ -7,7 +7,6 @@ import re
 
 import pytest
 import torch
-from helpers import clone_sd, tiny_classifier, tiny_resnet_classifier, train_steps, with_buffers
 from torch import nn
 
 from wiseft_lib.core.interpolate import (
@@ -18,6 +17,8 @@ from wiseft_lib.core.interpolate import (
     iter_alphas,
     sweep_alphas,
 )
+
+from helpers import clone_sd, tiny_classifier, tiny_resnet_classifier, train_steps, with_buffers
 
 
 @pytest.fixture(scope="module")

@@ -16,13 +16,13 @@ import pandas as pd
 import pytest
 import torch
 from safetensors.torch import load_file
-
-from paper_fixture import write_paper_data
 from test_paper_presets import TINY
 
-from wiseft_lib.studies.launch import processes_to_launch
 from wiseft_lib.params import ParamsError
 from wiseft_lib.studies.fig1_id_vs_ood import Fig1Params
+from wiseft_lib.studies.launch import processes_to_launch
+
+from paper_fixture import write_paper_data
 
 ROOT = Path(__file__).resolve().parents[1]
 SETTINGS = ["smoke=true", "model=wiseft-paper-tiny", "pretrained=random", "device=cpu", "num_workers=0",

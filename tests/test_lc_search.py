@@ -4,8 +4,8 @@ import numpy as np
 import pytest
 import torch
 
-from wiseft_lib.finetune.lc_search import LinearSearch, sample_recipes, search_linear_head
 from wiseft_lib.core.models import ClassificationHead
+from wiseft_lib.finetune.lc_search import LinearSearch, sample_recipes, search_linear_head
 
 
 def blobs(n=400, k=4, d=16, seed=0):
@@ -71,11 +71,12 @@ def test_bad_search_settings_are_named():
 @pytest.mark.slow
 def test_a_curve_with_a_searched_head_keeps_the_trials_and_reuses_the_run(tmp_path, fashion_mnist_root, monkeypatch):
     import pandas as pd
-    from helpers import forbid
 
     from wiseft_lib.experiment.config import CurveConfig
     from wiseft_lib.experiment.curve import wiseft_curve
     from wiseft_lib.experiment.runs import RunCache
+
+    from helpers import forbid
 
     cfg = CurveConfig(modes=["linear"], linear_method="search", n_train_linear=500, n_test=200, alphas=[0.0, 1.0],
                       linear={"regularizer": "label_smoothing", "n_configs": 2, "epochs": 2, "warmup_steps": 2})

@@ -5,18 +5,17 @@ repeats): fine-tuning raises ID accuracy, and the alpha=0.5 midpoint beats both 
 distribution, end-to-end and for the linear classifier. Thresholds are directions with margin, not
 the exact numbers of the closing note, so the test is not flaky across machines.
 """
-from pathlib import Path
-
 import dataclasses
 import json
+from pathlib import Path
 
 import pytest
 import yaml
 
-from wiseft_lib.mini.pretrain import PretrainConfig
 from wiseft_lib.core.models import PACKAGE_MODELS, package_weights_path
 from wiseft_lib.experiment.config import CurveConfig
 from wiseft_lib.experiment.curve import curve_table, wiseft_curve
+from wiseft_lib.mini.pretrain import PretrainConfig
 
 ROOT = Path(__file__).resolve().parents[1]
 

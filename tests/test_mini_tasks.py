@@ -2,11 +2,11 @@
 import numpy as np
 import pytest
 
+from wiseft_lib.core.evaluate import score
 from wiseft_lib.data import get_dataset
 from wiseft_lib.data.fashion_mnist import CLASSNAMES
 from wiseft_lib.data.mini import test_subset as mini_test_indices
 from wiseft_lib.data.mini.tasks import FRAME_OFFSETS, REGIONS, TRANSFER_TASKS, imbalanced_keep
-from wiseft_lib.core.evaluate import score
 
 
 def _perfect_logits(labels, n_classes):

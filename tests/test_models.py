@@ -4,8 +4,8 @@ import json
 import pytest
 import torch
 
-from wiseft_lib.mini.pretrain import CONFIG_PATH, MiniTokenizer, caption_corpus
 from wiseft_lib.core.models import ClassificationHead, ImageClassifier, create_model, list_models
+from wiseft_lib.mini.pretrain import CONFIG_PATH, MiniTokenizer, caption_corpus
 
 
 def test_mini_model_is_an_open_clip_model_with_transforms():

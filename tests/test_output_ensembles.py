@@ -2,12 +2,13 @@
 test_matched_id.py)."""
 import pytest
 import torch
-from helpers import forbid
 
+from wiseft_lib.baselines.output_ensembles import output_ensemble_curve
 from wiseft_lib.experiment.config import CurveConfig
 from wiseft_lib.experiment.curve import curve_table, wiseft_curve
-from wiseft_lib.baselines.output_ensembles import output_ensemble_curve
 from wiseft_lib.experiment.runs import RunCache
+
+from helpers import forbid
 
 
 @pytest.mark.slow

@@ -79,6 +79,39 @@ def test_generated_parameters_cell_round_trips_through_a_notebook_namespace():
         Demo.from_notebook({**namespace, "n_ame": "x"}, namespace["_declared"])
 
 
+@dataclass
+class Base(Params):
+    NOTEBOOK_FIELDS = ("seeds",)
+
+    seeds: list[int] = param([0], "one run per seed")
+    lr: float = param(1e-3, "learning rate (hidden: a base field not in NOTEBOOK_FIELDS)")
+
+
+@dataclass
+class Study(Base):
+    variants: dict[str, Any] = param({f"variant {i}": {"family": "lr", "e2e": {"lr": 10.0 ** -i, "epochs": i}}
+                                      for i in range(6)}, "name -> {family, e2e: recipe fields changed}")
+
+
+def test_a_short_parameters_cell_shows_the_studys_own_fields_and_the_named_base_ones():
+    assert Study.notebook_fields() == ["seeds", "variants"]
+    cell = Study.parameters_cell()
+    assert "lr =" not in cell and "# 1 more parameters keep their defaults" in cell
+    assert all(len(line) <= 120 for line in cell.splitlines())
+    assert "# name -> {family, e2e: recipe fields changed}\nvariants = {\n" in cell  # long: help above, one per line
+    namespace: dict = {}
+    exec(cell, namespace)
+    namespace.pop("__builtins__")
+    assert Study.from_notebook(namespace, namespace["_declared"]) == Study()
+    # papermill may still set a hidden field (it is a field, so not unknown)
+    assert Study.from_notebook({**namespace, "lr": 0.5}, namespace["_declared"]).lr == 0.5
+    with pytest.raises(ParamsError, match=r"unknown notebook parameter\(s\): 'l_r'"):
+        Study.from_notebook({**namespace, "l_r": 0.5}, namespace["_declared"])
+    stale = {k: v for k, v in namespace.items() if k != "variants"}  # a cell generated before 'variants' existed
+    with pytest.raises(ParamsError, match=r"parameters cell lacks \['variants'\]; regenerate it"):
+        Study.from_notebook(stale, namespace["_declared"] - {"variants"})
+
+
 def test_notebooks_show_parameters_as_a_table_with_changes_in_bold():
     table = Demo(seeds=[0, 1])._repr_markdown_()
     assert "| `seeds` | **[0, 1]** | one run per seed |" in table

@@ -74,9 +74,9 @@ def test_split_keeps_every_class_in_train_and_errors_without_validation():
 @pytest.mark.slow
 def test_probe_on_mini_features_beats_chance(fashion_mnist_root):
     """The embedded default: wiseft-mini features of 300 fine-tuning-pool photos -> probe -> test photos."""
-    from wiseft_lib.data import get_dataset
     from wiseft_lib.core.features import extract_features
     from wiseft_lib.core.models import create_model
+    from wiseft_lib.data import get_dataset
 
     clip, _, eval_tf = create_model("wiseft-mini")
     train = get_dataset("mini-photo", root=fashion_mnist_root, split="train", transform=eval_tf, n_train=300)

@@ -24,7 +24,7 @@ import numpy as np
 import pytest
 import torch
 
-from helpers import AugmentedSet, TINY_NAME, tiny_classifier
+from helpers import TINY_NAME, AugmentedSet, tiny_classifier
 
 ROOT = Path(__file__).resolve().parents[1]
 pytestmark = pytest.mark.filterwarnings("ignore:Detected pickle protocol:UserWarning")  # torch, reading the payload

@@ -4,7 +4,6 @@ The studies share one sweep: Table 1 reuses Figure 1's fine-tunes, and Figures 6
 """
 import pandas as pd
 import pytest
-from helpers import forbid, patch_everywhere
 
 from wiseft_lib.experiment.results import ResultsStore
 from wiseft_lib.studies.fig1_id_vs_ood import Fig1Params
@@ -17,6 +16,8 @@ from wiseft_lib.studies.table1_shifts import Table1Params
 from wiseft_lib.studies.table1_shifts import run as run_table1
 from wiseft_lib.studies.table8_other_models import Table8Params
 from wiseft_lib.studies.table8_other_models import run as run_table8
+
+from helpers import forbid, patch_everywhere
 
 SETS = ["mini-photo", "mini-near", "mini-sketch", "mini-rendition", "mini-viewpoint", "mini-corruption"]
 

@@ -6,10 +6,11 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-from helpers import forbid
 
 from wiseft_lib.studies import STUDIES, get_study
 from wiseft_lib.studies.fig1_id_vs_ood import Fig1Params, run
+
+from helpers import forbid
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -81,9 +82,9 @@ def test_val_and_test_splits_are_different_images(tmp_path, fashion_mnist_root):
 @pytest.mark.slow
 def test_checkpoints_from_elsewhere_replace_fine_tuning(tmp_path, fashion_mnist_root, monkeypatch, tiny_registered):
     from wiseft_lib.cli import main
-    from wiseft_lib.data import get_dataset
     from wiseft_lib.core.evaluate import evaluate
     from wiseft_lib.core.models import ImageClassifier, create_model
+    from wiseft_lib.data import get_dataset
 
     for mode in ("end-to-end", "linear"):  # what `torchrun -m wiseft_lib.finetune` writes, on one process here
         assert main(["finetune", "--model", "wiseft-mini", "--train-dataset", "mini-photo", "--k-shot", "5",

@@ -8,12 +8,12 @@ import pytest
 import torch
 from torch.utils.data import Dataset
 
-from helpers import AugmentedSet, tiny_classifier  # noqa: E402
-
 from wiseft_lib.core.device import gather_rows, shard_range  # noqa: E402
 from wiseft_lib.core.evaluate import predict_logits  # noqa: E402
 from wiseft_lib.core.interpolate import interpolate_weights  # noqa: E402
 from wiseft_lib.core.sweep import sweep_logits  # noqa: E402
+
+from helpers import AugmentedSet, tiny_classifier  # noqa: E402
 
 
 class CountingSet(Dataset):
@@ -85,8 +85,8 @@ def test_gather_rows_is_the_identity_on_one_process():
 def test_evaluation_precision_is_a_parameter():
     from wiseft_lib.experiment.config import CurveConfig
     from wiseft_lib.experiment.endpoints import Endpoints
-    from wiseft_lib.params import ParamsError
     from wiseft_lib.experiment.runs import RunCache
+    from wiseft_lib.params import ParamsError
 
     data = AugmentedSet(n=9, augment=False)
     fp32, _ = predict_logits(tiny_classifier(), data, batch_size=4, progress=False)

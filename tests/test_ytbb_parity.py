@@ -19,11 +19,11 @@ import numpy as np
 import pytest
 import torch
 
+from wiseft_lib.core.evaluate import score
 from wiseft_lib.data import get_dataset
 from wiseft_lib.data.common import DatasetNotFoundError
 from wiseft_lib.data.video import ytbb_classes
 from wiseft_lib.data.ytbb_annotations import ReviewedAnnotationError, frame_key, parse_frame_key
-from wiseft_lib.core.evaluate import score
 
 from paper_fixture import img
 

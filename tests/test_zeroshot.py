@@ -1,10 +1,11 @@
 """The zero-shot head equals the paper's recipe computed by hand."""
 import pytest
 import torch
-from helpers import tiny_clip, toy_tokenizer
 
 from wiseft_lib.core.models import ImageClassifier
 from wiseft_lib.core.zeroshot import IMAGENET_TEMPLATES, SIMPLE_TEMPLATES, zeroshot_head
+
+from helpers import tiny_clip, toy_tokenizer
 
 
 def test_head_matches_direct_computation():

@@ -12,30 +12,31 @@
 from __future__ import annotations
 
 import argparse
-import os
 import json
+import os
 import sys
 from pathlib import Path
 from typing import Optional, Sequence
+
 import pandas as pd
-from wiseft_lib.data import default_eval_split, get_dataset, describe_dataset, list_datasets
-from wiseft_lib.experiment.endpoints import eval_bundle_kwargs
-from wiseft_lib.core.models import create_model, ImageClassifier, create_architecture, list_models, list_pretrained
-from wiseft_lib.core.zeroshot import zeroshot_classifier
+
 from wiseft_lib.core.evaluate import evaluate
 from wiseft_lib.core.fisher import fisher_interpolate, load_fisher
 from wiseft_lib.core.interpolate import interpolate_weights
-from wiseft_lib.experiment.export import export_wiseft
-from wiseft_lib.studies import STUDIES, run_study
-from wiseft_lib.finetune import run_finetune_from_args, add_finetune_arguments
-from wiseft_lib.mini.pretrain import run_from_args, add_pretrain_arguments
+from wiseft_lib.core.models import ImageClassifier, create_architecture, create_model, list_models, list_pretrained
+from wiseft_lib.core.zeroshot import zeroshot_classifier
+from wiseft_lib.data import default_eval_split, describe_dataset, get_dataset, list_datasets
 from wiseft_lib.data.fashion_mnist import ensure_fashion_mnist, find_fashion_mnist
 from wiseft_lib.data.templates import get_templates
+from wiseft_lib.experiment.endpoints import eval_bundle_kwargs
+from wiseft_lib.experiment.export import export_wiseft
 from wiseft_lib.experiment.results import ResultsStore
+from wiseft_lib.finetune import add_finetune_arguments, run_finetune_from_args
+from wiseft_lib.mini.pretrain import add_pretrain_arguments, run_from_args
+from wiseft_lib.studies import STUDIES, run_study
 
 
 def cmd_zeroshot(a: argparse.Namespace) -> int:
-
     clip_model, _, eval_tf = create_model(a.model, a.pretrained, device=a.device)
     bundle = get_dataset(a.dataset, root=a.data_root, split=default_eval_split(a.dataset), transform=eval_tf,
                          **eval_bundle_kwargs(a.dataset, a.n_test))
@@ -52,7 +53,6 @@ def cmd_zeroshot(a: argparse.Namespace) -> int:
 
 
 def _print_scores(model, datasets: Sequence[str], a: argparse.Namespace, transform, store=None, label=None):
-
     for name in datasets:
         bundle = get_dataset(name, root=a.data_root, split=default_eval_split(name), transform=transform,
                              **eval_bundle_kwargs(name, a.n_test))
@@ -65,7 +65,6 @@ def _print_scores(model, datasets: Sequence[str], a: argparse.Namespace, transfo
 
 
 def cmd_evaluate(a: argparse.Namespace) -> int:
-
     clf = ImageClassifier.load(a.checkpoint, device=a.device)
     _, _, eval_tf = create_architecture(clf.meta["model_name"], clf.meta.get("pretrained"))  # the tag's preprocessing
     store = None
@@ -77,7 +76,6 @@ def cmd_evaluate(a: argparse.Namespace) -> int:
 
 
 def cmd_interpolate(a: argparse.Namespace) -> int:
-
     zs, ft = ImageClassifier.load(a.zeroshot), ImageClassifier.load(a.finetuned)
     if zs.meta.get("model_name") != ft.meta.get("model_name"):
         raise ValueError(f"cannot interpolate a {zs.meta.get('model_name')} with a {ft.meta.get('model_name')}: "
@@ -97,7 +95,6 @@ def cmd_interpolate(a: argparse.Namespace) -> int:
 
 
 def cmd_export(a: argparse.Namespace) -> int:
-
     result = export_wiseft(a.finetuned, a.output, alpha=a.alpha, model=a.model, pretrained=a.pretrained,
                            zeroshot=a.zeroshot, device=a.device)
     meta = result.meta
@@ -111,7 +108,6 @@ def cmd_export(a: argparse.Namespace) -> int:
 
 
 def cmd_run(a: argparse.Namespace) -> int:
-
     if a.list or not a.study:
         for study in STUDIES.values():
             print(f"{study.name:24s} {study.title}")
@@ -123,7 +119,6 @@ def cmd_run(a: argparse.Namespace) -> int:
 
 
 def _print_result(result) -> None:
-
     with pd.option_context("display.width", 200, "display.max_columns", 30):
         for name in ("summary", "table1", "table8", "gains", "effective_robustness", "zeroshot", "claims"):
             table = getattr(result, name, None)
@@ -141,20 +136,17 @@ def cmd_sweep(a: argparse.Namespace) -> int:
 
 
 def cmd_finetune(a: argparse.Namespace) -> int:
-
     run_finetune_from_args(a)
     print(f"fine-tuned model: {Path(a.output_dir) / 'finetuned.safetensors'}")
     return 0
 
 
 def cmd_pretrain_mini(a: argparse.Namespace) -> int:
-
     run_from_args(a)
     return 0
 
 
 def cmd_data(a: argparse.Namespace) -> int:
-
     if a.list:
         for name in list_datasets():
             print(describe_dataset(name))
@@ -164,7 +156,6 @@ def cmd_data(a: argparse.Namespace) -> int:
 
 
 def cmd_models(a: argparse.Namespace) -> int:
-
     for name in list_models():
         tags = [t for m, t in list_pretrained(name)]
         print(f"{name:40s} {', '.join(tags)}")

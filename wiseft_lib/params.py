@@ -30,11 +30,13 @@ import dataclasses
 import difflib
 import json
 import re
+import textwrap
 import types
 import typing
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any, TypeVar, Union
+
 import yaml
 
 __all__ = ["ParamsError", "Params", "param", "check_fields", "parse_assignment", "IPYTHON_NAMES"]
@@ -165,6 +167,23 @@ def _unknown(unknown: Sequence[str], known: Sequence[str], what: str) -> ParamsE
 
 
 # ---------------------------------------------------------------- literals for generated cells
+def _literal_lines(v: Any, indent: int, start: int = 0, width: int = 116) -> str:
+    """``v`` as a Python literal beginning at column ``start``: on one line when it fits in ``width`` columns,
+    else one item per line, indented by four from ``indent``."""
+    flat = _literal(v)
+    if start + len(flat) <= width or not isinstance(v, (Mapping, list)) or not v:
+        return flat
+    pad = " " * (indent + 4)
+    if isinstance(v, Mapping):
+        items = []
+        for k, x in v.items():
+            head = f"{pad}{_literal(k)}: "
+            items.append(head + _literal_lines(x, indent + 4, len(head), width))
+        return "{\n" + ",\n".join(items) + ",\n" + " " * indent + "}"
+    items = [pad + _literal_lines(x, indent + 4, len(pad), width) for x in v]
+    return "[\n" + ",\n".join(items) + ",\n" + " " * indent + "]"
+
+
 def _literal(v: Any) -> str:
     if isinstance(v, str):
         return json.dumps(v)
@@ -293,7 +312,11 @@ class Params:
         lines = []
         for name in cls.notebook_fields():
             help_text = fields[name].metadata.get("help", "")
-            lines.append(f"{name} = {_literal(getattr(d, name))}" + (f"  # {help_text}" if help_text else ""))
+            line = f"{name} = {_literal(getattr(d, name))}" + (f"  # {help_text}" if help_text else "")
+            if len(line) > 120:  # the help above, the value one item per line
+                above = "".join(f"# {part}\n" for part in textwrap.wrap(help_text, 116))
+                line = above + f"{name} = {_literal_lines(getattr(d, name), 0, len(name) + 3)}"
+            lines.append(line)
         hidden = len(fields) - len(lines)
         if hidden:
             lines += [f"# {hidden} more parameters keep their defaults: the `params` table below lists them all,",

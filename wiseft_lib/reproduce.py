@@ -18,11 +18,13 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Optional, Sequence
-import yaml
+
 import pandas as pd
+import yaml
 from tqdm.auto import tqdm
-from wiseft_lib.studies import STUDIES
+
 from wiseft_lib.core.files import atomic_write_text
+from wiseft_lib.studies import STUDIES
 
 __all__ = ["PAPER_COVERAGE", "paper_coverage", "StudyRun", "FigureOutputs", "figure_outputs", "reproduce", "write_index", "main"]
 

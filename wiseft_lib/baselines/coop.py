@@ -39,9 +39,9 @@ import torch
 import torch.nn.functional as F
 from open_clip.transformer import text_global_pool
 from torch import nn
+from tqdm.auto import tqdm
 
 from wiseft_lib.core.models import ClassificationHead, get_tokenizer
-from tqdm.auto import tqdm
 
 __all__ = ["CLASS_TOKEN_POSITIONS", "CoOpConfig", "PromptLearner", "CoOpResult", "coop_lr", "text_features",
            "coop_head", "train_coop"]

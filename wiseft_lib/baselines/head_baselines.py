@@ -20,12 +20,12 @@ from typing import Optional, Sequence
 import pandas as pd
 import torch
 
+from wiseft_lib.baselines.output_ensembles import SPACES, ensemble_mode
+from wiseft_lib.core.evaluate import evaluate_head, score
+from wiseft_lib.core.interpolate import bernoulli_interpolate
 from wiseft_lib.experiment.config import CurveConfig
 from wiseft_lib.experiment.endpoints import Endpoints, finetuned_run
 from wiseft_lib.experiment.runs import RunCache
-from wiseft_lib.core.evaluate import evaluate_head, score
-from wiseft_lib.core.interpolate import bernoulli_interpolate
-from wiseft_lib.baselines.output_ensembles import SPACES, ensemble_mode
 
 __all__ = ["BERNOULLI", "head_baseline_curves"]
 

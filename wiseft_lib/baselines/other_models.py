@@ -17,12 +17,12 @@ import torch
 from safetensors.torch import load_file, save_file
 from torch import nn
 
-from wiseft_lib.experiment.runs import RunCache, run_key
-from wiseft_lib.mini.standard import STANDARD_ZOO, STANDARD_TRANSFORM, build_standard, train_standard
-from wiseft_lib.data import get_dataset, is_embedded
-from wiseft_lib.core.evaluate import preprocess_once, predict_logits
+from wiseft_lib.core.evaluate import predict_logits, preprocess_once
 from wiseft_lib.core.files import atomic_path
+from wiseft_lib.data import get_dataset, is_embedded
 from wiseft_lib.experiment.endpoints import eval_bundle_kwargs
+from wiseft_lib.experiment.runs import RunCache, run_key
+from wiseft_lib.mini.standard import STANDARD_TRANSFORM, STANDARD_ZOO, build_standard, train_standard
 
 if TYPE_CHECKING:
     from wiseft_lib.experiment.config import CurveConfig
@@ -79,7 +79,6 @@ def _cached(runs: RunCache, kind: str, key: str, record: dict[str, Any]):
 
 
 def _load_or(path, compute: Callable[[], tuple[torch.Tensor, torch.Tensor]]) -> tuple[torch.Tensor, torch.Tensor]:
-
     if path.is_file():
         t = load_file(str(path))
         return t["logits"], t["labels"]

@@ -19,13 +19,13 @@ import torch
 from safetensors.torch import load_file, save_file
 from torch import nn
 
+from wiseft_lib.core.ensemble import ensemble_logits, ensemble_probs
+from wiseft_lib.core.evaluate import predict_logits, score
+from wiseft_lib.core.files import atomic_path
 from wiseft_lib.experiment.config import CurveConfig
 from wiseft_lib.experiment.curve import missing_scores, tidy_scores
 from wiseft_lib.experiment.endpoints import Endpoints, RunRef, finetuned_run
-from wiseft_lib.core.ensemble import ensemble_logits, ensemble_probs
 from wiseft_lib.experiment.runs import RunCache
-from wiseft_lib.core.files import atomic_path
-from wiseft_lib.core.evaluate import predict_logits, score
 
 __all__ = ["SPACES", "ensemble_mode", "endpoint_logits", "output_ensemble_curve"]
 

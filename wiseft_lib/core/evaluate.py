@@ -27,12 +27,12 @@ import numpy as np
 import torch
 from torch import nn
 from torch.utils.data import DataLoader, Dataset, TensorDataset
+from tqdm.auto import tqdm
 
 from wiseft_lib.core._batches import checked_images, images_labels, model_device
-from wiseft_lib.data.registry import DatasetBundle
 from wiseft_lib.core.metrics import METRICS, get_metric
 from wiseft_lib.core.sweep import distributed_logits
-from tqdm.auto import tqdm
+from wiseft_lib.data.registry import DatasetBundle
 
 __all__ = [
     "METRICS",

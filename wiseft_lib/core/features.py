@@ -41,12 +41,18 @@ from typing import Any, Callable, Iterator, Mapping, Optional, Union
 import torch
 from torch import nn
 from torch.utils.data import DataLoader, Dataset, Subset
-
-from wiseft_lib.core.feature_file import assemble, open_cache, write_rows
-from wiseft_lib.core.device import (all_ranks_agree, autocast_context, dist_info, is_distributed, resolve_precision,
-                               shard_range)
-from wiseft_lib.core.models import state_dict_hash
 from tqdm.auto import tqdm
+
+from wiseft_lib.core.device import (
+    all_ranks_agree,
+    autocast_context,
+    dist_info,
+    is_distributed,
+    resolve_precision,
+    shard_range,
+)
+from wiseft_lib.core.feature_file import assemble, open_cache, write_rows
+from wiseft_lib.core.models import state_dict_hash
 
 __all__ = [
     "CACHE_STATS",

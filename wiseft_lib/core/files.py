@@ -9,7 +9,6 @@ import tempfile
 from pathlib import Path
 from typing import Any, Iterator, Union
 
-
 DISK_FULL = (errno.ENOSPC, errno.EDQUOT)
 
 

@@ -18,7 +18,14 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from wiseft_lib.core._batches import batch_inputs, model_device
-from wiseft_lib.core.interpolate import StateDict, describe_tensor, lerp_tensors, check_alpha, check_compatible, interpolate_weights
+from wiseft_lib.core.interpolate import (
+    StateDict,
+    check_alpha,
+    check_compatible,
+    describe_tensor,
+    interpolate_weights,
+    lerp_tensors,
+)
 
 __all__ = ["fisher_interpolate", "compute_fisher", "load_fisher"]
 

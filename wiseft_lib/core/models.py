@@ -11,6 +11,7 @@ JSON sidecar (never a pickled module), so checkpoints survive code moves.
 from __future__ import annotations
 
 import difflib
+import hashlib
 import json
 import logging
 import os
@@ -19,14 +20,13 @@ from typing import Any, Callable, Optional, Union
 
 import open_clip
 import torch
+from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 from torch import nn
 
-from wiseft_lib.core.files import atomic_write_json, atomic_path
-from wiseft_lib.core.mini_tokenizer import MiniTokenizer
-import hashlib
-from safetensors import SafetensorError
 from wiseft_lib import __version__
+from wiseft_lib.core.files import atomic_path, atomic_write_json
+from wiseft_lib.core.mini_tokenizer import MiniTokenizer
 
 __all__ = [
     "create_model",
@@ -284,7 +284,6 @@ def _read_sidecar(side: Path, fmt: str) -> dict[str, Any]:
 
 
 def _read_weights(path: Path, device: Union[str, torch.device]) -> dict[str, torch.Tensor]:
-
     try:
         return load_file(str(path), device=str(device))
     except (SafetensorError, OSError) as err:  # SafetensorError is no ValueError: say what it means

@@ -24,12 +24,18 @@ from typing import Any, Iterable, Optional, Union
 import torch
 from torch import nn
 from torch.utils.data import DataLoader, Dataset, Subset
-
-from wiseft_lib.core.device import autocast_context, dist_info, gather_rows, is_distributed, resolve_precision
-from wiseft_lib.core.device import shard_range
-from wiseft_lib.core._batches import labeled_batch, model_device
-from wiseft_lib.core.interpolate import check_alpha, check_model_targets, state_on_device, write_interpolation
 from tqdm.auto import tqdm
+
+from wiseft_lib.core._batches import labeled_batch, model_device
+from wiseft_lib.core.device import (
+    autocast_context,
+    dist_info,
+    gather_rows,
+    is_distributed,
+    resolve_precision,
+    shard_range,
+)
+from wiseft_lib.core.interpolate import check_alpha, check_model_targets, state_on_device, write_interpolation
 
 __all__ = ["sweep_logits", "distributed_logits", "eval_loader", "DEFAULT_CHUNK_IMAGES"]
 
@@ -101,8 +107,6 @@ def sweep_logits(model: nn.Module, theta_0: dict[str, torch.Tensor], theta_1: di
 def _pass(model: nn.Module, theta_0, theta_1, grid: list, dataset, *, batch_size: int, num_workers: int,
           device: Optional[torch.device], precision: str, chunk_images: int, progress: bool, desc: str
           ) -> dict[Any, tuple[torch.Tensor, torch.Tensor]]:
-
-
     dev = torch.device(device) if device is not None else model_device(model)
     model.to(dev)
     precision = "bf16" if precision == "auto" and dev.type == "cuda" else resolve_precision(precision, dev)

@@ -16,8 +16,8 @@ from typing import Callable, Optional, Sequence
 import torch
 from torch import nn
 
-from wiseft_lib.data.templates import IMAGENET_TEMPLATES, SIMPLE_TEMPLATES, fill_template
 from wiseft_lib.core.models import ClassificationHead, ImageClassifier, get_tokenizer
+from wiseft_lib.data.templates import IMAGENET_TEMPLATES, SIMPLE_TEMPLATES, fill_template
 
 __all__ = ["IMAGENET_TEMPLATES", "SIMPLE_TEMPLATES", "zeroshot_weights", "zeroshot_head", "zeroshot_classifier"]
 

@@ -9,19 +9,19 @@ Looked for, in order: an explicit ``root``; ``$WISEFT_DATA`` (the folder itself,
 """
 from __future__ import annotations
 
+import argparse
 import functools
 import gzip
 import os
+import shutil
+import subprocess
+import sys
 import urllib.request
 import zlib
 from pathlib import Path
 from typing import Optional
 
 import numpy as np
-import shutil
-import subprocess
-import sys
-import argparse
 
 CLASSNAMES = [
     "t-shirt", "trouser", "pullover", "dress", "coat",
@@ -163,7 +163,6 @@ def ensure_fashion_mnist(root: Optional[str | Path] = None, allow_apt: bool = Tr
 
 
 def main(argv: Optional[list[str]] = None) -> None:
-
     parser = argparse.ArgumentParser(description="Locate, install or download Fashion-MNIST.")
     parser.add_argument("--root", default=None, help="a folder holding the four IDX files")
     parser.add_argument("--ensure", action="store_true",

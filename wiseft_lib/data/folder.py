@@ -50,10 +50,14 @@ from typing import Callable, Optional
 
 import numpy as np
 
-from wiseft_lib.data.common import IMG_EXTENSIONS, DatasetNotFoundError, ImageFiles, drop_unreadable
-from wiseft_lib.data.registry import DatasetBundle
-from wiseft_lib.data.common import class_balanced_subset
-from wiseft_lib.data.registry import DatasetEntry, register_resolver
+from wiseft_lib.data.common import (
+    IMG_EXTENSIONS,
+    DatasetNotFoundError,
+    ImageFiles,
+    class_balanced_subset,
+    drop_unreadable,
+)
+from wiseft_lib.data.registry import DatasetBundle, DatasetEntry, register_resolver
 from wiseft_lib.data.templates import GENERIC_TEMPLATES
 
 __all__ = ["FOLDER_PREFIX", "FOLDER_LAYOUT", "FOLDER_SPLITS", "is_folder_name", "folder_path", "folder_fingerprint",

@@ -23,13 +23,13 @@ from typing import Any, Callable, Optional
 import pandas as pd
 from torch import nn
 
+from wiseft_lib.core.evaluate import evaluate_head, score
+from wiseft_lib.core.interpolate import iter_alphas
+from wiseft_lib.core.sweep import sweep_logits
 from wiseft_lib.data.mini import MINI_ID
 from wiseft_lib.experiment.config import CurveConfig
 from wiseft_lib.experiment.endpoints import Endpoints, RunRef, finetuned_run
 from wiseft_lib.experiment.runs import RunCache, alpha_key, run_key
-from wiseft_lib.core.interpolate import iter_alphas
-from wiseft_lib.core.evaluate import score, evaluate_head
-from wiseft_lib.core.sweep import sweep_logits
 
 __all__ = ["wiseft_curve", "curve_table", "summary_table", "data_table",
            "CLAIMS", "claim_values", "check_claims"]
@@ -89,7 +89,6 @@ def _sweep_end_to_end(ep: Endpoints, run: RunRef) -> None:
 
 
 def _sweep_linear(ep: Endpoints, run: RunRef) -> None:
-
     def endpoints() -> tuple[nn.Module, nn.Module]:
         return copy.deepcopy(ep.zeroshot().classification_head), run.load_head(ep).to(ep.device)
 

@@ -17,23 +17,30 @@ from typing import TYPE_CHECKING, Any, Optional
 
 import torch
 from safetensors.torch import load_file, save_file
-
-from wiseft_lib.data import DatasetBundle, eval_split, get_dataset
-from wiseft_lib.core.device import is_distributed, is_writer, resolve_precision
-from wiseft_lib.core.models import PACKAGE_MODELS, RANDOM_INIT, ClassificationHead, ImageClassifier, package_weights_path
-from wiseft_lib.experiment.runs import RunCache, file_digest, run_key
-from wiseft_lib.data import list_datasets, subset_options
-from wiseft_lib.data.folder import is_folder_name, folder_fingerprint
-from wiseft_lib.finetune import finetune
-from wiseft_lib.core.models import state_dict_hash, create_model, create_architecture
-from wiseft_lib.core.zeroshot import zeroshot_classifier
-from wiseft_lib.core.features import extract_features
-from wiseft_lib.finetune.lc_search import LinearSearch, search_linear_head
-from wiseft_lib.core.files import atomic_write_text
-from wiseft_lib.core.evaluate import preprocess_once
-from wiseft_lib.data.kshot import kshot_bundle
 from torchvision import transforms as T
+
+from wiseft_lib.core.device import is_distributed, is_writer, resolve_precision
+from wiseft_lib.core.evaluate import preprocess_once
+from wiseft_lib.core.features import extract_features
+from wiseft_lib.core.files import atomic_write_text
+from wiseft_lib.core.models import (
+    PACKAGE_MODELS,
+    RANDOM_INIT,
+    ClassificationHead,
+    ImageClassifier,
+    create_architecture,
+    create_model,
+    package_weights_path,
+    state_dict_hash,
+)
 from wiseft_lib.core.probe import fit_logistic_probe
+from wiseft_lib.core.zeroshot import zeroshot_classifier
+from wiseft_lib.data import DatasetBundle, eval_split, get_dataset, list_datasets, subset_options
+from wiseft_lib.data.folder import folder_fingerprint, is_folder_name
+from wiseft_lib.data.kshot import kshot_bundle
+from wiseft_lib.experiment.runs import RunCache, file_digest, run_key
+from wiseft_lib.finetune import finetune
+from wiseft_lib.finetune.lc_search import LinearSearch, search_linear_head
 
 if TYPE_CHECKING:
     from wiseft_lib.experiment.config import CurveConfig
@@ -217,7 +224,6 @@ class Endpoints:
         return self._zeroshot
 
     def _build_zeroshot(self, key: str) -> None:
-
         torch.manual_seed(self.seed)  # only matters for random-init models
         clip_model, _, _ = create_model(self.cfg.model, self.cfg.pretrained, device=self.device)
         classnames = self._raw_bundle(self.cfg.id_dataset).classnames
@@ -289,7 +295,6 @@ def finetuned_run(ep: Endpoints, mode: str) -> RunRef:
 
 
 def _finetune_end_to_end(ep: Endpoints) -> RunRef:
-
     ft_cfg = ep.cfg.finetune_config("end-to-end", ep.seed)
     parts = {"mode": "end-to-end", "zeroshot": ep.zeroshot_hash(),
              "train": ep.train_record(ep.cfg.n_train, "train" if ep.cfg.augment == "clip" else
@@ -375,7 +380,6 @@ def _external_run(ep: Endpoints, mode: str, checkpoint: str) -> RunRef:
 
 
 def _check_checkpoint(ep: Endpoints, mode: str, ft: ImageClassifier, path: Path) -> None:
-
     zs = ep.zeroshot()
     param = "e2e_checkpoint" if mode == "end-to-end" else "linear_checkpoint"
     problems = []

@@ -36,24 +36,27 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional, Union
 
+import open_clip
 import torch
 from safetensors.torch import load_file, save_file
 from torch import nn
 
-from wiseft_lib.core.files import atomic_path
-from wiseft_lib.core.models import PACKAGE_MODELS, PACKAGE_PREPROCESS, RANDOM_INIT, ImageClassifier
-import open_clip
-from wiseft_lib.core.models import (
-    register_package_configs,
-    tag_overrides,
-    create_model,
-    resolve_pretrained,
-    ClassificationHead,
-)
-from wiseft_lib.experiment.runs import file_digest
 from wiseft_lib import __version__
+from wiseft_lib.core.files import atomic_path
 from wiseft_lib.core.interpolate import check_alpha, interpolate_weights
+from wiseft_lib.core.models import (
+    PACKAGE_MODELS,
+    PACKAGE_PREPROCESS,
+    RANDOM_INIT,
+    ClassificationHead,
+    ImageClassifier,
+    create_model,
+    register_package_configs,
+    resolve_pretrained,
+    tag_overrides,
+)
 from wiseft_lib.core.zeroshot import zeroshot_classifier
+from wiseft_lib.experiment.runs import file_digest
 
 __all__ = ["EXPORT_FORMAT", "ExportResult", "export_classifiers", "export_wiseft", "export_paths", "load_export",
            "exported_logits", "register_configs", "open_clip_kwargs"]
@@ -116,7 +119,6 @@ def _check_writable(paths: tuple[Path, ...]) -> None:
 
 
 def _sha256(path: PathLike) -> str:
-
     return file_digest(path)
 
 
@@ -322,7 +324,6 @@ def load_export(path: PathLike, device: Union[str, torch.device] = "cpu"):
     """``(clip_model, head, meta, preprocess)`` of an export: the model through
     ``open_clip.create_model_and_transforms(name, pretrained=path, **meta["open_clip_kwargs"])``, the head as a
     :class:`~wiseft_lib.core.models.ClassificationHead`."""
-
 
     model_path, head_path, side = export_paths(path)
     for p in (model_path, head_path, side):

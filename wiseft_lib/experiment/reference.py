@@ -14,15 +14,15 @@ from typing import TYPE_CHECKING, Optional, Sequence
 
 import pandas as pd
 
+from wiseft_lib.analysis.effective_robustness import fit_logit_line
+from wiseft_lib.core.evaluate import evaluate, preprocess_once
+from wiseft_lib.core.models import create_model
+from wiseft_lib.core.zeroshot import zeroshot_classifier
 from wiseft_lib.data import eval_split, get_dataset
 from wiseft_lib.data.mini import MINI_ID, MINI_OOD
 from wiseft_lib.experiment.endpoints import eval_bundle_kwargs, weights_identity
 from wiseft_lib.experiment.runs import RunCache
-from wiseft_lib.core.evaluate import evaluate, preprocess_once
-from wiseft_lib.core.models import create_model
-from wiseft_lib.core.zeroshot import zeroshot_classifier
 from wiseft_lib.mini.standard import STANDARD_ZOO, standard_points
-from wiseft_lib.analysis.effective_robustness import fit_logit_line
 
 if TYPE_CHECKING:
     from wiseft_lib.experiment.config import CurveConfig
@@ -64,7 +64,6 @@ def zeroshot_scores_many(model: str, pretrained: Sequence[Optional[str]],
 
 def _standard_rows(cfg: "CurveConfig", names: Sequence[str], seed: int, n_train: Optional[int], runs: RunCache,
                    progress: bool) -> list[dict]:
-
     unknown = [n for n in names if n not in STANDARD_ZOO]
     if unknown:
         raise ValueError(f"unknown standard models {unknown}; known: {', '.join(STANDARD_ZOO)}")

@@ -30,8 +30,9 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Optional, TypeVar, Union
 
-from wiseft_lib.core.files import disk_full_error, unwritable
 import pandas as pd
+
+from wiseft_lib.core.files import disk_full_error, unwritable
 
 if TYPE_CHECKING:  # pandas is imported lazily: writers in worker processes don't need it
     import pandas as pd

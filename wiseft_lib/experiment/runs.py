@@ -40,9 +40,9 @@ import warnings
 from pathlib import Path
 from typing import Any, Callable, Iterator, Mapping, Optional, Sequence, Union
 
-from wiseft_lib.core.files import atomic_write_json, unwritable
-from wiseft_lib.core.device import barrier_all, broadcast_from_rank0, is_writer
 from wiseft_lib import __version__
+from wiseft_lib.core.device import barrier_all, broadcast_from_rank0, is_writer
+from wiseft_lib.core.files import atomic_write_json, unwritable
 
 __all__ = ["RUN_FORMAT", "RunCache", "run_key", "file_digest", "alpha_key"]
 

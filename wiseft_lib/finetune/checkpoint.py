@@ -20,10 +20,10 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file
 
-from wiseft_lib.core.files import atomic_write_text, disk_full_error, is_disk_full
 from wiseft_lib.core.device import barrier, gather_objects
-from wiseft_lib.finetune.config import RESUMABLE_CHANGES, FinetuneConfig
+from wiseft_lib.core.files import atomic_write_text, disk_full_error, is_disk_full
 from wiseft_lib.core.models import ImageClassifier
+from wiseft_lib.finetune.config import RESUMABLE_CHANGES, FinetuneConfig
 
 __all__ = ["STATE_FORMAT", "latest_checkpoint", "trajectory", "save_checkpoint", "load_resume_state", "set_rng_state",
            "truncate_log", "checkpoint_root"]

@@ -8,17 +8,16 @@ from pathlib import Path
 from typing import Optional, Sequence
 
 import torch
+from torch.utils.data import Subset
 
 from wiseft_lib.core.device import cleanup_distributed, dist_info, setup_distributed
-from wiseft_lib.finetune.config import MODES, FinetuneConfig
-from wiseft_lib.finetune.engine import finetune
-from wiseft_lib.core.models import ImageClassifier
-from torch.utils.data import Subset
+from wiseft_lib.core.models import ImageClassifier, create_model
+from wiseft_lib.core.zeroshot import zeroshot_classifier
 from wiseft_lib.data import get_dataset
 from wiseft_lib.data.common import dataset_labels
 from wiseft_lib.data.kshot import kshot_indices
-from wiseft_lib.core.models import create_model
-from wiseft_lib.core.zeroshot import zeroshot_classifier
+from wiseft_lib.finetune.config import MODES, FinetuneConfig
+from wiseft_lib.finetune.engine import finetune
 
 __all__ = ["add_finetune_arguments", "build_finetune_parser", "config_from_args", "run_finetune_from_args", "main"]
 
@@ -101,7 +100,6 @@ def run_finetune_from_args(args: argparse.Namespace) -> ImageClassifier:
     Writes ``OUTPUT_DIR/zeroshot.safetensors`` (the WiSE-FT alpha=0 endpoint) and
     ``OUTPUT_DIR/finetuned.safetensors`` (alpha=1), both loadable by ``ImageClassifier.load``.
     """
-
 
     config = config_from_args(args)
     rank, world, device = setup_distributed(torch.device(args.device) if args.device else None)

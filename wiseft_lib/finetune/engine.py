@@ -16,9 +16,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import Dataset
+from tqdm.auto import tqdm
 
 from wiseft_lib.core.device import autocast_context, barrier, resolve_precision, setup_distributed
 from wiseft_lib.core.features import extract_features
+from wiseft_lib.core.models import ImageClassifier
 from wiseft_lib.finetune.checkpoint import (
     STATE_FORMAT,
     latest_checkpoint,
@@ -29,9 +31,7 @@ from wiseft_lib.finetune.checkpoint import (
 )
 from wiseft_lib.finetune.config import FinetuneConfig, NonFiniteLossError, RunExistsError
 from wiseft_lib.finetune.data import FeatureBatches, ImageBatches, dataset_fingerprint
-from wiseft_lib.core.models import ImageClassifier
 from wiseft_lib.finetune.schedule import WarmupCosineSchedule
-from tqdm.auto import tqdm
 
 __all__ = ["finetune", "make_optimizer", "Trainer", "WeightEMA", "l2_to_init_penalty", "l1_penalty", "random_head_",
            "distillation_loss"]

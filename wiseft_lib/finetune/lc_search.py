@@ -22,10 +22,11 @@ import pandas as pd
 import torch
 from torch import nn
 from torch.utils.data import TensorDataset
-from wiseft_lib.finetune import FinetuneConfig, finetune
-from wiseft_lib.core.models import ImageClassifier
 from tqdm.auto import tqdm
+
+from wiseft_lib.core.models import ImageClassifier
 from wiseft_lib.core.probe import held_out_split
+from wiseft_lib.finetune import FinetuneConfig, finetune
 
 __all__ = ["REGULARIZERS", "LinearSearch", "SearchResult", "sample_recipes", "train_head", "search_linear_head"]
 
@@ -111,7 +112,6 @@ def search_linear_head(features: torch.Tensor, labels: torch.Tensor, start_head:
                        device: Union[str, torch.device, None] = None, progress: bool = True,
                        **settings: Any) -> SearchResult:
     """Random search of ``search`` (or a :class:`LinearSearch` of ``settings``) on held-out training data."""
-
 
     search = search or LinearSearch(**settings)
     y = labels.long()

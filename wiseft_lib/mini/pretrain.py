@@ -32,9 +32,8 @@ from open_clip.loss import ClipLoss
 from safetensors.torch import save_file
 from tqdm.auto import tqdm
 
+from wiseft_lib import __version__
 from wiseft_lib.core.files import atomic_path, atomic_write_json
-from wiseft_lib.data.fashion_mnist import CLASSNAMES, load_fashion_mnist
-from wiseft_lib.data.mini import CAPTIONS, CONFUSABLE_GROUPS, RENDERERS, split_indices
 from wiseft_lib.core.mini_tokenizer import (  # noqa: F401  (caption_corpus, build_vocab: re-exported)
     CONTEXT_LENGTH,
     VOCAB_PATH,
@@ -42,10 +41,10 @@ from wiseft_lib.core.mini_tokenizer import (  # noqa: F401  (caption_corpus, bui
     build_vocab,
     caption_corpus,
 )
-from wiseft_lib.core.models import create_model
+from wiseft_lib.core.models import PACKAGE_MODELS, WEIGHTS, create_model
+from wiseft_lib.data.fashion_mnist import CLASSNAMES, load_fashion_mnist
+from wiseft_lib.data.mini import CAPTIONS, CONFUSABLE_GROUPS, RENDERERS, split_indices
 from wiseft_lib.finetune.schedule import WarmupCosineSchedule
-from wiseft_lib import __version__
-from wiseft_lib.core.models import PACKAGE_MODELS, WEIGHTS
 
 ASSETS = Path(__file__).parent / "assets"
 CONFIG_PATH = ASSETS / "wiseft-mini.json"

@@ -19,10 +19,11 @@ from torch import nn
 from torchvision import transforms
 from tqdm.auto import tqdm
 
-from wiseft_lib.data import eval_split as split_of, get_dataset
+from wiseft_lib.core.evaluate import evaluate, preprocess_once
+from wiseft_lib.data import eval_split as split_of
+from wiseft_lib.data import get_dataset
 from wiseft_lib.data.mini import MINI_ID, MINI_OOD
 from wiseft_lib.finetune.schedule import WarmupCosineSchedule
-from wiseft_lib.core.evaluate import evaluate, preprocess_once
 
 __all__ = ["STANDARD_ZOO", "REFERENCE_MODELS", "build_standard", "train_standard", "standard_points"]
 

@@ -21,8 +21,8 @@ import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
 
-from wiseft_lib.report.plots import plot_id_vs_ood, plot_per_shift
 from wiseft_lib.analysis.shift_tables import count_interval
+from wiseft_lib.report.plots import plot_id_vs_ood, plot_per_shift
 
 __all__ = ["MARKED_ALPHAS", "id_intervals", "plot_fig1", "per_set_points", "plot_fig1_per_set", "seed_spread"]
 

@@ -18,15 +18,15 @@ from dataclasses import dataclass
 from typing import Any, NamedTuple, Optional
 
 import pandas as pd
+from tqdm.auto import tqdm
 
+from wiseft_lib.analysis.matched_id import baseline_claims, curve_claims, curve_matched, matched_points, points_table
 from wiseft_lib.experiment.config import CurveConfig
 from wiseft_lib.experiment.curve import curve_table, wiseft_curve
 from wiseft_lib.params import ParamsError, param
-from wiseft_lib.studies.shift_sweep import ShiftSweepParams, Sweep, run_sweep
-from tqdm.auto import tqdm
-from wiseft_lib.analysis.matched_id import baseline_claims, curve_claims, curve_matched, matched_points, points_table
 from wiseft_lib.report.plots import plot_baselines
 from wiseft_lib.studies.base import StudyOutputs, StudyResult
+from wiseft_lib.studies.shift_sweep import ShiftSweepParams, Sweep, run_sweep
 
 __all__ = ["VARIANT_KEYS", "BaselineParams", "Variants", "variant_config", "run_variants", "run_baseline_study"]
 

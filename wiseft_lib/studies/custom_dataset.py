@@ -24,31 +24,31 @@ the expected layout instead of becoming a demo.
 """
 from __future__ import annotations
 
+import copy
 import dataclasses
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional
 
-import pandas as pd
-
-from wiseft_lib.experiment.config import CurveConfig
-from wiseft_lib.experiment.curve import curve_table, summary_table, wiseft_curve
-from wiseft_lib.params import ParamsError, param
-from wiseft_lib.studies.base import StudyOutputs, StudyParams, StudyResult, UsesRuns, register_study, resolve_path
 import numpy as np
-import copy
+import pandas as pd
 import torch
-from wiseft_lib.data import list_datasets, eval_split, get_dataset
+
+from wiseft_lib.core.interpolate import check_alpha, interpolate_weights
+from wiseft_lib.core.models import RANDOM_INIT, ImageClassifier, create_model
+from wiseft_lib.data import eval_split, get_dataset, list_datasets
+from wiseft_lib.data.common import dataset_labels
 from wiseft_lib.data.folder import folder_path, is_folder_name
 from wiseft_lib.data.mini.demo_folder import DEMO_MARKER, demo_style, write_demo_folder
-from wiseft_lib.data.common import dataset_labels
-from wiseft_lib.report.plots import show_images, plot_id_vs_ood, plot_metric_curves
+from wiseft_lib.experiment.config import CurveConfig
+from wiseft_lib.experiment.curve import curve_table, summary_table, wiseft_curve
 from wiseft_lib.experiment.endpoints import Endpoints, finetuned_run
 from wiseft_lib.experiment.export import export_classifiers, exported_logits, load_export
-from wiseft_lib.core.interpolate import interpolate_weights, check_alpha
-from wiseft_lib.core.models import RANDOM_INIT, ImageClassifier, create_model
-from wiseft_lib.experiment.runs import file_digest
 from wiseft_lib.experiment.results import ResultsStore
+from wiseft_lib.experiment.runs import file_digest
+from wiseft_lib.params import ParamsError, param
+from wiseft_lib.report.plots import plot_id_vs_ood, plot_metric_curves, show_images
+from wiseft_lib.studies.base import StudyOutputs, StudyParams, StudyResult, UsesRuns, register_study, resolve_path
 
 NAME = "custom_dataset"
 DEMO_ID = "outputs/mini/custom_dataset_demo/fashion"
@@ -104,7 +104,6 @@ class CustomDatasetResult(StudyResult):
 
 # ---------------------------------------------------------------- datasets
 def _is_folder(name: str) -> bool:
-
     return name not in list_datasets() and is_folder_name(name)
 
 
@@ -183,7 +182,6 @@ def describe_data(p: CustomDatasetParams) -> tuple[pd.DataFrame, list[str]]:
 def sample_figure(p: CustomDatasetParams, classnames: list[str], per_class: int = 4):
     """A grid of a few training images per class (at most 10 classes shown)."""
 
-
     bundle = get_dataset(p.id_dataset, root=p.data_root, split="train")
     labels = dataset_labels(bundle.dataset)
     images, titles = [], []
@@ -213,8 +211,6 @@ def no_shift_summary(curve: pd.DataFrame) -> pd.DataFrame:
 # ---------------------------------------------------------------- export
 def export_model(p: CustomDatasetParams, runs, out: Path, *, progress: bool = True):
     """Export the WiSE-FT model at ``p.export_alpha`` (first seed) and check it loads back through open_clip."""
-
-
 
     seed = p.seeds[0]
     mode = "end-to-end" if "end-to-end" in p.modes else "linear"

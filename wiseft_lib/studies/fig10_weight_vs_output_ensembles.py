@@ -16,14 +16,14 @@ from typing import Any
 
 import pandas as pd
 
-from wiseft_lib.params import ParamsError, param
-from wiseft_lib.studies.base import StudyOutputs, StudyResult, register_study
 from wiseft_lib.analysis.matched_id import curve_claims, curve_matched
+from wiseft_lib.baselines.output_ensembles import SPACES, output_ensemble_curve
+from wiseft_lib.experiment.curve import curve_table
+from wiseft_lib.params import ParamsError, param
+from wiseft_lib.report.plots import plot_id_vs_ood
+from wiseft_lib.studies.base import StudyOutputs, StudyResult, register_study
 from wiseft_lib.studies.baselines import store_rows
 from wiseft_lib.studies.shift_sweep import ShiftSweepParams, run_sweep
-from wiseft_lib.experiment.curve import curve_table
-from wiseft_lib.baselines.output_ensembles import output_ensemble_curve, SPACES
-from wiseft_lib.report.plots import plot_id_vs_ood
 
 NAME = "fig10_weight_vs_output_ensembles"
 WEIGHTS = "WiSE-FT (weights)"

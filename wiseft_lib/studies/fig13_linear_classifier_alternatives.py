@@ -18,12 +18,12 @@ from typing import Any
 
 import pandas as pd
 
-from wiseft_lib.studies.base import register_study
-from wiseft_lib.params import ParamsError, param
-from wiseft_lib.studies.baselines import BaselineParams, BaselineResult, run_baseline_study
-from wiseft_lib.studies.shift_sweep import Sweep
 from wiseft_lib.baselines.head_baselines import head_baseline_curves
 from wiseft_lib.baselines.output_ensembles import SPACES
+from wiseft_lib.params import ParamsError, param
+from wiseft_lib.studies.base import register_study
+from wiseft_lib.studies.baselines import BaselineParams, BaselineResult, run_baseline_study
+from wiseft_lib.studies.shift_sweep import Sweep
 
 NAME = "fig13_linear_classifier_alternatives"
 __all__ = ["Fig13Params", "run", "mini_variants"]

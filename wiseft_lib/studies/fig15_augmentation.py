@@ -11,8 +11,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from wiseft_lib.studies.base import register_study
 from wiseft_lib.params import param
+from wiseft_lib.studies.base import register_study
 from wiseft_lib.studies.baselines import BaselineParams, BaselineResult, run_baseline_study
 
 NAME = "fig15_augmentation"

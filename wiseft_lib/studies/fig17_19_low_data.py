@@ -20,19 +20,18 @@ from typing import Any, Optional
 import numpy as np
 import pandas as pd
 
-from wiseft_lib.experiment.config import CurveConfig
-from wiseft_lib.experiment.curve import wiseft_curve
+from wiseft_lib.data import get_dataset
 from wiseft_lib.data.mini import MINI_OOD
 from wiseft_lib.data.mini.tasks import TRANSFER_TASKS
-from wiseft_lib.params import ParamsError, param
+from wiseft_lib.data.registry import default_eval_split
+from wiseft_lib.experiment.config import CurveConfig
+from wiseft_lib.experiment.curve import curve_table, wiseft_curve
+from wiseft_lib.experiment.endpoints import eval_bundle_kwargs
 from wiseft_lib.experiment.results import ResultsStore
+from wiseft_lib.params import ParamsError, param
+from wiseft_lib.report.plots import panel_grid
 from wiseft_lib.studies.base import StudyOutputs, StudyParams, StudyResult, UsesRuns, register_study
 from wiseft_lib.studies.shift_sweep import ALPHAS_21
-from wiseft_lib.report.plots import panel_grid
-from wiseft_lib.experiment.curve import curve_table
-from wiseft_lib.data import get_dataset
-from wiseft_lib.data.registry import default_eval_split
-from wiseft_lib.experiment.endpoints import eval_bundle_kwargs
 
 NAME = "fig17_19_low_data"
 __all__ = ["LowDataParams", "LowDataResult", "run", "low_data_table", "low_data_claims", "ALL"]

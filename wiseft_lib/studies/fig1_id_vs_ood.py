@@ -11,6 +11,7 @@ scores and reference models come from the run cache when an earlier run (of any 
 """
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 from typing import Any, Optional
 
@@ -18,15 +19,14 @@ import pandas as pd
 
 from wiseft_lib.experiment.config import CurveConfig
 from wiseft_lib.experiment.curve import check_claims, curve_table, data_table, summary_table, wiseft_curve
-from wiseft_lib.params import param
-from wiseft_lib.mini.standard import REFERENCE_MODELS
-from wiseft_lib.studies.launch import distributable
-from wiseft_lib.studies.base import Launches, StudyOutputs, StudyParams, StudyResult, UsesRuns, register_study
-import dataclasses
-from wiseft_lib.report.paper import testbed
 from wiseft_lib.experiment.reference import baseline_points, effective_robustness
 from wiseft_lib.experiment.results import ResultsStore
+from wiseft_lib.mini.standard import REFERENCE_MODELS
+from wiseft_lib.params import param
 from wiseft_lib.report.fig1_plots import plot_fig1, plot_fig1_per_set, seed_spread
+from wiseft_lib.report.paper import testbed
+from wiseft_lib.studies.base import Launches, StudyOutputs, StudyParams, StudyResult, UsesRuns, register_study
+from wiseft_lib.studies.launch import distributable
 from wiseft_lib.studies.shift_sweep import column_labels
 
 NAME = "fig1_id_vs_ood"
@@ -49,7 +49,6 @@ class Fig1Params(CurveConfig, Launches, UsesRuns, StudyParams):
                                  "ImageNet-only ones fitted, more-data ones shown apart)")
 
     def smoke_version(self) -> "Fig1Params":
-
         return dataclasses.replace(super().smoke_version(), standard_models=self.standard_models[:2],
                                    zeroshot_pretrained=self.zeroshot_pretrained[:1], n_train_standard=1000)
 

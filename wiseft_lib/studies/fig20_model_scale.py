@@ -18,16 +18,16 @@ from dataclasses import dataclass
 from typing import Any, Optional
 
 import pandas as pd
-
-from wiseft_lib.experiment.config import CurveConfig
-from wiseft_lib.experiment.curve import curve_table, wiseft_curve
-from wiseft_lib.params import ParamsError, param
-from wiseft_lib.experiment.results import ResultsStore
-from wiseft_lib.studies.base import StudyOutputs, StudyParams, StudyResult, UsesRuns, register_study
 import torch
 from torch.utils.flop_counter import FlopCounterMode
-from wiseft_lib.core.models import create_architecture, PACKAGE_MODELS, package_weights_path
+
+from wiseft_lib.core.models import PACKAGE_MODELS, create_architecture, package_weights_path
+from wiseft_lib.experiment.config import CurveConfig
+from wiseft_lib.experiment.curve import curve_table, wiseft_curve
+from wiseft_lib.experiment.results import ResultsStore
+from wiseft_lib.params import ParamsError, param
 from wiseft_lib.report.plots import panel_grid
+from wiseft_lib.studies.base import StudyOutputs, StudyParams, StudyResult, UsesRuns, register_study
 
 NAME = "fig20_model_scale"
 __all__ = ["ScaleParams", "ScaleResult", "run", "pair_flops", "samples_seen", "scale_gains", "scale_claims"]
@@ -50,7 +50,6 @@ def check_models(models: dict[str, dict[str, Any]], extra: tuple[str, ...] = ())
 def pair_flops(model: str, pretrained: Optional[str] = None) -> float:
     """Forward FLOPs of one image and one caption through the model's two towers (counted by
     ``torch.utils.flop_counter`` on the architecture; no weights are loaded)."""
-
 
     clip, _, _ = create_architecture(model, pretrained)
     size = clip.visual.image_size

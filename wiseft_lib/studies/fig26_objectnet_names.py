@@ -20,22 +20,22 @@ from typing import Any
 
 import pandas as pd
 
-from wiseft_lib.experiment.config import CurveConfig
-from wiseft_lib.experiment.curve import curve_table, wiseft_curve
-from wiseft_lib.data.common import DatasetNotFoundError, data_root
-from wiseft_lib.params import ParamsError, param
-from wiseft_lib.experiment.results import ResultsStore
-from wiseft_lib.experiment.runs import RunCache
-from wiseft_lib.studies.base import StudyOutputs, StudyParams, StudyResult, UsesRuns, register_study
-from wiseft_lib.studies.baselines import store_rows
-from wiseft_lib.data.imagenet import objectnet_classnames, objectnet_imagenet_groups
-from wiseft_lib.core.models import create_model, get_tokenizer
-from wiseft_lib.core.zeroshot import zeroshot_head
-from wiseft_lib.experiment.endpoints import Endpoints, finetuned_run
 from wiseft_lib.core.evaluate import evaluate_head, score
 from wiseft_lib.core.interpolate import iter_alphas
+from wiseft_lib.core.models import create_model, get_tokenizer
 from wiseft_lib.core.sweep import sweep_logits
+from wiseft_lib.core.zeroshot import zeroshot_head
+from wiseft_lib.data.common import DatasetNotFoundError, data_root
+from wiseft_lib.data.imagenet import objectnet_classnames, objectnet_imagenet_groups
+from wiseft_lib.experiment.config import CurveConfig
+from wiseft_lib.experiment.curve import curve_table, wiseft_curve
+from wiseft_lib.experiment.endpoints import Endpoints, finetuned_run
+from wiseft_lib.experiment.results import ResultsStore
+from wiseft_lib.experiment.runs import RunCache
+from wiseft_lib.params import ParamsError, param
 from wiseft_lib.report.plots import plot_id_vs_ood
+from wiseft_lib.studies.base import StudyOutputs, StudyParams, StudyResult, UsesRuns, register_study
+from wiseft_lib.studies.baselines import store_rows
 
 NAME = "fig26_objectnet_names"
 __all__ = ["Fig26Params", "Fig26Result", "run", "objectnet_named_classnames", "IMAGENET_NAMES", "OBJECTNET_NAMES"]

@@ -23,21 +23,21 @@ import numpy as np
 import pandas as pd
 import torch
 
-from wiseft_lib.experiment.config import CurveConfig
-from wiseft_lib.params import ParamsError, param
-from wiseft_lib.studies.base import StudyOutputs, StudyParams, StudyResult, UsesRuns, register_study
-from wiseft_lib.studies.fig20_model_scale import MINI_MODELS, check_models
 from wiseft_lib.analysis.complementarity import (
     cka_complement,
     cohen_kappa_complement,
     kl_divergence,
-    prediction_diversity,
     margin_difference,
     override_rates,
+    prediction_diversity,
 )
-from wiseft_lib.report.plots import panel_grid
 from wiseft_lib.experiment.complementarity_logits import complementarity_logits, halves
+from wiseft_lib.experiment.config import CurveConfig
 from wiseft_lib.experiment.endpoints import Endpoints
+from wiseft_lib.params import ParamsError, param
+from wiseft_lib.report.plots import panel_grid
+from wiseft_lib.studies.base import StudyOutputs, StudyParams, StudyResult, UsesRuns, register_study
+from wiseft_lib.studies.fig20_model_scale import MINI_MODELS, check_models
 
 NAME = "fig5_complementarity"
 __all__ = ["ComplementarityParams", "ComplementarityResult", "run", "halves", "pair_measures",
@@ -116,7 +116,6 @@ def complementarity_claims(diversity: pd.DataFrame, model: str, id_dataset: str)
 
 
 def _plot_fig5(diversity: pd.DataFrame, overrides: pd.DataFrame, model: str, title: str):
-
     d = diversity[diversity["model"] == model].groupby(["dataset", "pair"], sort=False)[list(MEASURES)].mean()
     sets = list(dict.fromkeys(diversity["dataset"]))
     fig, axes = panel_grid(3, 3, (4.2, 3.2))
@@ -143,7 +142,6 @@ def _plot_fig5(diversity: pd.DataFrame, overrides: pd.DataFrame, model: str, tit
 
 
 def _plot_models(diversity: pd.DataFrame, title: str):
-
     models = list(dict.fromkeys(diversity["model"]))
     d = diversity.groupby(["model", "pair"], sort=False)[list(MEASURES)].mean()  # over seeds and sets
     fig, axes = panel_grid(len(MEASURES), 4, (3.2, 2.8))

@@ -16,11 +16,11 @@ from typing import Any
 
 import pandas as pd
 
+from wiseft_lib.analysis.shift_tables import paper_columns, sweep_table, weight_path_table
 from wiseft_lib.params import param
+from wiseft_lib.report.plots import plot_weight_path
 from wiseft_lib.studies.base import StudyOutputs, StudyResult, register_study
 from wiseft_lib.studies.shift_sweep import ShiftSweepParams, column_labels, run_sweep
-from wiseft_lib.report.plots import plot_weight_path
-from wiseft_lib.analysis.shift_tables import paper_columns, sweep_table, weight_path_table
 
 NAME = "fig6_weight_path"
 __all__ = ["Fig6Params", "Fig6Result", "run", "path_summary"]

@@ -14,22 +14,22 @@ Writes ``points.csv``, ``background.csv``, ``effective_robustness.*``, ``fig7_8_
 """
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 from typing import Any, Optional
 
 import numpy as np
 import pandas as pd
 
-from wiseft_lib.params import param
+from wiseft_lib.analysis.effective_robustness import fit_logit_line
+from wiseft_lib.analysis.shift_tables import per_shift_points
+from wiseft_lib.experiment.reference import baseline_points
 from wiseft_lib.mini.standard import REFERENCE_MODELS
+from wiseft_lib.params import param
+from wiseft_lib.report.paper import TESTBED_ID_ON_SHIFT, testbed
+from wiseft_lib.report.plots import plot_per_shift
 from wiseft_lib.studies.base import StudyOutputs, StudyResult, register_study
 from wiseft_lib.studies.shift_sweep import ShiftSweepParams, column_labels, run_sweep
-import dataclasses
-from wiseft_lib.report.paper import TESTBED_ID_ON_SHIFT, testbed
-from wiseft_lib.experiment.reference import baseline_points
-from wiseft_lib.analysis.effective_robustness import fit_logit_line
-from wiseft_lib.report.plots import plot_per_shift
-from wiseft_lib.analysis.shift_tables import per_shift_points
 
 NAME = "fig7_8_21_per_shift"
 __all__ = ["PerShiftParams", "PerShiftResult", "run", "testbed_background", "effective_robustness_per_shift"]

@@ -25,10 +25,12 @@ import sys
 import tempfile
 from pathlib import Path
 from typing import Any, Callable, Optional
-import yaml
+
 import torch
-from wiseft_lib.studies.base import resolve_path
+import yaml
+
 from wiseft_lib.core.device import barrier_all, cleanup_distributed, setup_distributed
+from wiseft_lib.studies.base import resolve_path
 
 __all__ = ["in_torchrun", "processes_to_launch", "distributable", "launch_torchrun"]
 

@@ -9,6 +9,7 @@ installed package. Each pretraining run is kept in the run cache, so a rerun onl
 """
 from __future__ import annotations
 
+import dataclasses
 import json
 import shutil
 from dataclasses import asdict, dataclass, field
@@ -17,12 +18,11 @@ from typing import Any, Optional
 
 import pandas as pd
 
-from wiseft_lib.params import ParamsError, param
-from wiseft_lib.studies.base import StudyOutputs, StudyParams, StudyResult, UsesRuns, register_study
-import dataclasses
-from wiseft_lib.mini.pretrain import pretrain_mini_clip, PretrainConfig
-from wiseft_lib.report.plots import new_figure
 from wiseft_lib.experiment.reference import zeroshot_scores_many
+from wiseft_lib.mini.pretrain import PretrainConfig, pretrain_mini_clip
+from wiseft_lib.params import ParamsError, param
+from wiseft_lib.report.plots import new_figure
+from wiseft_lib.studies.base import StudyOutputs, StudyParams, StudyResult, UsesRuns, register_study
 
 NAME = "pretrain_mini_clip"
 __all__ = ["PretrainParams", "PretrainResult", "run"]
@@ -57,7 +57,6 @@ class PretrainParams(UsesRuns, StudyParams):
             raise ParamsError(f"parameter 'eval_split' must be 'test' or 'val', not {self.eval_split!r}")
 
     def smoke_version(self) -> "PretrainParams":
-
         return dataclasses.replace(self, steps=3, batch_size=64, n_pool=512, n_test=200, budgets=self.budgets[:1])
 
     def configs(self) -> dict[str, Any]:
@@ -100,7 +99,6 @@ def _pretrained(config, runs, data_root: Optional[str], progress: bool) -> tuple
 
 
 def _loss_figure(losses: dict[str, list[float]]):
-
     fig = new_figure((6, 3.5))
     ax = fig.subplots()
     for name, values in losses.items():

@@ -12,15 +12,15 @@ from typing import NamedTuple, Optional
 
 import pandas as pd
 
+from wiseft_lib.analysis.shift_tables import AVG, AVG_ID
+from wiseft_lib.data.mini import PAPER_ANALOG
 from wiseft_lib.experiment.config import CurveConfig
 from wiseft_lib.experiment.curve import wiseft_curve
-from wiseft_lib.params import ParamsError, param
 from wiseft_lib.experiment.results import ResultsStore
 from wiseft_lib.experiment.runs import RunCache, run_key
-from wiseft_lib.studies.base import StudyOutputs, StudyParams, UsesRuns
-from wiseft_lib.data.mini import PAPER_ANALOG
+from wiseft_lib.params import ParamsError, param
 from wiseft_lib.report.paper import SHIFTS, SHORT_NAMES
-from wiseft_lib.analysis.shift_tables import AVG, AVG_ID
+from wiseft_lib.studies.base import StudyOutputs, StudyParams, UsesRuns
 
 __all__ = ["ALPHAS_21", "ShiftSweepParams", "Sweep", "run_sweep", "paper_column_map", "column_labels", "add_table_rows"]
 

@@ -13,26 +13,26 @@ ensemble at ``report_alpha``), ``curve.csv``, ``claims.*``, ``beside_published.*
 """
 from __future__ import annotations
 
+import dataclasses
 import json
 from dataclasses import dataclass
 from typing import Any, Optional
 
 import numpy as np
 import pandas as pd
+from tqdm.auto import tqdm
 
+from wiseft_lib.baselines.other_models import check_other_name, other_model_logits, zeroshot_logits
+from wiseft_lib.baselines.output_ensembles import SPACES
+from wiseft_lib.core.evaluate import score
 from wiseft_lib.experiment.config import CurveConfig
 from wiseft_lib.experiment.curve import curve_table
-from wiseft_lib.params import ParamsError, param
-from wiseft_lib.studies.base import StudyOutputs, StudyParams, StudyResult, UsesRuns, register_study
-import dataclasses
 from wiseft_lib.experiment.endpoints import Endpoints
-from wiseft_lib.core.evaluate import score
-from wiseft_lib.baselines.other_models import other_model_logits, zeroshot_logits, check_other_name
-from wiseft_lib.baselines.output_ensembles import SPACES
-from wiseft_lib.report.paper import published
-from tqdm.auto import tqdm
-from wiseft_lib.report.plots import plot_id_vs_ood
 from wiseft_lib.experiment.results import ResultsStore
+from wiseft_lib.params import ParamsError, param
+from wiseft_lib.report.paper import published
+from wiseft_lib.report.plots import plot_id_vs_ood
+from wiseft_lib.studies.base import StudyOutputs, StudyParams, StudyResult, UsesRuns, register_study
 
 NAME = "table13_output_ensembles"
 __all__ = ["Table13Params", "Table13Result", "run", "ensemble_rows", "table13"]

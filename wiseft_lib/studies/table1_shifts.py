@@ -18,7 +18,10 @@ from typing import Optional
 
 import pandas as pd
 
+from wiseft_lib.analysis.shift_tables import paper_columns, shape_table, sweep_table, table1, table3
 from wiseft_lib.params import param
+from wiseft_lib.report.paper import published
+from wiseft_lib.report.tables import beside_published
 from wiseft_lib.studies.base import StudyOutputs, StudyResult, register_study
 from wiseft_lib.studies.shift_sweep import (
     ShiftSweepParams,
@@ -27,9 +30,6 @@ from wiseft_lib.studies.shift_sweep import (
     paper_column_map,
     run_sweep,
 )
-from wiseft_lib.report.paper import published
-from wiseft_lib.analysis.shift_tables import paper_columns, shape_table, sweep_table, table1, table3
-from wiseft_lib.report.tables import beside_published
 
 NAME = "table1_shifts"
 __all__ = ["Table1Params", "Table1Result", "run", "SHAPE_BAR"]

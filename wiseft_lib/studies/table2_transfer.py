@@ -19,14 +19,14 @@ from typing import Any, Optional
 
 import pandas as pd
 
+from wiseft_lib.data.mini.tasks import TASK_KIND, TRANSFER_TASKS
 from wiseft_lib.experiment.config import ALPHAS_11, CurveConfig
 from wiseft_lib.experiment.curve import wiseft_curve
-from wiseft_lib.data.mini.tasks import TASK_KIND, TRANSFER_TASKS
-from wiseft_lib.params import ParamsError, param
 from wiseft_lib.experiment.results import ResultsStore
-from wiseft_lib.studies.base import StudyOutputs, StudyParams, StudyResult, UsesRuns, register_study
+from wiseft_lib.params import ParamsError, param
 from wiseft_lib.report.paper import published
 from wiseft_lib.report.plots import plot_metric_curves
+from wiseft_lib.studies.base import StudyOutputs, StudyParams, StudyResult, UsesRuns, register_study
 
 NAME = "table2_transfer"
 __all__ = ["Table2Params", "Table2Result", "run", "transfer_table", "transfer_claims"]

@@ -19,12 +19,12 @@ import pandas as pd
 
 from wiseft_lib.experiment.config import COUNT_METRICS, CurveConfig
 from wiseft_lib.experiment.curve import wiseft_curve
-from wiseft_lib.params import ParamsError, param
 from wiseft_lib.experiment.results import ResultsStore
-from wiseft_lib.studies.base import StudyOutputs, StudyParams, StudyResult, UsesRuns, register_study
-from wiseft_lib.studies.shift_sweep import ALPHAS_21
+from wiseft_lib.params import ParamsError, param
 from wiseft_lib.report.paper import published
 from wiseft_lib.report.plots import plot_metric_curves
+from wiseft_lib.studies.base import StudyOutputs, StudyParams, StudyResult, UsesRuns, register_study
+from wiseft_lib.studies.shift_sweep import ALPHAS_21
 
 NAME = "table6_further_shifts"
 __all__ = ["Table6Params", "Table6Result", "run", "table6", "further_claims", "HEADLINE"]

@@ -18,21 +18,21 @@ from dataclasses import dataclass
 from typing import Any
 
 import pandas as pd
-
-from wiseft_lib.experiment.config import CurveConfig
-from wiseft_lib.experiment.curve import wiseft_curve
-from wiseft_lib.params import ParamsError, param
-from wiseft_lib.experiment.results import ResultsStore
-from wiseft_lib.experiment.runs import RunCache, run_key
-from wiseft_lib.studies.base import StudyOutputs, StudyParams, StudyResult, UsesRuns, register_study
 from safetensors.torch import load_file, save_file
+
 from wiseft_lib.baselines.coop import CoOpConfig, train_coop
-from wiseft_lib.experiment.endpoints import Endpoints, eval_bundle_kwargs
 from wiseft_lib.core.evaluate import evaluate_head
 from wiseft_lib.core.models import ClassificationHead, create_model, text_context_length
 from wiseft_lib.data import get_dataset
 from wiseft_lib.data.registry import default_eval_split
+from wiseft_lib.experiment.config import CurveConfig
+from wiseft_lib.experiment.curve import wiseft_curve
+from wiseft_lib.experiment.endpoints import Endpoints, eval_bundle_kwargs
+from wiseft_lib.experiment.results import ResultsStore
+from wiseft_lib.experiment.runs import RunCache, run_key
+from wiseft_lib.params import ParamsError, param
 from wiseft_lib.report.paper import published
+from wiseft_lib.studies.base import StudyOutputs, StudyParams, StudyResult, UsesRuns, register_study
 
 NAME = "table7_coop"
 __all__ = ["Table7Params", "Table7Result", "run", "coop_scores", "table7", "table7_claims"]
@@ -100,7 +100,6 @@ class Table7Result(StudyResult):
 def coop_scores(cfg: CurveConfig, seed: int, coop: dict[str, Any], runs: RunCache, progress: bool) -> pd.DataFrame:
     """CoOp trained on the seed's k-shot features, scored on every evaluation set (its head kept in the run cache:
     kind "coop", keyed by the zero-shot model, the training images, the settings and the seed)."""
-
 
     ep = Endpoints(cfg, seed, runs, progress)
     config = CoOpConfig(**coop)

@@ -18,12 +18,12 @@ from typing import Optional
 
 import pandas as pd
 
-from wiseft_lib.params import ParamsError, param
-from wiseft_lib.studies.base import StudyOutputs, StudyResult, register_study
-from wiseft_lib.studies.shift_sweep import ShiftSweepParams, add_table_rows, column_labels, run_sweep
 from wiseft_lib.analysis.shift_tables import AVG, paper_columns, table1
+from wiseft_lib.params import ParamsError, param
 from wiseft_lib.report.paper import published
 from wiseft_lib.report.tables import beside_published
+from wiseft_lib.studies.base import StudyOutputs, StudyResult, register_study
+from wiseft_lib.studies.shift_sweep import ShiftSweepParams, add_table_rows, column_labels, run_sweep
 
 NAME = "table8_other_models"
 __all__ = ["Table8Params", "Table8Result", "run", "gains_table"]

@@ -5,11 +5,11 @@ the notebook; ``wiseft run 00_wiseft_tutorial`` executes the notebook itself.
 """
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 
 from wiseft_lib.params import ParamsError, param
 from wiseft_lib.studies.base import StudyParams, register_study
-import dataclasses
 
 NAME = "00_wiseft_tutorial"
 __all__ = ["TutorialParams"]
@@ -34,7 +34,6 @@ class TutorialParams(StudyParams):
             raise ParamsError("parameter 'alphas' must include 0 (the zero-shot model) and 1 (the fine-tuned one)")
 
     def smoke_version(self) -> "TutorialParams":
-
         return dataclasses.replace(self, n_train=200, n_test=100, epochs=1, alphas=[0.0, 0.5, 1.0])
 
 

@@ -40,8 +40,6 @@ def write_demo_folder(path: str | Path, n_per_class: int, *, style: str = "photo
     touched (``force`` rewrites a demo folder anyway).
     """
 
-
-
     path = Path(path)
     n_test_per_class = n_per_class // 2 if n_test_per_class is None else n_test_per_class
     if n_per_class < 1 or n_test_per_class < 1:

@@ -45,9 +45,21 @@ import torch
 
 from wiseft_lib.data.common import class_balanced_subset
 from wiseft_lib.data.fashion_mnist import CLASSNAMES, load_fashion_mnist
-from wiseft_lib.data.mini import (EVAL_SPLITS, MINI_TEMPLATES, TEST_RENDER_SEED, RenderedImages, gray_to_rgb,
-                                  lowfreq_noise, uniform_draws, affine, blur, render,
-                                  split_indices, style_loader, test_subset)
+from wiseft_lib.data.mini import (
+    EVAL_SPLITS,
+    MINI_TEMPLATES,
+    TEST_RENDER_SEED,
+    RenderedImages,
+    affine,
+    blur,
+    gray_to_rgb,
+    lowfreq_noise,
+    render,
+    split_indices,
+    style_loader,
+    test_subset,
+    uniform_draws,
+)
 from wiseft_lib.data.registry import DatasetBundle, register_dataset
 
 __all__ = ["STYLE_TASKS", "CLASS_TASKS", "TRANSFER_TASKS", "FURTHER_SHIFTS", "FRAME_OFFSETS", "REGIONS",
