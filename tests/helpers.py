@@ -6,6 +6,7 @@ the cores) before torch is imported, in the pytest process (``conftest.py`` impo
 subprocess scripts of the DDP and SIGKILL tests (which put this folder on ``sys.path`` and import it).
 """
 import contextlib
+import copy
 import importlib
 import os
 import random
@@ -228,3 +229,13 @@ def gloo_ranks(script, world: int = 2):
                 p.kill()
     for rank, (p, log) in enumerate(zip(procs, logs)):
         assert p.returncode == 0, f"rank {rank} exited {p.returncode}:\n{log[-3000:]}"
+
+
+def resnet_endpoints_states():
+    """(zero-shot model, theta_0, theta_1) of a tiny ResNet CLIP: "pre-training" advances its BatchNorm counters
+    to 2, fine-tuning to 5 (float running statistics differ too)."""
+    zs = tiny_resnet_classifier(0)
+    train_steps(zs, 2, seed=1, lr=0.0)  # running stats and counters only
+    ft = copy.deepcopy(zs)
+    train_steps(ft, 3, seed=2)
+    return zs, clone_sd(zs), clone_sd(ft)

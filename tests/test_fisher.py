@@ -2,7 +2,6 @@
 the confident endpoint, compute_fisher's shapes and batch invariance, Fisher files, ResNet counters."""
 from __future__ import annotations
 
-import copy
 import re
 
 import pytest
@@ -12,7 +11,12 @@ from safetensors.torch import save_file
 from wiseft_lib.core.fisher import compute_fisher, fisher_interpolate, load_fisher
 from wiseft_lib.core.interpolate import interpolate_weights
 
-from helpers import clone_sd, tiny_classifier, tiny_resnet_classifier, train_steps, with_buffers
+from helpers import (
+    clone_sd,
+    resnet_endpoints_states,
+    tiny_classifier,
+    with_buffers,
+)
 
 
 @pytest.fixture(scope="module")
@@ -23,11 +27,7 @@ def endpoints():
 @pytest.fixture(scope="module")
 def resnet_endpoints():
     """(zero-shot model, theta_0, theta_1): "pre-training" advances the counters to 2, fine-tuning to 5."""
-    zs = tiny_resnet_classifier(0)
-    train_steps(zs, 2, seed=1, lr=0.0)  # running stats and counters only
-    ft = copy.deepcopy(zs)
-    train_steps(ft, 3, seed=2)
-    return zs, clone_sd(zs), clone_sd(ft)
+    return resnet_endpoints_states()
 
 
 def test_fisher_reduces_to_plain_with_equal_fishers(endpoints):

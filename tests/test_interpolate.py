@@ -18,7 +18,12 @@ from wiseft_lib.core.interpolate import (
     sweep_alphas,
 )
 
-from helpers import clone_sd, tiny_classifier, tiny_resnet_classifier, train_steps, with_buffers
+from helpers import (
+    clone_sd,
+    resnet_endpoints_states,
+    tiny_classifier,
+    with_buffers,
+)
 
 
 @pytest.fixture(scope="module")
@@ -178,11 +183,7 @@ def test_bernoulli_interpolation_takes_whole_tensors_and_returns_the_endpoints_a
 @pytest.fixture(scope="module")
 def resnet_endpoints():
     """(zero-shot model, theta_0, theta_1): "pre-training" advances the counters to 2, fine-tuning to 5."""
-    zs = tiny_resnet_classifier(0)
-    train_steps(zs, 2, seed=1, lr=0.0)  # running stats and counters only
-    ft = copy.deepcopy(zs)
-    train_steps(ft, 3, seed=2)
-    return zs, clone_sd(zs), clone_sd(ft)
+    return resnet_endpoints_states()
 
 
 def test_resnet_batchnorm_buffers_interpolate(resnet_endpoints):
