@@ -44,11 +44,9 @@ data: $(VENV)/.installed
 	@$(VENV)/bin/wiseft data --ensure
 
 demo: setup
-	@echo "== Figure 1 on the embedded default (papermill; progress below)"
-	@mkdir -p $(OUT)
-	@$(VENV)/bin/papermill notebooks/fig1_id_vs_ood.ipynb $(OUT)/fig1_id_vs_ood.ipynb \
-		-f params/mini/fig1_id_vs_ood.yaml -p output_dir $(OUT) -k python3 --log-output --progress-bar
-	@echo "== done: $(OUT)/fig1_id_vs_ood.png, curve.csv, summary.md, results.sqlite"
+	@echo "== Figure 1 on the embedded default (its notebook through papermill; the notebook's output below)"
+	@$(VENV)/bin/wiseft run fig1_id_vs_ood --params params/mini/fig1_id_vs_ood.yaml --set output_dir=$(OUT) --notebook
+	@echo "== done: $(OUT)/fig1_id_vs_ood.ipynb, fig1_id_vs_ood.png, curve.csv, summary.md, results.sqlite"
 	@cat $(OUT)/summary.md
 
 # the tests in TEST_WORKERS processes (pytest-xdist; each gets its share of the cores, the slow ones start first)

@@ -162,3 +162,33 @@ def test_fig1_writes_clopper_pearson_figures_and_the_seed_spread(tmp_path, fashi
     lo, hi = clopper_pearson(round(zs / 100 * n_id), n_id)
     drawn = [sorted(s[:, 0] * 100) for lc in bars.lines[2] for s in lc.get_segments()]
     assert any(np.allclose(d, [lo, hi]) for d in drawn), (drawn, lo, hi)
+
+
+def test_run_study_with_notebook_executes_the_notebook_with_every_parameter_and_no_unknown_warning(
+        tmp_path, monkeypatch, caplog):
+    """``wiseft run STUDY --notebook`` (what ``make demo`` runs): papermill gets the study's notebook and all its
+    parameters, hidden ones included, and its "Passed unknown parameter" warning for those is dropped."""
+    import logging
+
+    import papermill
+
+    from wiseft_lib.studies import run_study
+
+    calls = []
+
+    def execute(notebook, executed, *, parameters, **kwargs):
+        logging.getLogger("papermill").warning("Passed unknown parameter: n_train")  # what papermill logs
+        logging.getLogger("papermill").warning("something else")
+        calls.append((Path(notebook).name, Path(executed), parameters, kwargs))
+
+    monkeypatch.setattr(papermill, "execute_notebook", execute)
+    out = tmp_path / "fig1"
+    with caplog.at_level(logging.WARNING, logger="papermill"):
+        executed = run_study("fig1_id_vs_ood", str(ROOT / "params/mini/fig1_id_vs_ood.yaml"),
+                             [f"output_dir={out}", "smoke=true"], progress=False, notebook=True)
+    (name, path, parameters, kwargs), = calls
+    assert name == "fig1_id_vs_ood.ipynb" and path == executed == out / "fig1_id_vs_ood.ipynb"
+    assert parameters == Fig1Params.from_yaml(ROOT / "params/mini/fig1_id_vs_ood.yaml",
+                                              [f"output_dir={out}", "smoke=true"]).to_dict()
+    assert "n_train" in parameters and "n_train" not in Fig1Params.notebook_fields()  # a hidden field, passed
+    assert [r.getMessage() for r in caplog.records] == ["something else"]

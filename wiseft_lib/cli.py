@@ -112,7 +112,8 @@ def cmd_run(a: argparse.Namespace) -> int:
         for study in STUDIES.values():
             print(f"{study.name:24s} {study.title}")
         return 0 if a.list else 2
-    result = run_study(a.study, a.params, a.set or [], progress=not a.no_progress)
+    result = run_study(a.study, a.params, a.set or [], progress=not a.no_progress,
+                       notebook=getattr(a, "notebook", False))
     if int(os.environ.get("RANK", "0")) == 0:  # under torchrun: rank 0 speaks for all
         _print_result(result)
     return 0
@@ -230,6 +231,8 @@ def _add_evaluate_and_study_commands(sub: argparse._SubParsersAction) -> None:
     q = sub.add_parser("run", help="run a study (what its notebook runs, same outputs): wiseft run --list")
     q.add_argument("study", nargs="?", help="study name (wiseft run --list)")
     q.add_argument("--list", action="store_true", help="list the studies")
+    q.add_argument("--notebook", action="store_true",
+                   help="execute the study's notebook (papermill) into output_dir instead of calling its run function")
     _add_study_arguments(q)
     q.set_defaults(fn=cmd_run)
 

@@ -25,6 +25,7 @@ from tqdm.auto import tqdm
 
 from wiseft_lib.core.files import atomic_write_text
 from wiseft_lib.studies import STUDIES
+from wiseft_lib.studies.base import quiet_papermill_about_hidden_parameters
 
 __all__ = ["PAPER_COVERAGE", "paper_coverage", "StudyRun", "FigureOutputs", "figure_outputs", "reproduce", "write_index", "main"]
 
@@ -83,6 +84,7 @@ def _execute(notebook: Path, params_file: Path, out: Path, smoke: bool, kernel: 
              cell_timeout: Optional[int] = None) -> None:
     import papermill  # the [studies] extra
 
+    quiet_papermill_about_hidden_parameters()
     parameters = dict(yaml.safe_load(params_file.read_text()) or {})
     parameters["output_dir"] = str(out.resolve())
     if smoke:

@@ -15,12 +15,19 @@ from __future__ import annotations
 import argparse
 import difflib
 import importlib
+import logging
 import pkgutil
 import re
 from pathlib import Path
 from typing import Any, Optional, Sequence
 
-from wiseft_lib.studies.base import Study, StudyParams, register_study, registered_studies
+from wiseft_lib.studies.base import (
+    Study,
+    StudyParams,
+    quiet_papermill_about_hidden_parameters,
+    register_study,
+    registered_studies,
+)
 
 __all__ = ["Study", "STUDIES", "get_study", "list_studies", "run_study", "sync_notebook", "StudyParams",
            "register_study"]
@@ -54,23 +61,31 @@ def get_study(name: str) -> Study:
 
 
 def run_study(name: str, params_file: Optional[str] = None, overrides: Sequence[str] = (), *,
-              progress: bool = True) -> Any:
-    """Build the study's parameters from a params file and ``KEY=VALUE`` overrides, then run it."""
+              progress: bool = True, notebook: bool = False) -> Any:
+    """Build the study's parameters from a params file and ``KEY=VALUE`` overrides, then run it: its ``run``
+    function (returns its result), or with ``notebook`` (and for notebook-only studies) its notebook through
+    papermill (returns the executed notebook's path; ``progress`` streams the notebook's output)."""
     study = get_study(name)
     params = study.params.from_yaml(params_file, overrides)
-    if study.run is None:
-        return _run_notebook(study, params)
+    if notebook or study.run is None:
+        return _run_notebook(study, params, log_output=progress and notebook)
     return study.run(params, progress=progress)
 
 
-def _run_notebook(study: Study, params: StudyParams) -> Path:
-    """Execute a notebook-only study with papermill into its output folder."""
+def _run_notebook(study: Study, params: StudyParams, *, log_output: bool = False) -> Path:
+    """Execute the study's notebook with papermill into its output folder, with every parameter of ``params``."""
     import papermill  # the [studies] extra
 
+    quiet_papermill_about_hidden_parameters()
+    log = logging.getLogger("papermill")
+    if log_output and not log.handlers and not logging.getLogger().handlers:  # show the notebook's output
+        log.addHandler(logging.StreamHandler())
+        log.setLevel(logging.INFO)
     out = params.output_path()
     executed = out / f"{study.name}.ipynb"
     papermill.execute_notebook(str(study.notebook), str(executed), parameters=params.to_dict(),
-                               kernel_name="python3", progress_bar=False)
+                               kernel_name="python3", progress_bar=False, log_output=log_output,
+                               cwd=str(study.notebook.parent.parent))
     return executed
 
 

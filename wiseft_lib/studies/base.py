@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import functools
 import json
+import logging
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -33,7 +34,7 @@ from wiseft_lib.params import Params, ParamsError, param
 from wiseft_lib.report.plots import save_figure
 from wiseft_lib.report.tables import write_table
 
-__all__ = ["Study", "register_study", "registered_studies", "StudyParams", "UsesRuns", "Launches", "StudyOutputs",
+__all__ = ["Study", "register_study", "registered_studies", "quiet_papermill_about_hidden_parameters", "StudyParams", "UsesRuns", "Launches", "StudyOutputs",
            "StudyResult", "resolve_path", "write_study_record"]
 
 
@@ -57,6 +58,22 @@ class Study:
 
 
 _STUDIES: dict[str, Study] = {}
+
+
+class _HiddenParameters(logging.Filter):
+    """Drops papermill's "Passed unknown parameter" warning: papermill calls every parameter the notebook's
+    ``parameters`` cell does not show unknown, and the short cells show only what a user changes. The notebook
+    checks every name itself (``Params.from_notebook``): a misspelt parameter still stops the run."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not record.getMessage().startswith("Passed unknown parameter")
+
+
+def quiet_papermill_about_hidden_parameters() -> None:
+    """Install :class:`_HiddenParameters` on papermill's logger (once)."""
+    log = logging.getLogger("papermill")
+    if not any(isinstance(f, _HiddenParameters) for f in log.filters):
+        log.addFilter(_HiddenParameters())
 
 
 def register_study(name: str, title: str, params: type, run: Optional[Callable[..., Any]],
