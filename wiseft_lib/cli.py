@@ -42,7 +42,6 @@ def cmd_zeroshot(a: argparse.Namespace) -> int:
                          **eval_bundle_kwargs(a.dataset, a.n_test))
     templates = bundle.templates
     if a.templates:
-
         templates = get_templates(a.templates)
     clf = zeroshot_classifier(clip_model, a.model, bundle.classnames, templates, a.pretrained)
     path = clf.save(a.output)
@@ -69,7 +68,6 @@ def cmd_evaluate(a: argparse.Namespace) -> int:
     _, _, eval_tf = create_architecture(clf.meta["model_name"], clf.meta.get("pretrained"))  # the tag's preprocessing
     store = None
     if a.results:
-
         store = ResultsStore(a.results)
     _print_scores(clf, a.datasets, a, eval_tf, store, a.run or Path(a.checkpoint).stem)
     return 0
@@ -82,7 +80,6 @@ def cmd_interpolate(a: argparse.Namespace) -> int:
                          f"WiSE-FT mixes a model with its own fine-tuned version, so both checkpoints must be "
                          f"fine-tuned from the same model (pass the zero-shot model the fine-tune started from)")
     if a.fisher:
-
         f0, f1 = (load_fisher(p) for p in a.fisher)
         theta = fisher_interpolate(zs.state_dict(), ft.state_dict(), a.alpha, f0, f1)
     else:

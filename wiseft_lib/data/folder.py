@@ -271,7 +271,6 @@ def load_image_folder(name: str, root: Optional[str] = None, split: str = "test"
         raise _error(path, "it has no train/ folder, only val/ or test/: it can be evaluated (e.g. as a shift "
                            "folder) but not trained on")
     if split == "train" and n_train is not None:
-
         labels = np.asarray([y for _, y in samples])
         samples = [samples[i] for i in class_balanced_subset(labels, n_train, seed)]
     elif split != "train" and n_test is not None and n_test < len(samples):

@@ -112,7 +112,6 @@ class CurveConfig(Params):
         if self.linear_method not in LINEAR_METHODS:
             raise bad("linear_method", f"must be one of {list(LINEAR_METHODS)}, not {self.linear_method!r}")
         if self.linear_method == "search" and "linear" in self.modes:
-
             try:
                 LinearSearch(**self.linear)
             except (TypeError, ValueError) as err:

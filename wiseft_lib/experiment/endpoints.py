@@ -74,7 +74,6 @@ def _with_folder_content(record: dict[str, Any], name: str, memo: dict[str, str]
     if not _is_folder(name):
         return record
     if name not in memo:
-
         memo[name] = folder_fingerprint(name)
     return {**record, "folder_content": memo[name]}
 
@@ -113,7 +112,6 @@ class Endpoints:
     def transforms(self):
         """``(train_transform, eval_transform)`` of the model (no weights are loaded for this)."""
         if self._transforms is None:
-
             _, train_tf, eval_tf = create_architecture(self.cfg.model, self.cfg.pretrained)
             self._transforms = (train_tf, eval_tf)
         return self._transforms
@@ -157,7 +155,6 @@ class Endpoints:
         """An evaluation set with the eval transform, decoded once if ``preprocess_eval`` (and then kept for
         the process: the next curve with the same model and images, e.g. another variant or seed, reuses it)."""
         if name not in self._bundles:
-
             bundle = self._raw_bundle(name)
             if self.cfg.preprocess_eval:
                 key = json.dumps([self.cfg.model, self.cfg.pretrained, self.cfg.data_root, self.eval_record(name)],
@@ -183,7 +180,6 @@ class Endpoints:
         """The end-to-end training transform: open_clip's, after RandAugment when ``augment="randaugment"``."""
         train_tf = self.transforms()[0]
         if self.cfg.augment == "randaugment":
-
             return T.Compose([T.RandAugment(num_ops=2, magnitude=9), train_tf])
         return train_tf
 
@@ -239,7 +235,6 @@ class Endpoints:
     def features(self, name: str) -> tuple[torch.Tensor, torch.Tensor]:
         """Zero-shot image features of an evaluation set (cached on disk under the run cache)."""
         if name not in self._features:
-
             self._features[name] = extract_features(
                 self.zeroshot().image_encoder, self.eval_bundle(name).dataset, cache_dir=self.runs.root / "features",
                 cache_key_parts={**self.eval_record(name), "zeroshot": self.zeroshot_key()},
@@ -319,7 +314,6 @@ def _linear_recipe(ep: Endpoints) -> dict[str, Any]:
     if ep.cfg.linear_method == "probe":
         return {"method": "probe", **ep.cfg.linear, "seed": ep.seed}
     if ep.cfg.linear_method == "search":
-
         return {"method": "search", **LinearSearch(**ep.cfg.linear).to_dict(), "seed": ep.seed}
     ft_cfg = ep.cfg.finetune_config("linear", ep.seed)
     return {"method": "adamw", **ft_cfg.recipe(), "precision": resolve_precision(ft_cfg.precision, ep.device)}
@@ -331,7 +325,6 @@ def _train_head(ep: Endpoints, work: Path) -> ClassificationHead:
     if ep.cfg.linear_method in ("probe", "search"):
         x, y = ep.train_features()
         if ep.cfg.linear_method == "probe":
-
             return fit_logistic_probe(x, y, seed=ep.seed, **ep.cfg.linear).to_head()
 
         found = search_linear_head(x, y, zs.classification_head, LinearSearch(**ep.cfg.linear), seed=ep.seed,

@@ -45,7 +45,6 @@ def processes_to_launch(processes: int) -> int:
     if processes < 0:
         raise ValueError(f"parameter 'processes' must be 0 (one per GPU) or a positive count, got {processes}")
     if processes == 0:
-
         return max(torch.cuda.device_count(), 1)
     return processes
 
