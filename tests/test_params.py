@@ -91,14 +91,17 @@ class Base(Params):
 class Study(Base):
     variants: dict[str, Any] = param({f"variant {i}": {"family": "lr", "e2e": {"lr": 10.0 ** -i, "epochs": i}}
                                       for i in range(6)}, "name -> {family, e2e: recipe fields changed}")
+    alphas: list[float] = param([round(0.05 * i, 2) for i in range(21)], "mixing coefficients, the paper's grid")
 
 
 def test_a_short_parameters_cell_shows_the_studys_own_fields_and_the_named_base_ones():
-    assert Study.notebook_fields() == ["seeds", "variants"]
+    assert Study.notebook_fields() == ["seeds", "variants", "alphas"]
     cell = Study.parameters_cell()
     assert "lr =" not in cell and "# 1 more parameters keep their defaults" in cell
     assert all(len(line) <= 120 for line in cell.splitlines())
     assert "# name -> {family, e2e: recipe fields changed}\nvariants = {\n" in cell  # long: help above, one per line
+    alphas = cell[cell.index("alphas = ["):].split("]")[0]
+    assert alphas.count("\n") == 1 and "\n          0." in alphas  # scalars flow on, aligned after the bracket
     namespace: dict = {}
     exec(cell, namespace)
     namespace.pop("__builtins__")

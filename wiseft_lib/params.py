@@ -180,6 +180,14 @@ def _literal_lines(v: Any, indent: int, start: int = 0, width: int = 116) -> str
             head = f"{pad}{_literal(k)}: "
             items.append(head + _literal_lines(x, indent + 4, len(head), width))
         return "{\n" + ",\n".join(items) + ",\n" + " " * indent + "}"
+    if all(not isinstance(x, (Mapping, list, tuple)) for x in v):  # scalars flow over lines, aligned after "["
+        lines, line = [], ""
+        for item in (_literal(x) for x in v):
+            if line and start + 1 + len(line) + len(item) + 2 > width:
+                lines.append(line + ",")
+                line = ""
+            line = f"{line}, {item}" if line else item
+        return "[" + ("\n" + " " * (start + 1)).join(lines + [line]) + "]"
     items = [pad + _literal_lines(x, indent + 4, len(pad), width) for x in v]
     return "[\n" + ",\n".join(items) + ",\n" + " " * indent + "]"
 
