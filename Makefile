@@ -60,7 +60,7 @@ test-fast: setup
 
 reproduce: setup
 	@echo "== every notebook of the $(PRESET) preset (shared runs computed once) -> outputs/$(PRESET)/index.md"
-	@$(PY) -m wiseft_lib.reproduce --preset $(PRESET) $(if $(SMOKE),--smoke,) $(if $(filter mini,$(PRESET)),--cell-timeout 3600,)
+	@$(PY) -m wiseft_lib.reproduce --preset $(PRESET) --profile $(if $(SMOKE),--smoke,) $(if $(filter mini,$(PRESET)),--cell-timeout 3600,)
 
 notebooks: $(VENV)/.installed
 	@$(PY) -m wiseft_lib.studies --sync-notebooks

@@ -13,6 +13,7 @@ tables and checked claims, its runtime, and a link to the executed notebook.
 from __future__ import annotations
 
 import argparse
+import json
 import re
 import time
 from dataclasses import dataclass, field
@@ -24,10 +25,12 @@ import yaml
 from tqdm.auto import tqdm
 
 from wiseft_lib.core.files import atomic_write_text
+from wiseft_lib.core.rates import BareRates, bare_rates, compute_floor
+from wiseft_lib.report.tables import write_table
 from wiseft_lib.studies import STUDIES
 from wiseft_lib.studies.base import quiet_papermill_about_hidden_parameters
 
-__all__ = ["PAPER_COVERAGE", "paper_coverage", "StudyRun", "FigureOutputs", "figure_outputs", "reproduce", "write_index", "main"]
+__all__ = ["PAPER_COVERAGE", "paper_coverage", "StudyRun", "profile_table", "write_profile", "FigureOutputs", "figure_outputs", "reproduce", "write_index", "main"]
 
 # a cell whose last line is one of these shows a figure (``fig``, ``result.figure``, ``result.figure_models``)
 _FIGURE_EXPRESSION = re.compile(r"^(fig\w*|\w+\.figure\w*)$")
@@ -43,6 +46,14 @@ class StudyRun:
     error: str = ""
     figures: list[Path] = field(default_factory=list)
     shown: Optional["FigureOutputs"] = None
+    work: Optional[dict[str, int]] = None  # what the study computed (its study.json); None: not recorded
+
+    @property
+    def source(self) -> str:
+        """``computed`` (it trained or scored something), ``cache`` (all read from the run cache) or ``-``."""
+        if self.work is None:
+            return "-"
+        return "computed" if any(self.work.values()) else "cache"
 
 
 @dataclass(frozen=True)
@@ -102,11 +113,14 @@ def _error_text(err: BaseException) -> str:
 
 def reproduce(preset: str = "mini", *, root: Path | str = ".", outputs: Optional[Path | str] = None,
               smoke: bool = False, only: Sequence[str] = (), kernel: str = "python3",
-              log_output: bool = False, cell_timeout: Optional[int] = None) -> list[StudyRun]:
+              log_output: bool = False, cell_timeout: Optional[int] = None, profile: bool = False
+              ) -> list[StudyRun]:
     """Execute every notebook of ``preset`` (those with a params file), then write ``index.md``.
 
     ``cell_timeout`` (seconds) fails a notebook whose cell runs longer, e.g. a kernel that stopped answering
     (seen once with Jupyter's messaging): the others still run. None: no limit (paper runs take hours).
+    ``profile`` first measures this machine's bare rates (:mod:`wiseft_lib.core.rates`), then writes
+    ``profile.csv/.md``: per study its wall time, the work it counted, its compute floor and wall / floor.
     """
 
     root = Path(root)
@@ -120,21 +134,84 @@ def reproduce(preset: str = "mini", *, root: Path | str = ".", outputs: Optional
     unknown = sorted(set(only) - {nb.stem for nb in notebooks})
     if unknown:
         raise ValueError(f"no notebook with a {preset} params file for {unknown}")
-    runs = []
-    for nb in tqdm(notebooks, desc=f"reproduce {preset}", unit="notebook"):
-        out = base / nb.stem
-        out.mkdir(parents=True, exist_ok=True)
-        start = time.time()
-        try:
-            _execute(nb, params_dir / f"{nb.stem}.yaml", out, smoke, kernel, log_output, cell_timeout)
-            status, error = "ok", ""
-        except Exception as err:  # one failed study must not stop the others
-            status, error = "failed", _error_text(err)
-        executed = out / nb.name
-        runs.append(StudyRun(nb.stem, status, round(time.time() - start, 1), out, executed, error,
-                             sorted(out.glob("*.png")), figure_outputs(executed) if executed.exists() else None))
+    rates = bare_rates() if profile else None
+    expected, began, runs = _last_profile(base), time.time(), []
+    for i, nb in enumerate(tqdm(notebooks, desc=f"reproduce {preset}", unit="notebook"), 1):
+        hint = f", {expected[nb.stem]:.0f} s in the last profile" if nb.stem in expected else ""
+        tqdm.write(f"[{i}/{len(notebooks)}] {nb.stem}: running ({_minutes(time.time() - began)} elapsed{hint})")
+        runs.append(_run_one(nb, params_dir / f"{nb.stem}.yaml", base / nb.stem, smoke, kernel, log_output,
+                             cell_timeout))
+        r = runs[-1]
+        tqdm.write(f"[{i}/{len(notebooks)}] {nb.stem}: {r.status} in {r.seconds:.0f} s ({r.source})")
+    if rates is not None:
+        write_profile(runs, base, rates)
     write_index(runs, base, preset, smoke)
     return runs
+
+
+def _run_one(notebook: Path, params_file: Path, out: Path, smoke: bool, kernel: str, log_output: bool,
+             cell_timeout: Optional[int]) -> StudyRun:
+    out.mkdir(parents=True, exist_ok=True)
+    start = time.time()
+    try:
+        _execute(notebook, params_file, out, smoke, kernel, log_output, cell_timeout)
+        status, error = "ok", ""
+    except Exception as err:  # one failed study must not stop the others
+        status, error = "failed", _error_text(err)
+    executed = out / notebook.name
+    return StudyRun(notebook.stem, status, round(time.time() - start, 1), out, executed, error,
+                    sorted(out.glob("*.png")), figure_outputs(executed) if executed.exists() else None,
+                    _work_since(out / "study.json", start) if status == "ok" else None)
+
+
+def _work_since(record: Path, start: float) -> Optional[dict[str, int]]:
+    """The ``work`` a study recorded in ``study.json``, if this run wrote it (not a leftover of an earlier one)."""
+    try:
+        if record.stat().st_mtime < start:
+            return None
+        work = json.loads(record.read_text()).get("work")
+    except (OSError, ValueError):
+        return None
+    return {k: int(v) for k, v in work.items()} if isinstance(work, dict) else None
+
+
+def _minutes(seconds: float) -> str:
+    return f"{int(seconds // 60)} min {int(seconds % 60):02d} s"
+
+
+# ---------------------------------------------------------------- the profile
+PROFILE_WORK = ("eval_images", "feature_images", "e2e_steps", "e2e_train_images", "pretrain_steps",
+                "runs_computed", "scores_added")
+
+
+def profile_table(runs: Sequence[StudyRun], rates: BareRates) -> pd.DataFrame:
+    """Per study: wall time, the work it counted, its compute floor at the bare ``rates`` and wall / floor;
+    a last row sums them."""
+    rows = []
+    for r in runs:
+        work = r.work or {}
+        rows.append({"study": r.name, "status": r.status, "source": r.source, "wall_s": r.seconds,
+                     **{k: work.get(k, 0) for k in PROFILE_WORK}, "floor_s": round(compute_floor(work, rates), 1)})
+    table = pd.DataFrame(rows, columns=["study", "status", "source", "wall_s", *PROFILE_WORK, "floor_s"])
+    total = {"study": "total", "status": "", "source": "", **table[["wall_s", *PROFILE_WORK, "floor_s"]].sum()}
+    table = pd.concat([table, pd.DataFrame([total])], ignore_index=True).astype({k: int for k in PROFILE_WORK})
+    table["wall_over_floor"] = (table["wall_s"] / table["floor_s"].where(table["floor_s"] > 0)).round(2)
+    return table
+
+
+def write_profile(runs: Sequence[StudyRun], base: Path, rates: BareRates) -> Path:
+    """``profile.csv/.md/.tex`` (the table) and ``rates.json`` (the bare rates it was measured against)."""
+    atomic_write_text(base / "rates.json", json.dumps(rates.to_dict(), indent=1) + "\n")
+    return write_table(profile_table(runs, rates), base / "profile", floatfmt=".1f")["csv"]
+
+
+def _last_profile(base: Path) -> dict[str, float]:
+    """Each study's wall time in the outputs folder's last profile (for the progress lines), if there is one."""
+    try:
+        table = pd.read_csv(base / "profile.csv")
+    except (OSError, ValueError):
+        return {}
+    return {str(k): float(v) for k, v in zip(table["study"], table["wall_s"]) if k != "total"}
 
 
 def _claims_summary(out: Path) -> str:
@@ -184,11 +261,15 @@ def write_index(runs: Sequence[StudyRun], base: Path, preset: str, smoke: bool =
 
     lines = [f"# wiseft: the {preset} preset" + (" (smoke run)" if smoke else ""), "",
              f"Generated by `python -m wiseft_lib.reproduce --preset {preset}` on {time.strftime('%Y-%m-%d %H:%M')}.",
-             "", "| study | status | runtime | claims | figures shown | notebook |", "|---|---|---|---|---|---|"]
+             "", "| study | status | runtime | computed or cached | claims | figures shown | notebook |",
+             "|---|---|---|---|---|---|---|"]
     for r in runs:
         nb = f"[{r.notebook.name}]({rel(r.notebook)})" if r.notebook.exists() else "-"
-        lines.append(f"| [{r.name}](#{r.name.replace('_', '-')}) | {r.status} | {r.seconds:.0f} s | "
+        lines.append(f"| [{r.name}](#{r.name.replace('_', '-')}) | {r.status} | {r.seconds:.0f} s | {r.source} | "
                      f"{_claims_summary(r.output_dir)} | {r.shown or '-'} | {nb} |")
+    if (base / "profile.md").exists():
+        lines += ["", "## Profile", "", "Wall time against the compute floor (the counted work at this machine's bare "
+                  "rates, `rates.json`; [csv](profile.csv)):", "", (base / "profile.md").read_text().strip()]
     lines += ["", "## Paper coverage", "", "| paper | notebook | note |", "|---|---|---|"]
     ran = {r.name: r for r in runs}
     for item, notebook, note in PAPER_COVERAGE:
@@ -218,12 +299,14 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     p.add_argument("--only", nargs="*", default=(), metavar="STUDY", help="run only these notebooks")
     p.add_argument("--outputs", default=None, help="outputs folder (default: outputs/PRESET)")
     p.add_argument("--log-output", action="store_true", help="stream the notebooks' output")
+    p.add_argument("--profile", action="store_true",
+                   help="measure this machine's bare rates and write profile.csv (wall vs compute floor per study)")
     p.add_argument("--cell-timeout", type=int, default=None, metavar="SECONDS",
                    help="fail a notebook whose cell runs longer (default: no limit)")
     a = p.parse_args(argv)
     try:
         runs = reproduce(a.preset, smoke=a.smoke, only=a.only, outputs=a.outputs, log_output=a.log_output,
-                         cell_timeout=a.cell_timeout)
+                         cell_timeout=a.cell_timeout, profile=a.profile)
     except ValueError as err:
         print(f"reproduce: error: {err}")
         return 2

@@ -43,6 +43,7 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset, Subset
 from tqdm.auto import tqdm
 
+from wiseft_lib.core import counters
 from wiseft_lib.core.device import (
     all_ranks_agree,
     autocast_context,
@@ -159,6 +160,7 @@ def _batches(fn: Callable[[torch.Tensor], torch.Tensor], module: nn.Module, data
         for images, labels in tqdm(loader, desc=desc, disable=not show, leave=False):
             with autocast_context(precision, device):
                 out = fn(images.to(device, non_blocking=True))
+            counters.add("feature_images", len(images))
             yield out.float(), _label_tensor(labels).long().to(device)
     finally:
         module.train(was_training)

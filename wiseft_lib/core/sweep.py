@@ -26,6 +26,7 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset, Subset
 from tqdm.auto import tqdm
 
+from wiseft_lib.core import counters
 from wiseft_lib.core._batches import labeled_batch, model_device
 from wiseft_lib.core.device import (
     autocast_context,
@@ -36,6 +37,7 @@ from wiseft_lib.core.device import (
     shard_range,
 )
 from wiseft_lib.core.interpolate import check_alpha, check_model_targets, state_on_device, write_interpolation
+from wiseft_lib.core.models import ImageClassifier
 
 __all__ = ["sweep_logits", "distributed_logits", "eval_loader", "DEFAULT_CHUNK_IMAGES"]
 
@@ -124,6 +126,8 @@ def _pass(model: nn.Module, theta_0, theta_1, grid: list, dataset, *, batch_size
     chunk: list[torch.Tensor] = []
     held = 0
 
+    kind = "eval_images" if isinstance(model, ImageClassifier) else "eval_images_other"
+
     def score_chunk() -> None:
         for a in grid:
             if interpolating:
@@ -131,6 +135,7 @@ def _pass(model: nn.Module, theta_0, theta_1, grid: list, dataset, *, batch_size
             with torch.inference_mode(), autocast_context(precision, dev):
                 for x in chunk:
                     outs[a].append(model(x).float().cpu())
+            counters.add(kind, sum(len(x) for x in chunk))
 
     was_training = model.training
     model.eval()

@@ -41,6 +41,7 @@ from pathlib import Path
 from typing import Any, Callable, Iterator, Mapping, Optional, Sequence, Union
 
 from wiseft_lib import __version__
+from wiseft_lib.core import counters
 from wiseft_lib.core.device import barrier_all, broadcast_from_rank0, is_writer
 from wiseft_lib.core.files import atomic_write_json, unwritable
 
@@ -140,6 +141,7 @@ class RunCache:
         if final.exists():  # an unfinished leftover (no entry.json) or a concurrent twin: replace it
             shutil.rmtree(final)
         os.replace(work, final)
+        counters.add("runs_computed")
         barrier_all()
         return final
 
@@ -197,6 +199,7 @@ class RunCache:
             data.setdefault("eval", dict(eval_record))
             data["scores"][alpha_key(alpha)] = {k: float(v) for k, v in metrics.items()}
             atomic_write_json(path, data)
+        counters.add("scores_added")
 
     # ------------------------------------------------------------ small JSON results
     def memo_many(self, kind: str, parts: Sequence[Mapping[str, Any]],

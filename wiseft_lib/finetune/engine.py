@@ -18,6 +18,7 @@ from torch import nn
 from torch.utils.data import Dataset
 from tqdm.auto import tqdm
 
+from wiseft_lib.core import counters
 from wiseft_lib.core.device import autocast_context, barrier, resolve_precision, setup_distributed
 from wiseft_lib.core.features import extract_features
 from wiseft_lib.core.models import ImageClassifier
@@ -356,6 +357,11 @@ def _loop(run: _Run, trainer: Trainer, schedule: WarmupCosineSchedule, step: int
         for x, y in run.batches.epoch(epoch, step - epoch * spe):
             lr = schedule.set_step(step)
             loss = trainer.step(x, y)
+            if cfg.mode == "end-to-end":
+                counters.add("e2e_steps")
+                counters.add("e2e_train_images", len(y))
+            else:
+                counters.add("linear_steps")
             if run.ema is not None:
                 run.ema.update(trainer.params)
             step += 1

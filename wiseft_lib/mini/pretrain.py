@@ -33,6 +33,7 @@ from safetensors.torch import save_file
 from tqdm.auto import tqdm
 
 from wiseft_lib import __version__
+from wiseft_lib.core import counters
 from wiseft_lib.core.files import atomic_path, atomic_write_json
 from wiseft_lib.core.mini_tokenizer import (  # noqa: F401  (caption_corpus, build_vocab: re-exported)
     CONTEXT_LENGTH,
@@ -194,6 +195,8 @@ def pretrain_mini_clip(config: PretrainConfig = PretrainConfig(), out_path: Opti
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         opt.step()
+        counters.add("pretrain_steps")
+        counters.add("pretrain_images", config.batch_size)
         with torch.no_grad():
             model.logit_scale.clamp_(0, math.log(100))
         log.append(loss.item())

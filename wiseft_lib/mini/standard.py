@@ -19,6 +19,7 @@ from torch import nn
 from torchvision import transforms
 from tqdm.auto import tqdm
 
+from wiseft_lib.core import counters
 from wiseft_lib.core.evaluate import evaluate, preprocess_once
 from wiseft_lib.data import eval_split as split_of
 from wiseft_lib.data import get_dataset
@@ -80,6 +81,7 @@ def train_standard(model: nn.Module, images: torch.Tensor, labels: torch.Tensor,
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
+            counters.add("standard_train_images", len(idx))
             step += 1
     return model.eval()
 

@@ -28,6 +28,7 @@ from typing import Any, Callable, ClassVar, Optional, Sequence
 import pandas as pd
 
 from wiseft_lib import __version__
+from wiseft_lib.core import counters
 from wiseft_lib.core.files import atomic_write_json, atomic_write_text
 from wiseft_lib.experiment.runs import RunCache
 from wiseft_lib.params import Params, ParamsError, param
@@ -176,6 +177,7 @@ class StudyOutputs:
 
     def __init__(self, study: str, params: Params):
         self.study, self.given, self.started = study, params, time.time()
+        self.counted = counters.snapshot()
         smoke = getattr(params, "smoke", False) and hasattr(params, "smoke_version")
         self.params = params.smoke_version() if smoke else params
         self.out = self.params.output_path()
@@ -205,6 +207,8 @@ class StudyOutputs:
         return files
 
     def finish(self, **record: Any) -> dict[str, Any]:
-        """Write ``study.json`` (the given parameters, runtime, ``record``); the result's ``paths`` and ``seconds``."""
-        self.paths["record"] = write_study_record(self.out, self.study, self.given, self.started, **record)
+        """Write ``study.json`` (the given parameters, runtime, the work this run did (:mod:`~wiseft_lib.core.counters`),
+        ``record``); the result's ``paths`` and ``seconds``."""
+        self.paths["record"] = write_study_record(self.out, self.study, self.given, self.started,
+                                                  work=counters.since(self.counted), **record)
         return {"paths": self.paths, "seconds": round(time.time() - self.started, 1)}
