@@ -75,3 +75,5 @@ def test_bare_rates_are_positive_and_ordered_as_the_work_is():
     rates = bare_rates(seconds=0.2)
     assert rates.eval_images > rates.e2e_train_images > 0  # scoring needs no backward pass
     assert rates.pretrain_images > 0 and set(rates.to_dict()) == {"eval_images", "e2e_train_images", "pretrain_images"}
+    slower = BareRates(rates.eval_images / 2, rates.e2e_train_images * 2, 1.0)
+    assert rates.best(slower) == BareRates(rates.eval_images, rates.e2e_train_images * 2, rates.pretrain_images)
