@@ -17,12 +17,13 @@ import torch
 from safetensors.torch import load_file, save_file
 from torch import nn
 
-from wiseft_lib.core.evaluate import predict_logits, preprocess_once
+from wiseft_lib.core.evaluate import predict_logits
 from wiseft_lib.core.files import atomic_path
-from wiseft_lib.data import get_dataset, is_embedded
+from wiseft_lib.data import get_dataset
 from wiseft_lib.experiment.endpoints import eval_bundle_kwargs
 from wiseft_lib.experiment.runs import RunCache, run_key
-from wiseft_lib.mini.standard import STANDARD_TRANSFORM, STANDARD_ZOO, build_standard, train_standard
+from wiseft_lib.experiment.standard_weights import trained_standard
+from wiseft_lib.mini.standard import STANDARD_TRANSFORM, STANDARD_ZOO, standard_training_data, train_zoo_model
 
 if TYPE_CHECKING:
     from wiseft_lib.experiment.config import CurveConfig
@@ -45,9 +46,10 @@ def check_other_name(name: str) -> None:
 
 
 def build_other_model(name: str, cfg: "CurveConfig", seed: int, *, pretrained: bool = True,
-                      n_train: int | None = None, progress: bool = False) -> tuple[nn.Module, Callable[[Any], torch.Tensor]]:
-    """``(model in eval mode on cfg's device, its eval transform)``; a standard model is trained here on
-    ``n_train`` ID training images (None: the whole split)."""
+                      n_train: int | None = None, progress: bool = False, runs: RunCache | None = None
+                      ) -> tuple[nn.Module, Callable[[Any], torch.Tensor]]:
+    """``(model in eval mode on cfg's device, its eval transform)``; a standard model is trained on ``n_train`` ID
+    training images (None: the whole split), or read from ``runs`` where it was trained before."""
     check_other_name(name)
     kind, _, model_name = name.partition(":")
     device = cfg.resolved_device()
@@ -61,13 +63,12 @@ def build_other_model(name: str, cfg: "CurveConfig", seed: int, *, pretrained: b
         data_cfg = timm.data.resolve_data_config({}, model=model)
         return model.to(device).eval(), timm.data.create_transform(**data_cfg)
 
-    kwargs = {"n_train": n_train, "seed": seed} if is_embedded(cfg.id_dataset) else {}
-    train = get_dataset(cfg.id_dataset, root=cfg.data_root, split="train", transform=STANDARD_TRANSFORM, **kwargs)
-    x, y = preprocess_once(train, progress=progress).dataset.tensors
-    spec = STANDARD_ZOO[model_name]
-    torch.manual_seed(seed)
-    model = build_standard(spec["arch"], spec["width"], num_classes=len(train.classnames), image_size=x.shape[-1])
-    return train_standard(model, x, y, epochs=spec["epochs"], seed=seed, device=device), STANDARD_TRANSFORM
+    if runs is not None:  # the weights from the run cache (trained there once, whatever the test sets)
+        model = trained_standard(model_name, id_dataset=cfg.id_dataset, n_train=n_train, seed=seed, runs=runs,
+                                 data_root=cfg.data_root, device=device)
+        return model, STANDARD_TRANSFORM
+    x, y, n_classes = standard_training_data(cfg.id_dataset, n_train, seed, cfg.data_root)
+    return train_zoo_model(model_name, x, y, num_classes=n_classes, seed=seed, device=device), STANDARD_TRANSFORM
 
 
 def _cached(runs: RunCache, kind: str, key: str, record: dict[str, Any]):
@@ -116,7 +117,7 @@ def other_model_logits(name: str, dataset: str, ep: "Endpoints", *, pretrained: 
     def compute() -> tuple[torch.Tensor, torch.Tensor]:
         store = models if models is not None else {}
         if name not in store:
-            store[name] = build_other_model(name, cfg, seed, pretrained=pretrained, n_train=n_train)
+            store[name] = build_other_model(name, cfg, seed, pretrained=pretrained, n_train=n_train, runs=ep.runs)
         model, transform = store[name]
         record = ep.eval_record(dataset)
         bundle = get_dataset(dataset, root=cfg.data_root, split=record["split"], transform=transform,

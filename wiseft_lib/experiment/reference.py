@@ -10,9 +10,10 @@ Each reference model's scores are cached in the run cache, so a second study run
 """
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Optional, Sequence
+from typing import TYPE_CHECKING, Callable, Optional, Sequence
 
 import pandas as pd
+from torch import nn
 
 from wiseft_lib.analysis.effective_robustness import fit_logit_line
 from wiseft_lib.core.evaluate import evaluate, preprocess_once
@@ -21,13 +22,14 @@ from wiseft_lib.core.zeroshot import zeroshot_classifier
 from wiseft_lib.data import eval_split, get_dataset
 from wiseft_lib.data.mini import MINI_ID, MINI_OOD
 from wiseft_lib.experiment.endpoints import eval_bundle_kwargs, weights_identity
-from wiseft_lib.experiment.runs import RunCache
-from wiseft_lib.mini.standard import STANDARD_ZOO, standard_points
+from wiseft_lib.experiment.runs import RunCache, run_key
+from wiseft_lib.experiment.standard_weights import standard_identity, trained_standard
+from wiseft_lib.mini.standard import STANDARD_ZOO, standard_points, standard_training_data
 
 if TYPE_CHECKING:
     from wiseft_lib.experiment.config import CurveConfig
 
-__all__ = ["zeroshot_scores", "zeroshot_scores_many", "baseline_points", "effective_robustness"]
+__all__ = ["zeroshot_scores", "zeroshot_scores_many", "cached_standard", "baseline_points", "effective_robustness"]
 
 
 def zeroshot_scores(model: str = "wiseft-mini", pretrained: Optional[str] = None,
@@ -76,10 +78,29 @@ def _standard_rows(cfg: "CurveConfig", names: Sequence[str], seed: int, n_train:
         table = standard_points([names[i] for i in missing], id_dataset=cfg.id_dataset,
                                 ood_datasets=cfg.ood_datasets, n_train=n_train, n_test=cfg.n_test, seed=seed,
                                 data_root=cfg.data_root, device=cfg.resolved_device(), progress=progress,
-                                eval_split=cfg.eval_split)
+                                eval_split=cfg.eval_split, trained=cached_standard(cfg, n_train, seed, runs))
         return table.to_dict("records")
 
     return runs.memo_many("reference", parts, compute)
+
+
+def cached_standard(cfg: "CurveConfig", n_train: Optional[int], seed: int, runs: RunCache) -> Callable[[str], nn.Module]:
+    """``name -> trained standard model`` from the run cache (:mod:`~wiseft_lib.experiment.standard_weights`); the
+    training set is decoded only if a model must be trained, and then once for all of them."""
+    data: list = []
+
+    def training_data() -> tuple:
+        if not data:
+            data.append(standard_training_data(cfg.id_dataset, n_train, seed, cfg.data_root))
+        return data[0]
+
+    def trained(name: str) -> nn.Module:
+        key = run_key(standard_identity(name, cfg.id_dataset, n_train, seed))
+        return trained_standard(name, id_dataset=cfg.id_dataset, n_train=n_train, seed=seed, runs=runs,
+                                data_root=cfg.data_root, device=cfg.resolved_device(),
+                                data=None if runs.has("standard", key) else training_data())
+
+    return trained
 
 
 def _zeroshot_rows(cfg: "CurveConfig", tags: Sequence[Optional[str]], seed: int, runs: RunCache) -> list[dict]:

@@ -11,7 +11,7 @@ varied size (linear, MLP, CNNs) and training length, scored on the ID test set a
 from __future__ import annotations
 
 import math
-from typing import Any, Optional, Sequence
+from typing import Any, Callable, Optional, Sequence
 
 import pandas as pd
 import torch
@@ -22,11 +22,12 @@ from tqdm.auto import tqdm
 from wiseft_lib.core import counters
 from wiseft_lib.core.evaluate import evaluate, preprocess_once
 from wiseft_lib.data import eval_split as split_of
-from wiseft_lib.data import get_dataset
+from wiseft_lib.data import get_dataset, subset_options
 from wiseft_lib.data.mini import MINI_ID, MINI_OOD
 from wiseft_lib.finetune.schedule import WarmupCosineSchedule
 
-__all__ = ["STANDARD_ZOO", "REFERENCE_MODELS", "build_standard", "train_standard", "standard_points"]
+__all__ = ["STANDARD_ZOO", "REFERENCE_MODELS", "build_standard", "train_standard", "standard_training_data",
+           "train_zoo_model", "standard_points"]
 
 # name -> architecture, width and epochs over the ID training images. Sizes and training lengths
 # vary so the population spans a range of ID accuracies, as the paper's testbed does.
@@ -86,26 +87,49 @@ def train_standard(model: nn.Module, images: torch.Tensor, labels: torch.Tensor,
     return model.eval()
 
 
+def standard_training_data(id_dataset: str = MINI_ID, n_train: Optional[int] = None, seed: int = 0,
+                           data_root: Optional[str] = None) -> tuple[torch.Tensor, torch.Tensor, int]:
+    """``(images, labels, number of classes)``: the standard models' training set (``n_train`` seeded images of
+    ``id_dataset``'s train split, or all of them), decoded once with :data:`STANDARD_TRANSFORM`."""
+    kwargs = {"n_train": n_train, "seed": seed} if {"n_train", "seed"} <= subset_options(id_dataset) else {}
+    train = get_dataset(id_dataset, root=data_root, split="train", transform=STANDARD_TRANSFORM, **kwargs)
+    x, y = preprocess_once(train, progress=False).dataset.tensors
+    return x, y, len(train.classnames)
+
+
+def train_zoo_model(name: str, images: torch.Tensor, labels: torch.Tensor, *, num_classes: int, seed: int = 0,
+                    device: str | torch.device = "cpu") -> nn.Module:
+    """The zoo model ``name`` built and trained (seeded: the same weights for the same data and seed)."""
+    if name not in STANDARD_ZOO:
+        raise ValueError(f"unknown standard model {name!r}; known: {', '.join(STANDARD_ZOO)}")
+    spec = STANDARD_ZOO[name]
+    torch.manual_seed(seed)
+    model = build_standard(spec["arch"], spec["width"], num_classes=num_classes, image_size=images.shape[-1])
+    return train_standard(model, images, labels, epochs=spec["epochs"], seed=seed, device=device)
+
+
 def standard_points(names: Optional[Sequence[str]] = None, *, id_dataset: str = MINI_ID,
                     ood_datasets: Sequence[str] = MINI_OOD, n_train: Optional[int] = None,
                     n_test: Optional[int] = 1000, seed: int = 0, data_root: Optional[str] = None,
                     device: str | torch.device = "cpu", progress: bool = True,
-                    eval_split: str = "test") -> pd.DataFrame:
+                    eval_split: str = "test", trained: Optional[Callable[[str], nn.Module]] = None) -> pd.DataFrame:
     """Train each named zoo model on ``id_dataset``'s train split; one row per model.
 
     Columns: ``group`` ("standard"), ``model``, ``id_acc``, ``ood_avg`` and one per OOD set
     (top-1, percent), ready for ``plot_id_vs_ood(..., extra=...)``. ``eval_split`` is "test"
-    (reported numbers) or "val" (held out from test, for choices).
+    (reported numbers) or "val" (held out from test, for choices). ``trained(name)``, if given, supplies
+    each trained model instead (e.g. from the run cache: the same weights whatever the test sets).
     """
 
     names = list(STANDARD_ZOO) if names is None else list(names)
     unknown = [n for n in names if n not in STANDARD_ZOO]
     if unknown:
         raise ValueError(f"unknown standard models {unknown}; known: {', '.join(STANDARD_ZOO)}")
-    torch.manual_seed(seed)
-    train = get_dataset(id_dataset, root=data_root, split="train", transform=STANDARD_TRANSFORM,
-                        n_train=n_train, seed=seed)
-    x, y = preprocess_once(train, progress=False).dataset.tensors
+    if trained is None:
+        x, y, n_classes = standard_training_data(id_dataset, n_train, seed, data_root)
+
+        def trained(name: str) -> nn.Module:
+            return train_zoo_model(name, x, y, num_classes=n_classes, seed=seed, device=device)
     evals = {}
     for name in (id_dataset, *ood_datasets):
         bundle = get_dataset(name, root=data_root, split=split_of(name, eval_split), transform=STANDARD_TRANSFORM,
@@ -113,11 +137,7 @@ def standard_points(names: Optional[Sequence[str]] = None, *, id_dataset: str = 
         evals[name] = preprocess_once(bundle, progress=False)
     rows = []
     for name in tqdm(names, desc="standard models", disable=not progress):
-        spec = STANDARD_ZOO[name]
-        torch.manual_seed(seed)
-        model = build_standard(spec["arch"], spec["width"], num_classes=len(train.classnames),
-                               image_size=x.shape[-1])
-        model = train_standard(model, x, y, epochs=spec["epochs"], seed=seed, device=device)
+        model = trained(name)
         scores = {d: evaluate(model, b, progress=False)["top1"] for d, b in evals.items()}
         ood = [scores[d] for d in ood_datasets]
         rows.append({"group": "standard", "model": name, "seed": seed, "id_acc": scores[id_dataset],
