@@ -28,6 +28,7 @@ from typing import Any, Callable, ClassVar, Optional, Sequence
 import pandas as pd
 
 from wiseft_lib import __version__
+from wiseft_lib.analysis.claim_noise import with_test_noise
 from wiseft_lib.core import counters
 from wiseft_lib.core.files import atomic_write_json, atomic_write_text
 from wiseft_lib.experiment.runs import RunCache
@@ -199,6 +200,13 @@ class StudyOutputs:
         path = write_table(frame, self.out / (stem or role), **fmt)["csv"]
         self.paths[role] = path
         return path
+
+    def claims(self, frame: pd.DataFrame, n_images: Optional[int], **fmt: Any) -> pd.DataFrame:
+        """The claims table with how much the test sample can move each value (``noise_pp``, ``within_noise``:
+        :mod:`~wiseft_lib.analysis.claim_noise`; ``n_images`` per set), written as ``claims.*``."""
+        frame = with_test_noise(frame, n_images)
+        self.table("claims", frame, **fmt)
+        return frame
 
     def figure(self, role: str, figure: Any, stem: str, **kwargs: Any) -> list[Path]:
         """``figure`` as ``STEM.png`` and ``.pdf``, remembered as ``ROLE_png``, ``ROLE_pdf``."""

@@ -211,7 +211,7 @@ def run_baseline_study(params: BaselineParams, study: str, *, title: str, progre
     if not points.empty:
         outputs.table("points", points, floatfmt=".2f")
         outputs.table("matched", matched, floatfmt=".2f")
-    outputs.table("claims", claims, floatfmt=".2f")
+    claims = outputs.claims(claims, p.n_test, floatfmt=".2f")
     figure = plot_baselines(reference, variants if not variants.empty else
                             pd.DataFrame(columns=["family", "variant", "alpha", "id_acc", "ood_avg"]),
                             points if not points.empty else None, title=title, extra_curves=extra,

@@ -80,7 +80,7 @@ def run(params: Fig10Params, *, progress: bool = True) -> Fig10Result:
     matched = matched_table(curve)
     outputs.table("matched", matched, floatfmt=".2f")
     claims = _claims(matched)
-    outputs.table("claims", claims, floatfmt=".2f")
+    claims = outputs.claims(claims, p.n_test, floatfmt=".2f")
     figure = plot_id_vs_ood(curve, curve_label="{mode}", finetuned_label="fine-tuned (end-to-end)",
                             title=f"Weight- vs output-space ensembles, {p.model} ({p.eval_split} split)")
     outputs.figure("figure", figure, NAME)

@@ -187,7 +187,7 @@ def run(params: LowDataParams, *, progress: bool = True) -> LowDataResult:
     outputs.csv("summary", summary.round(4), "low_data_summary")
     outputs.table("table", table, "low_data_table", floatfmt=".1f",
                   caption=f"{p.model} LC: ID accuracy by examples per class (mean over {len(p.seeds)} draw(s))")
-    outputs.table("claims", claims, floatfmt=".2f")
+    claims = outputs.claims(claims, p.n_test, floatfmt=".2f")
     figure = plot_low_data(summary, title=f"Low data: WiSE-FT of a linear classifier, {p.model} "
                                           f"({len(p.seeds)} draw(s) per k; bars: std)")
     outputs.figure("figure", figure, NAME)

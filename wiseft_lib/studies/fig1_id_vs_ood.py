@@ -105,8 +105,7 @@ def run(params: Fig1Params, *, progress: bool = True) -> Fig1Result:
     outputs.table("summary", summary)
     claims = None
     if {0.0, 0.5, 1.0} <= set(curve["alpha"]):
-        claims = check_claims(curve)
-        outputs.table("claims", claims)
+        claims = outputs.claims(check_claims(curve), p.n_test)
     figures, spread = _figures(p, outputs, curve, baselines, data)
     return Fig1Result(p, curve, baselines, summary, claims, figures[0], data, figures[1], spread,
                       **outputs.finish())

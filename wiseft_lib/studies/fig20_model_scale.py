@@ -179,7 +179,7 @@ def run(params: ScaleParams, *, progress: bool = True) -> ScaleResult:
     outputs.table("gains", gains, floatfmt=".2f", caption=f"WiSE-FT gains per model ({p.eval_split} split, "
                                                           f"{len(p.seeds)} seed(s); oracle alpha: best mean OOD on "
                                                           f"these sets)")
-    outputs.table("claims", claims, floatfmt=".2f")
+    claims = outputs.claims(claims, p.n_test, floatfmt=".2f")
     figure = plot_scale(gains, title=f"WiSE-FT gains vs pretraining compute ({len(p.seeds)} seed(s))")
     outputs.figure("figure", figure, NAME)
     return ScaleResult(p, curves, gains, claims, figure, **outputs.finish())

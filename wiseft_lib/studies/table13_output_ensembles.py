@@ -196,7 +196,7 @@ def run(params: Table13Params, *, progress: bool = True) -> Table13Result:
     table = table13(curve, p)
     outputs.table("table13", table, floatfmt=".2f")
     claims = _claims(table, p)
-    outputs.table("claims", claims, floatfmt=".2f")
+    claims = outputs.claims(claims, p.n_test, floatfmt=".2f")
     beside = _beside(table, p)
     if beside is not None:
         outputs.table("beside_published", beside, floatfmt=".1f")

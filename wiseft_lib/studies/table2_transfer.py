@@ -148,7 +148,7 @@ def run(params: Table2Params, *, progress: bool = True) -> Table2Result:
     outputs.table("table2", table.rename(columns=lambda c: c.removeprefix("mini-")), floatfmt=".2f", csv=table,
                   caption=f"{p.model}: ID accuracy per task ({len(p.seeds)} seed(s), test split)")
     outputs.table("published", paper, "published_table2")
-    outputs.table("claims", claims, floatfmt=".2f")
+    claims = outputs.claims(claims, p.n_test, floatfmt=".2f")
     outputs.csv("curves", curves.round(4))
     test_curves = curves[curves["split"] == "test"].assign(x=lambda d: d["alpha"], y=lambda d: d["acc"])
     figure = plot_metric_curves(test_curves, panel="task", xlabel="alpha", titles=labels, ncols=4,

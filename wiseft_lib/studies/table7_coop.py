@@ -186,7 +186,7 @@ def run(params: Table7Params, *, progress: bool = True) -> Table7Result:
                   caption=f"{p.model}, {p.shots} shots per class ({p.eval_split} split, mean of {len(p.seeds)} "
                           f"draw(s))")
     outputs.table("published", paper, "published_table7", floatfmt=".2f")
-    outputs.table("claims", claims, floatfmt=".2f")
+    claims = outputs.claims(claims, p.n_test, floatfmt=".2f")
     return Table7Result(p, scores, table, claims, paper, **outputs.finish())
 
 
