@@ -125,3 +125,24 @@ def test_open_clip_models_get_random_weights_only_when_asked_by_name():
     with pytest.raises(ParamsError, match="pretrained.*no default weights"):
         CurveConfig(model="ViT-B-32")
     assert CurveConfig(model="ViT-B-32", pretrained="random").pretrained == "random"
+
+
+def test_an_openai_tag_builds_the_quickgelu_architecture_its_weights_were_trained_with(monkeypatch):
+    """open_clip 3 builds ViT-B-16 with GELU for pretrained="openai" and only warns; those weights (and the paper's
+    code, through open_clip 1.x's load_openai_model) use QuickGELU. create_model asks for it (no download here)."""
+    import open_clip
+
+    from wiseft_lib.core import models
+
+    seen = {}
+
+    def fake(name, pretrained=None, **kwargs):
+        seen.update(kwargs, name=name, pretrained=pretrained)
+        return torch.nn.Identity(), None, None
+
+    monkeypatch.setattr(open_clip, "create_model_and_transforms", fake)
+    models.create_model("ViT-B-16", "openai")
+    assert seen["force_quick_gelu"] is True and seen["pretrained"] == "openai"
+    seen.clear()
+    models.create_model("ViT-B-16", "laion2b_s34b_b88k")  # a tag trained with GELU: left as it is
+    assert "force_quick_gelu" not in seen

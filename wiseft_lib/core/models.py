@@ -162,9 +162,9 @@ def create_model(
     register_package_configs()
     _check_name(name)
     weights = resolve_pretrained(name, pretrained)
-    kwargs: dict[str, Any] = {}
-    if name in PACKAGE_PREPROCESS:
-        kwargs.update(PACKAGE_PREPROCESS[name])
+    # the tag's architecture too: open_clip 3 builds ViT-B-16 with GELU even for the "openai" tag (trained with
+    # QuickGELU) and only warns; the reference code (open_clip 1.x, load_openai_model) used QuickGELU
+    kwargs: dict[str, Any] = {**PACKAGE_PREPROCESS.get(name, {}), **tag_overrides(name, pretrained)}
     model, train_tf, eval_tf = open_clip.create_model_and_transforms(
         name, pretrained=weights, device=device, precision=precision, **kwargs
     )
