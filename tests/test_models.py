@@ -146,3 +146,13 @@ def test_an_openai_tag_builds_the_quickgelu_architecture_its_weights_were_traine
     seen.clear()
     models.create_model("ViT-B-16", "laion2b_s34b_b88k")  # a tag trained with GELU: left as it is
     assert "force_quick_gelu" not in seen
+
+
+def test_runs_of_quickgelu_tags_are_keyed_apart_from_those_made_with_gelu():
+    """Runs cached before create_model used QuickGELU for OpenAI tags hold a GELU tower's numbers: their key changes
+    (and only theirs: the mini's and GELU tags' runs stay valid)."""
+    from wiseft_lib.experiment.endpoints import weights_identity
+
+    assert weights_identity("ViT-B-16", "openai", 0) == {"tag": "openai", "activation": "quick_gelu"}
+    assert weights_identity("ViT-B-16", "laion2b_s34b_b88k", 0) == {"tag": "laion2b_s34b_b88k"}
+    assert set(weights_identity("wiseft-mini", None, 0)) == {"tag", "sha256"}

@@ -32,6 +32,7 @@ from wiseft_lib.core.models import (
     create_model,
     package_weights_path,
     state_dict_hash,
+    tag_overrides,
 )
 from wiseft_lib.core.probe import fit_logistic_probe
 from wiseft_lib.core.zeroshot import zeroshot_classifier
@@ -91,6 +92,8 @@ def weights_identity(model: str, pretrained: Optional[str], seed: int) -> dict[s
         return {"file_sha256": file_digest(pretrained)}
     if pretrained is None:  # open_clip models without a tag start from random weights
         return {"random_init_seed": seed}
+    if tag_overrides(model, pretrained).get("force_quick_gelu"):  # runs made before the model had QuickGELU (a
+        return {"tag": pretrained, "activation": "quick_gelu"}  # GELU tower: wrong for these weights) are not reused
     return {"tag": pretrained}
 
 
