@@ -6,6 +6,7 @@
         --alpha 0.5 --output runs/wiseft-0.5
     wiseft evaluate --checkpoint runs/wiseft-0.5 --datasets mini-photo mini-sketch --n-test 1000
     wiseft export --finetuned runs/ft/finetuned.safetensors --alpha 0.5 --output exported/model.safetensors
+    wiseft export --finetuned runs/ft/finetuned.safetensors --alpha 0.5 --hub-dir exported/hub --card-dataset my_images
     wiseft run fig1_id_vs_ood --params params/mini/fig1_id_vs_ood.yaml --set 'seeds=[0, 1, 2]'
     wiseft run --list
 """
@@ -29,7 +30,8 @@ from wiseft_lib.data import default_eval_split, describe_dataset, get_dataset, l
 from wiseft_lib.data.fashion_mnist import ensure_fashion_mnist, find_fashion_mnist
 from wiseft_lib.data.templates import get_templates
 from wiseft_lib.experiment.endpoints import eval_bundle_kwargs
-from wiseft_lib.experiment.export import export_wiseft
+from wiseft_lib.experiment.export import ExportResult, export_wiseft
+from wiseft_lib.experiment.hub import ModelCard, export_hub_folder
 from wiseft_lib.experiment.results import ResultsStore
 from wiseft_lib.finetune import add_finetune_arguments, run_finetune_from_args
 from wiseft_lib.mini.pretrain import add_pretrain_arguments, run_from_args
@@ -92,8 +94,28 @@ def cmd_interpolate(a: argparse.Namespace) -> int:
 
 
 def cmd_export(a: argparse.Namespace) -> int:
-    result = export_wiseft(a.finetuned, a.output, alpha=a.alpha, model=a.model, pretrained=a.pretrained,
-                           zeroshot=a.zeroshot, device=a.device)
+    if a.output is None and a.hub_dir is None:
+        raise ValueError("nothing to write: give --output FILE.safetensors (the open_clip checkpoint, its head and "
+                         "sidecar), --hub-dir DIR (an open_clip folder with a model card), or both")
+    if a.card_dataset is not None and a.hub_dir is None:
+        raise ValueError("--card-dataset names the fine-tuning data in the hub folder's model card: give --hub-dir too")
+    kwargs = dict(alpha=a.alpha, model=a.model, pretrained=a.pretrained, zeroshot=a.zeroshot, device=a.device)
+    if a.hub_dir is None:
+        _print_export(export_wiseft(a.finetuned, a.output, **kwargs))
+        return 0
+    card = ModelCard(datasets=[a.card_dataset]) if a.card_dataset else None
+    hub = export_hub_folder(a.finetuned, a.hub_dir, card=card, overwrite=a.overwrite, flat_output=a.output, **kwargs)
+    if hub.flat is not None:
+        _print_export(hub.flat)
+    meta = hub.meta
+    print(f"WiSE-FT alpha={meta['alpha']:g} ({meta['model_name']}, {meta['head_shape'][0]} classes) as an open_clip "
+          f"hub folder with a model card:\n  {hub.folder}\n  (" + ", ".join(p.name for p in hub.files.values()) +
+          f")\nload it: open_clip.create_model_and_transforms({'local-dir:' + str(hub.folder)!r})  # no kwargs, no "
+          f"registered configs; the head: {hub.files['head']} (logits = {meta['logits']})")
+    return 0
+
+
+def _print_export(result: ExportResult) -> None:
     meta = result.meta
     kwargs = "".join(f", {k}={tuple(v) if isinstance(v, list) else v!r}" for k, v in meta["open_clip_kwargs"].items())
     print(f"WiSE-FT alpha={meta['alpha']:g} ({meta['model_name']}, {meta['head_shape'][0]} classes) as an open_clip "
@@ -101,7 +123,6 @@ def cmd_export(a: argparse.Namespace) -> int:
           f"load it: open_clip.create_model_and_transforms({meta['model_name']!r}, pretrained={str(result.model)!r}"
           f"{kwargs})" + ("  # after wiseft_lib.experiment.export.register_configs()" if meta["model_name"] == "wiseft-mini"
                           else ""))
-    return 0
 
 
 def cmd_run(a: argparse.Namespace) -> int:
@@ -205,8 +226,14 @@ def _add_model_commands(sub: argparse._SubParsersAction) -> None:
                                                       "or the run cache)")
     q.add_argument("--alpha", type=float, default=0.5, help="mixing coefficient in [0, 1] (default 0.5; 1: the "
                                                             "fine-tuned model itself)")
-    q.add_argument("--output", required=True, help="the open_clip checkpoint to write (.safetensors); the head goes to "
-                                                   "OUTPUT.head.safetensors, the metadata to OUTPUT.json")
+    q.add_argument("--output", default=None, help="the open_clip checkpoint to write (.safetensors); the head goes to "
+                                                  "OUTPUT.head.safetensors, the metadata to OUTPUT.json (give --output, "
+                                                  "--hub-dir or both)")
+    q.add_argument("--hub-dir", default=None, help="also (or instead) write an open_clip hub folder with a model card: "
+                                                   "open_clip.create_model_and_transforms('local-dir:HUB_DIR') loads it")
+    q.add_argument("--card-dataset", default=None, help="the fine-tuning data's name for the model card (default: the "
+                                                        "checkpoint's train_dataset)")
+    q.add_argument("--overwrite", action="store_true", help="replace an earlier hub folder at --hub-dir")
     q.add_argument("--model", default=None, help="model name (default: the checkpoint's; must agree with it)")
     q.add_argument("--pretrained", default=None, help="pretrained tag or weights file (default: the checkpoint's)")
     q.add_argument("--zeroshot", default=None, help="the zero-shot classifier (zeroshot.safetensors beside the "

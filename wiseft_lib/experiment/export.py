@@ -20,6 +20,10 @@ writes three files, each atomically (an error leaves none of them behind):
 * ``model.json``: class names, templates, alpha, model name and pretrained tag, the loading kwargs, and the
   SHA-256 of the files it was made from.
 
+:func:`wiseft_lib.experiment.hub.export_hub_folder` (``wiseft export --hub-dir DIR``) writes the same weights as an
+open_clip hub folder with a model card instead, which ``open_clip.create_model_and_transforms("local-dir:DIR")`` loads
+without any kwargs or registered configs.
+
 Nothing is pickled (compare open_clip issue 602: the reference code's WiSE-FT checkpoints pickle whole
 modules and cannot be loaded elsewhere).
 
@@ -58,8 +62,9 @@ from wiseft_lib.core.models import (
 from wiseft_lib.core.zeroshot import zeroshot_classifier
 from wiseft_lib.experiment.runs import file_digest
 
-__all__ = ["EXPORT_FORMAT", "ExportResult", "export_classifiers", "export_wiseft", "export_paths", "load_export",
-           "exported_logits", "register_configs", "open_clip_kwargs"]
+__all__ = ["EXPORT_FORMAT", "ExportResult", "ExportState", "build_export", "write_export", "load_wiseft_endpoints",
+           "export_classifiers", "export_wiseft", "export_paths", "load_export", "exported_logits", "register_configs",
+           "open_clip_kwargs", "save_export_tensors", "check_export_target"]
 
 EXPORT_FORMAT = "wiseft.OpenCLIPExport/1"
 PathLike = Union[str, Path]
@@ -76,6 +81,18 @@ class ExportResult:
 
     def paths(self) -> list[Path]:
         return [self.model, self.head, self.sidecar]
+
+
+@dataclass
+class ExportState:
+    """An export in memory (:func:`build_export`): what :func:`write_export` and the hub folder
+    (:mod:`wiseft_lib.experiment.hub`) write, whatever the file layout."""
+
+    full: dict[str, torch.Tensor]  # the full open_clip state dict
+    head: dict[str, torch.Tensor]  # weight, bias
+    meta: dict[str, Any]  # the sidecar's metadata, less the file names
+    tensor_meta: dict[str, str]  # the checkpoint's safetensors metadata
+    finetuned_meta: dict[str, Any] = field(default_factory=dict)  # the fine-tuned checkpoint's own (its recipe)
 
 
 def register_configs() -> None:
@@ -118,6 +135,11 @@ def _check_writable(paths: tuple[Path, ...]) -> None:
                          f"write to")
 
 
+def check_export_target(output: PathLike) -> None:
+    """Raise ``ValueError`` unless the flat files of ``output`` can be written (before any work is done)."""
+    _check_writable(export_paths(output))
+
+
 def _sha256(path: PathLike) -> str:
     return file_digest(path)
 
@@ -145,13 +167,30 @@ def export_classifiers(zeroshot: ImageClassifier, finetuned: ImageClassifier, cl
     """
 
     alpha = check_alpha(alpha)
-    paths = export_paths(output)
-    _check_writable(paths)
+    _check_writable(export_paths(output))
+    return write_export(build_export(zeroshot, finetuned, clip_model, alpha, sources=sources, extra_meta=extra_meta),
+                        output)
+
+
+def build_export(zeroshot: ImageClassifier, finetuned: ImageClassifier, clip_model: nn.Module, alpha: float, *,
+                 sources: Optional[dict[str, Any]] = None, extra_meta: Optional[dict[str, Any]] = None) -> ExportState:
+    """What :func:`export_classifiers` writes, in memory (checked and interpolated the same way)."""
+
+    alpha = check_alpha(alpha)
     _check_exportable(zeroshot, finetuned, clip_model)
     theta = interpolate_weights(zeroshot.state_dict(), finetuned.state_dict(), alpha)
     full, head = _open_clip_state_and_head(clip_model, theta)
-    meta, tensor_meta = _export_metadata(zeroshot, finetuned, alpha, head, paths, sources, extra_meta)
-    _write_export_files(paths, full, head, tensor_meta, meta)
+    meta, tensor_meta = _export_metadata(zeroshot, finetuned, alpha, head, sources, extra_meta)
+    return ExportState(full, head, meta, tensor_meta, dict(finetuned.meta))
+
+
+def write_export(state: ExportState, output: PathLike) -> ExportResult:
+    """Write an :class:`ExportState` as the three flat files of ``output`` (see the module docstring)."""
+
+    paths = export_paths(output)
+    _check_writable(paths)
+    meta = {**state.meta, "files": {"model": paths[0].name, "head": paths[1].name}}
+    _write_export_files(paths, state, meta)
     return ExportResult(*paths, meta=meta)
 
 
@@ -194,7 +233,7 @@ def _open_clip_state_and_head(clip_model: nn.Module, theta: dict[str, torch.Tens
 
 
 def _export_metadata(zeroshot: ImageClassifier, finetuned: ImageClassifier, alpha: float,
-                     head: dict[str, torch.Tensor], paths: tuple[Path, Path, Path], sources: Optional[dict[str, Any]],
+                     head: dict[str, torch.Tensor], sources: Optional[dict[str, Any]],
                      extra_meta: Optional[dict[str, Any]]) -> tuple[dict[str, Any], dict[str, str]]:
     """The JSON sidecar's metadata (model, pretrained tag, alpha, class names and templates, head, files, sources)
     and the checkpoint's safetensors metadata."""
@@ -214,7 +253,6 @@ def _export_metadata(zeroshot: ImageClassifier, finetuned: ImageClassifier, alph
         **meta,
         "head_shape": list(head["weight"].shape),
         "head_normalize": bool(zs_head.normalize),
-        "files": {"model": paths[0].name, "head": paths[1].name},
         "open_clip_kwargs": open_clip_kwargs(model_name, pretrained),
         "logits": "normalize(model.encode_image(x)) @ head.weight.T + head.bias"
                   if zs_head.normalize else "model.encode_image(x) @ head.weight.T + head.bias",
@@ -226,8 +264,14 @@ def _export_metadata(zeroshot: ImageClassifier, finetuned: ImageClassifier, alph
     return meta, tensor_meta
 
 
-def _write_export_files(paths: tuple[Path, Path, Path], full: dict[str, torch.Tensor], head: dict[str, torch.Tensor],
-                        tensor_meta: dict[str, str], meta: dict[str, Any]) -> None:
+def save_export_tensors(state: ExportState, model_path: PathLike, head_path: PathLike) -> None:
+    """Save the checkpoint and the head as safetensors (plain writes: the callers write to temporary paths)."""
+    save_file(state.full, str(model_path), metadata=state.tensor_meta)
+    save_file(state.head, str(head_path), metadata={"format": EXPORT_FORMAT,
+                                                    "normalize": str(state.meta["head_normalize"])})
+
+
+def _write_export_files(paths: tuple[Path, Path, Path], state: ExportState, meta: dict[str, Any]) -> None:
     """Write the checkpoint, the head and the sidecar atomically together (none of them left on a failed rename)."""
     written = False
     try:
@@ -235,8 +279,7 @@ def _write_export_files(paths: tuple[Path, Path, Path], full: dict[str, torch.Te
             tmp_model = stack.enter_context(atomic_path(paths[0]))
             tmp_head = stack.enter_context(atomic_path(paths[1]))
             tmp_side = stack.enter_context(atomic_path(paths[2]))
-            save_file(full, str(tmp_model), metadata=tensor_meta)
-            save_file(head, str(tmp_head), metadata={"format": EXPORT_FORMAT, "normalize": str(meta["head_normalize"])})
+            save_export_tensors(state, tmp_model, tmp_head)
             tmp_side.write_text(json.dumps(meta, indent=2, sort_keys=True, default=str) + "\n")
             written = True
     except OSError as err:
@@ -266,6 +309,17 @@ def export_wiseft(finetuned: PathLike, output: PathLike, *, alpha: float = 0.5, 
 
     alpha = check_alpha(alpha)
     _check_writable(export_paths(output))
+    zs, ft, clip_model, sources = load_wiseft_endpoints(finetuned, model=model, pretrained=pretrained,
+                                                        zeroshot=zeroshot, seed=seed, device=device)
+    return export_classifiers(zs, ft, clip_model, alpha, output, sources=sources)
+
+
+def load_wiseft_endpoints(finetuned: PathLike, *, model: Optional[str] = None, pretrained: Optional[str] = None,
+                          zeroshot: Optional[PathLike] = None, seed: int = 0, device: Union[str, torch.device] = "cpu"
+                          ) -> tuple[ImageClassifier, ImageClassifier, nn.Module, dict[str, Any]]:
+    """``(zeroshot, finetuned, clip_model, sources)`` of :func:`export_wiseft` (same arguments, same checks): the two
+    classifiers WiSE-FT interpolates, the pretrained CLIP, and where each came from (paths and SHA-256)."""
+
     ft_path = Path(finetuned)
     if ft_path.suffix != ".safetensors":
         ft_path = ft_path.with_suffix(".safetensors")
@@ -306,7 +360,7 @@ def export_wiseft(finetuned: PathLike, output: PathLike, *, alpha: float = 0.5, 
     if zs is None:
         zs = zeroshot_classifier(clip_model, model, ft.meta["classnames"], ft.meta["templates"], pretrained)
         sources["zeroshot"] = {"built_from": "pretrained CLIP + the checkpoint's class names and templates"}
-    return export_classifiers(zs, ft, clip_model, alpha, output, sources=sources)
+    return zs, ft, clip_model, sources
 
 
 def _weights_file(model: str, pretrained: Optional[str]) -> Optional[Path]:

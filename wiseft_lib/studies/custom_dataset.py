@@ -11,8 +11,9 @@ under a distribution shift (``[]``: none). :func:`run` builds the zero-shot mode
 fine-tunes it (end-to-end and/or as a linear classifier), sweeps alpha, and writes ``data.csv`` (images per
 set and split, unreadable files skipped), ``samples.png``, ``curve.csv``, ``summary.csv/.md/.tex``,
 ``custom_dataset.png/.pdf`` (ID vs. OOD accuracy, or ID accuracy vs. alpha without shift folders),
-``export/`` (the WiSE-FT model at ``export_alpha`` as an open_clip checkpoint, its head and sidecar, checked by
-loading it back through open_clip: ``export_check.csv``), ``results.sqlite`` and ``study.json``.
+``export/`` (the WiSE-FT model at ``export_alpha`` as an open_clip checkpoint, its head and sidecar, and
+``export/hub/``, the same model as an open_clip hub folder with a model card filled from these results; both
+checked by loading them back through open_clip: ``export_check.csv``), ``results.sqlite`` and ``study.json``.
 
 **Demo folders.** With ``demo_per_class`` set (the mini preset: 100), folders named in ``id_dataset`` /
 ``ood_datasets`` that do not exist yet are written from the embedded Fashion-MNIST data
@@ -34,6 +35,7 @@ import numpy as np
 import pandas as pd
 import torch
 
+from wiseft_lib.analysis.shift_tables import count_interval
 from wiseft_lib.core.interpolate import check_alpha, interpolate_weights
 from wiseft_lib.core.models import RANDOM_INIT, ImageClassifier, create_model
 from wiseft_lib.data import eval_split, get_dataset, list_datasets
@@ -43,7 +45,8 @@ from wiseft_lib.data.mini.demo_folder import DEMO_MARKER, demo_style, write_demo
 from wiseft_lib.experiment.config import CurveConfig
 from wiseft_lib.experiment.curve import curve_table, summary_table, wiseft_curve
 from wiseft_lib.experiment.endpoints import Endpoints, finetuned_run
-from wiseft_lib.experiment.export import export_classifiers, exported_logits, load_export
+from wiseft_lib.experiment.export import build_export, exported_logits, load_export, write_export
+from wiseft_lib.experiment.hub import CardResult, ModelCard, load_hub_folder, write_hub_folder
 from wiseft_lib.experiment.results import ResultsStore
 from wiseft_lib.experiment.runs import file_digest
 from wiseft_lib.params import ParamsError, param
@@ -98,8 +101,10 @@ class CustomDatasetResult(StudyResult):
     summary: pd.DataFrame  # zero-shot, fine-tuned, alpha=0.5 and oracle-alpha rows, mean over seeds
     figure: Any  # matplotlib Figure
     export: Any = None  # wiseft_lib.experiment.export.ExportResult, or None
-    export_check: Optional[pd.DataFrame] = None  # the export loaded back through open_clip vs. the package's model
+    export_check: Optional[pd.DataFrame] = None  # the export (file, hub folder) loaded back through open_clip vs.
+    # the package's model, one row each
     labels: dict[str, str] = field(default_factory=dict)  # dataset name -> short label (curve columns)
+    hub: Any = None  # wiseft_lib.experiment.hub.HubExport: export/hub/, the open_clip folder with its model card
 
 
 # ---------------------------------------------------------------- datasets
@@ -209,8 +214,9 @@ def no_shift_summary(curve: pd.DataFrame) -> pd.DataFrame:
 
 
 # ---------------------------------------------------------------- export
-def export_model(p: CustomDatasetParams, runs, out: Path, *, progress: bool = True):
-    """Export the WiSE-FT model at ``p.export_alpha`` (first seed) and check it loads back through open_clip."""
+def _export_endpoints(p: CustomDatasetParams, runs, progress: bool):
+    """``(endpoints, mode, run, zero-shot, fine-tuned, pretrained CLIP, sources)`` of the exported model (first seed;
+    the classifiers copied to the CPU)."""
 
     seed = p.seeds[0]
     mode = "end-to-end" if "end-to-end" in p.modes else "linear"
@@ -233,29 +239,72 @@ def export_model(p: CustomDatasetParams, runs, out: Path, *, progress: bool = Tr
                "finetuned": {"path": str(ft_file), "sha256": file_digest(ft_file), "mode": mode,
                              "run": f"{run.kind}/{run.key}"},
                "pretrained": {"model": p.model, "tag": p.pretrained}}
-    tag = f"{p.export_alpha:g}".replace(".", "p")
-    path = out / "export" / f"{p.model}-wiseft-{mode}-alpha{tag}.safetensors"
     zs_cpu, ft_cpu = copy.deepcopy(zs).cpu().eval(), copy.deepcopy(ft).cpu().eval()
-    result = export_classifiers(zs_cpu, ft_cpu, clip_model, p.export_alpha, path, sources=sources,
-                                extra_meta={"dataset": p.id_dataset, "seed": seed, "mode": mode})
+    return ep, mode, run, zs_cpu, ft_cpu, clip_model, sources
 
-    # load it back as a user would, and compare with the package's interpolated classifier on test images
 
-    model, head, meta, preprocess = load_export(result.model)
+def card_info(p: CustomDatasetParams, tidy: Optional[pd.DataFrame], mode: str, run, labels: dict[str, str]
+              ) -> ModelCard:
+    """The model card's data: the ID folder, the recipe, and the accuracies of the exported model (first seed,
+    ``mode``, ``export_alpha``: none if the curve did not score that alpha) with 95% Clopper-Pearson intervals."""
+
+    results = []
+    if tidy is not None:
+        rows = tidy[(tidy["seed"] == p.seeds[0]) & (tidy["mode"] == mode) & np.isclose(tidy["alpha"], p.export_alpha)]
+        wide = rows.pivot_table(index="dataset", columns="metric", values="value")
+        for i, name in enumerate([p.id_dataset, *p.ood_datasets]):
+            if name not in wide.index or pd.isna(wide.loc[name].get("top1", np.nan)):
+                continue
+            acc, n = float(wide.loc[name, "top1"]), wide.loc[name].get("n_images")
+            results.append(CardResult(labels.get(name, name), acc, "ID" if i == 0 else "shift",
+                                      eval_split(name, p.eval_split), count_interval(acc, n, 0.95),
+                                      None if n is None or pd.isna(n) else int(n)))
+    if run.kind == "external":
+        recipe = {"mode": mode, "fine-tuned checkpoint": Path(p.e2e_checkpoint if mode == "end-to-end" else
+                                                               p.linear_checkpoint or "").name}
+    elif mode == "end-to-end":
+        recipe = {"mode": mode, **p.e2e, "n_train": p.n_train, "k_shot": p.k_shot, "augment": p.augment}
+    else:
+        recipe = {"mode": mode, "method": p.linear_method, **p.linear, "n_train": p.n_train_linear, "k_shot": p.k_shot}
+    recipe = {"seed": p.seeds[0], **{k: v for k, v in recipe.items() if v is not None}}
+    return ModelCard(datasets=[labels.get(p.id_dataset, p.id_dataset)], recipe=recipe, results=results)
+
+
+def export_model(p: CustomDatasetParams, runs, out: Path, *, tidy: Optional[pd.DataFrame] = None,
+                 labels: Optional[dict[str, str]] = None, progress: bool = True):
+    """Export the WiSE-FT model at ``p.export_alpha`` (first seed) as the flat open_clip files in ``export/`` and as
+    the hub folder ``export/hub/`` (its card from ``tidy``, the curve's results), and check that both load back
+    through open_clip with the package's logits: ``(flat files, hub folder, check)``."""
+
+    ep, mode, run, zs, ft, clip_model, sources = _export_endpoints(p, runs, progress)
+    tag = f"{p.export_alpha:g}".replace(".", "p")
+    state = build_export(zs, ft, clip_model, p.export_alpha, sources=sources,
+                         extra_meta={"dataset": p.id_dataset, "seed": p.seeds[0], "mode": mode})
+    result = write_export(state, out / "export" / f"{p.model}-wiseft-{mode}-alpha{tag}.safetensors")
+    card = card_info(p, tidy, mode, run, labels or short_labels([p.id_dataset, *p.ood_datasets]))
+    hub = write_hub_folder(state, out / "export" / "hub", card=card, overwrite=True)
+
+    # load both back as a user would, and compare with the package's interpolated classifier on test images
     eval_tf = ep.transforms()[1]
     raw = get_dataset(p.id_dataset, root=p.data_root, split=eval_split(p.id_dataset, p.eval_split)).dataset
     pil = [raw[i][0] for i in range(min(16, len(raw)))]
     x = torch.stack([eval_tf(img) for img in pil])
-    same_preprocess = all(torch.equal(preprocess(img), eval_tf(img)) for img in pil)
-    reference = copy.deepcopy(ft_cpu)
-    reference.load_state_dict(interpolate_weights(zs_cpu.state_dict(), ft_cpu.state_dict(), p.export_alpha))
+    reference = copy.deepcopy(ft)
+    reference.load_state_dict(interpolate_weights(zs.state_dict(), ft.state_dict(), p.export_alpha))
     with torch.no_grad():
-        ours, theirs = reference.eval()(x), exported_logits(model, head, x, normalize=meta["head_normalize"])
-    check = pd.DataFrame([{"alpha": p.export_alpha, "mode": mode, "images": len(x),
-                           "max_abs_logit_diff": float((ours - theirs).abs().max()),
-                           "same_predictions": bool(torch.equal(ours.argmax(1), theirs.argmax(1))),
-                           "same_preprocessing": same_preprocess, "file": result.model.name}])
-    return result, check
+        ours = reference.eval()(x)
+    rows = []
+    for loaded, via, name in ((load_export(result.model), "pretrained=FILE", result.model.name),
+                              (load_hub_folder(hub.folder), "local-dir:", f"{hub.folder.name}/")):
+        model, head, meta, preprocess = loaded
+        with torch.no_grad():
+            theirs = exported_logits(model, head, x, normalize=meta["head_normalize"])
+        rows.append({"alpha": p.export_alpha, "mode": mode, "images": len(x), "loaded_via": via,
+                     "max_abs_logit_diff": float((ours - theirs).abs().max()),
+                     "same_predictions": bool(torch.equal(ours.argmax(1), theirs.argmax(1))),
+                     "same_preprocessing": all(torch.equal(preprocess(img), eval_tf(img)) for img in pil),
+                     "file": name})
+    return result, hub, pd.DataFrame(rows)
 
 
 # ---------------------------------------------------------------- the study
@@ -292,12 +341,12 @@ def run(params: CustomDatasetParams, *, progress: bool = True) -> CustomDatasetR
                                     title=f"WiSE-FT, {p.model}: accuracy along alpha")
     outputs.figure("figure", figure, NAME)
 
-    export, check = None, None
+    export, hub, check = None, None, None
     if p.export_alpha is not None:
-        export, check = export_model(p, runs, outputs.out, progress=progress)
-        outputs.paths["export"] = export.model
+        export, hub, check = export_model(p, runs, outputs.out, tidy=tidy, labels=labels, progress=progress)
+        outputs.paths.update(export=export.model, hub=hub.folder)
         outputs.csv("export_check", check)
-    return CustomDatasetResult(p, data, classnames, samples, curve, summary, figure, export, check, labels,
+    return CustomDatasetResult(p, data, classnames, samples, curve, summary, figure, export, check, labels, hub,
                                **outputs.finish(datasets=labels))
 
 
