@@ -17,13 +17,33 @@ ROOT = Path(__file__).resolve().parents[1]
 
 def test_every_params_file_loads_with_its_study_dataclass():
     files = sorted((ROOT / "params").glob("*/*.yaml"))
-    assert {f.parent.name for f in files} == {"mini", "paper"}
+    assert {f.parent.name for f in files} == {"mini", "paper", "workshop"}
     for f in files:
         params = get_study(f.stem).params.from_yaml(f)  # an unknown study or key, a wrong type: fails here
         assert params.output_dir == f"outputs/{f.parent.name}/{f.stem}", f
     for name in STUDIES:  # Figure 26 needs ObjectNet and its class names: a paper preset only
         preset = "paper" if name == "fig26_objectnet_names" else "mini"
         assert (ROOT / "params" / preset / f"{name}.yaml").exists(), f"{name} has no {preset} preset"
+
+
+def test_the_workshop_tier_is_the_mini_study_at_workshop_size():
+    """params/workshop: every mini notebook, the same study (model, data, recipe keys) at a size that runs in
+    minutes: one seed, at most 1,000 test images per set, at most 11 alphas (the runtimes: README, make reproduce)."""
+    import yaml
+
+    mini = {f.stem for f in (ROOT / "params" / "mini").glob("*.yaml")}
+    workshop = {f.stem for f in (ROOT / "params" / "workshop").glob("*.yaml")}
+    assert workshop == mini
+    for name in sorted(workshop):
+        small = yaml.safe_load((ROOT / "params" / "workshop" / f"{name}.yaml").read_text())
+        full = yaml.safe_load((ROOT / "params" / "mini" / f"{name}.yaml").read_text())
+        assert set(full) <= set(small), name  # every parameter the mini sets, at another value (or the same)
+        assert small.get("seeds", [0]) == [0], name
+        assert small.get("n_test") is None or small["n_test"] <= 1000, name
+        assert len(small.get("alphas", [])) <= 11, name
+        for key in ("model", "id_dataset", "e2e", "linear", "linear_method"):
+            mini_value = str(full.get(key)).replace("outputs/mini/", "outputs/workshop/")  # own demo folders
+            assert str(small.get(key)) == mini_value, (name, key)  # the mini's recipe, not a new one
 
 
 def results(path: Path) -> pd.DataFrame:
