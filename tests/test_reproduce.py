@@ -81,3 +81,23 @@ def test_index_lists_every_paper_item_with_its_notebook_or_why_not(tmp_path):
     assert "| Table 2, Figure 16 | [table2_transfer](#table2-transfer) (ok) |" in index
     assert "| Figure 26 | `fig26_objectnet_names` (not in this run) |" in index
     assert "| Figure 4 | none | BASIC-L" in index
+
+
+def test_own_cache_gives_each_study_its_own_empty_run_cache(tmp_path, monkeypatch):
+    """--own-cache: each notebook's time from an empty cache (the workshop tier's < 3 min per notebook)."""
+    import papermill
+
+    from wiseft_lib import reproduce as rp
+
+    seen = {}
+    monkeypatch.setattr(papermill, "execute_notebook", lambda src, dst, parameters, **kw: seen.update(
+        {Path(src).stem: parameters}))
+    params = tmp_path / "p.yaml"
+    params.write_text("seeds: [0]\n")
+    for name in ("fig1_id_vs_ood", "00_wiseft_tutorial"):
+        rp._execute(Path(f"notebooks/{name}.ipynb"), params, tmp_path / name, False, "python3", False, None,
+                    own_cache=True)
+    assert seen["fig1_id_vs_ood"]["runs_dir"] == str((tmp_path / "fig1_id_vs_ood" / "runs").resolve())
+    assert "runs_dir" not in seen["00_wiseft_tutorial"]  # the tutorial keeps no run cache: not given one
+    rp._execute(Path("notebooks/fig1_id_vs_ood.ipynb"), params, tmp_path / "shared", False, "python3", False)
+    assert "runs_dir" not in seen["fig1_id_vs_ood"]  # the default: the preset's shared cache

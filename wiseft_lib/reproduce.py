@@ -92,12 +92,14 @@ def figure_outputs(notebook: Path | str) -> FigureOutputs:
 
 
 def _execute(notebook: Path, params_file: Path, out: Path, smoke: bool, kernel: str, log_output: bool,
-             cell_timeout: Optional[int] = None) -> None:
+             cell_timeout: Optional[int] = None, own_cache: bool = False) -> None:
     import papermill  # the [studies] extra
 
     quiet_papermill_about_hidden_parameters()
     parameters = dict(yaml.safe_load(params_file.read_text()) or {})
     parameters["output_dir"] = str(out.resolve())
+    if own_cache and notebook.stem in STUDIES and "runs_dir" in STUDIES[notebook.stem].params.__dataclass_fields__:
+        parameters["runs_dir"] = str((out / "runs").resolve())
     if smoke:
         parameters["smoke"] = True
     papermill.execute_notebook(str(notebook), str(out / notebook.name), parameters=parameters,
@@ -113,14 +115,16 @@ def _error_text(err: BaseException) -> str:
 
 def reproduce(preset: str = "mini", *, root: Path | str = ".", outputs: Optional[Path | str] = None,
               smoke: bool = False, only: Sequence[str] = (), kernel: str = "python3",
-              log_output: bool = False, cell_timeout: Optional[int] = None, profile: bool = False
-              ) -> list[StudyRun]:
+              log_output: bool = False, cell_timeout: Optional[int] = None, profile: bool = False,
+              own_cache: bool = False) -> list[StudyRun]:
     """Execute every notebook of ``preset`` (those with a params file), then write ``index.md``.
 
     ``cell_timeout`` (seconds) fails a notebook whose cell runs longer, e.g. a kernel that stopped answering
     (seen once with Jupyter's messaging): the others still run. None: no limit (paper runs take hours).
     ``profile`` first measures this machine's bare rates (:mod:`wiseft_lib.core.rates`), then writes
     ``profile.csv/.md``: per study its wall time, the work it counted, its compute floor and wall / floor.
+    ``own_cache`` gives every study its own run cache (``STUDY/runs``) instead of the preset's shared one: with a
+    new ``outputs`` folder, each notebook's time from an empty cache, as a user running only that notebook sees it.
     """
 
     root = Path(root)
@@ -140,7 +144,7 @@ def reproduce(preset: str = "mini", *, root: Path | str = ".", outputs: Optional
         hint = f", {expected[nb.stem]:.0f} s in the last profile" if nb.stem in expected else ""
         tqdm.write(f"[{i}/{len(notebooks)}] {nb.stem}: running ({_minutes(time.time() - began)} elapsed{hint})")
         runs.append(_run_one(nb, params_dir / f"{nb.stem}.yaml", base / nb.stem, smoke, kernel, log_output,
-                             cell_timeout))
+                             cell_timeout, own_cache))
         r = runs[-1]
         tqdm.write(f"[{i}/{len(notebooks)}] {nb.stem}: {r.status} in {r.seconds:.0f} s ({r.source})")
     if rates is not None:  # measured again at the end: the faster of the two is the machine's bare rate
@@ -150,11 +154,11 @@ def reproduce(preset: str = "mini", *, root: Path | str = ".", outputs: Optional
 
 
 def _run_one(notebook: Path, params_file: Path, out: Path, smoke: bool, kernel: str, log_output: bool,
-             cell_timeout: Optional[int]) -> StudyRun:
+             cell_timeout: Optional[int], own_cache: bool = False) -> StudyRun:
     out.mkdir(parents=True, exist_ok=True)
     start = time.time()
     try:
-        _execute(notebook, params_file, out, smoke, kernel, log_output, cell_timeout)
+        _execute(notebook, params_file, out, smoke, kernel, log_output, cell_timeout, own_cache)
         status, error = "ok", ""
     except Exception as err:  # one failed study must not stop the others
         status, error = "failed", _error_text(err)
@@ -305,10 +309,13 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                    help="measure this machine's bare rates and write profile.csv (wall vs compute floor per study)")
     p.add_argument("--cell-timeout", type=int, default=None, metavar="SECONDS",
                    help="fail a notebook whose cell runs longer (default: no limit)")
+    p.add_argument("--own-cache", action="store_true",
+                   help="every study with its own run cache (STUDY/runs), not the preset's shared one: with a new "
+                        "--outputs folder, each notebook's time from an empty cache")
     a = p.parse_args(argv)
     try:
         runs = reproduce(a.preset, smoke=a.smoke, only=a.only, outputs=a.outputs, log_output=a.log_output,
-                         cell_timeout=a.cell_timeout, profile=a.profile)
+                         cell_timeout=a.cell_timeout, profile=a.profile, own_cache=a.own_cache)
     except ValueError as err:
         print(f"reproduce: error: {err}")
         return 2
