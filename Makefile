@@ -1,6 +1,6 @@
 # wiseft: `make demo` runs Figure 1 on the embedded default; `make test` runs the tests;
 # `make reproduce` runs every notebook of a preset (PRESET=mini by default, PRESET=paper on a GPU machine;
-# SMOKE=1 for smoke runs) and writes outputs/PRESET/index.md.
+# SMOKE=1 for smoke runs) and writes outputs/PRESET/index.md and the offline gallery outputs/PRESET/site/index.html.
 # All set up .venv (Python 3.10+; torch, open_clip, papermill, ...) and Fashion-MNIST first.
 SHELL := /bin/bash
 .SHELLFLAGS := -eo pipefail -c
@@ -11,7 +11,7 @@ PIP_FLAGS ?= -q --disable-pip-version-check
 OUT ?= outputs/mini/fig1_id_vs_ood
 PRESET ?= mini
 
-.PHONY: demo test test-fast setup data lab bench reproduce notebooks clean-outputs lock check
+.PHONY: demo test test-fast setup data browser lab bench reproduce notebooks clean-outputs lock check
 
 # requirements.lock: the exact versions the tests passed with (`make lock` regenerates it with pip-compile);
 # LOCK= (empty) installs from pyproject.toml's ranges instead.
@@ -43,6 +43,16 @@ data: $(VENV)/.installed
 	@echo "== Fashion-MNIST"
 	@$(VENV)/bin/wiseft data --ensure
 
+# headless Chromium for the browser test of the gallery (tests/test_site.py): Debian's chromium and chromium-driver,
+# installed where root can (else that test skips, or fails under CI=1)
+browser:
+	@if [ -x /usr/bin/chromedriver ]; then echo "== chromium: /usr/bin/chromedriver is installed"; \
+	elif [ "$$(id -u)" = 0 ]; then echo "== chromium and chromium-driver (apt-get, for the browser test)"; \
+		export DEBIAN_FRONTEND=noninteractive; apt-get install -y -q chromium chromium-driver >/dev/null \
+		|| { apt-get update -q >/dev/null && apt-get install -y -q chromium chromium-driver >/dev/null; } \
+		|| echo "== apt-get could not install chromium: the browser test skips (fails under CI)"; \
+	else echo "== no /usr/bin/chromedriver and not root: the browser test skips (sudo apt-get install chromium chromium-driver)"; fi
+
 demo: setup
 	@echo "== Figure 1 on the embedded default (its notebook through papermill; the notebook's output below)"
 	@$(VENV)/bin/wiseft run fig1_id_vs_ood --params params/mini/fig1_id_vs_ood.yaml --set output_dir=$(OUT) --notebook
@@ -52,7 +62,7 @@ demo: setup
 # the tests in TEST_WORKERS processes (pytest-xdist; each gets its share of the cores, the slow ones start first)
 TEST_WORKERS ?= 2
 
-test: setup
+test: setup browser
 	@WISEFT_REQUIRE_DATA=1 $(PY) -m pytest -q -n $(TEST_WORKERS) --dist worksteal --durations=10
 
 test-fast: setup

@@ -8,7 +8,9 @@ Each notebook with a params file ``params/PRESET/NAME.yaml`` is executed by pape
 ``outputs/PRESET/NAME/NAME.ipynb``; the studies share the preset's run cache (``outputs/PRESET/runs``),
 so a fine-tune made by one is reused by the next. A notebook that fails is listed as failed with its
 error and the others still run. ``outputs/PRESET/index.md`` then shows, per study: its figures,
-tables and checked claims, its runtime, and a link to the executed notebook.
+tables and checked claims, its runtime, and a link to the executed notebook; ``outputs/PRESET/site/index.html``
+is the same as an offline HTML gallery, a card per study and each executed notebook as a page
+(:mod:`wiseft_lib.report.site`).
 """
 from __future__ import annotations
 
@@ -26,6 +28,7 @@ from tqdm.auto import tqdm
 
 from wiseft_lib.core.files import atomic_write_text
 from wiseft_lib.core.rates import BareRates, bare_rates, compute_floor
+from wiseft_lib.report.site import build_site
 from wiseft_lib.report.tables import write_table
 from wiseft_lib.studies import STUDIES
 from wiseft_lib.studies.base import quiet_papermill_about_hidden_parameters
@@ -117,7 +120,8 @@ def reproduce(preset: str = "mini", *, root: Path | str = ".", outputs: Optional
               smoke: bool = False, only: Sequence[str] = (), kernel: str = "python3",
               log_output: bool = False, cell_timeout: Optional[int] = None, profile: bool = False,
               own_cache: bool = False) -> list[StudyRun]:
-    """Execute every notebook of ``preset`` (those with a params file), then write ``index.md``.
+    """Execute every notebook of ``preset`` (those with a params file), then write ``index.md`` and the site
+    (``site/index.html``, :func:`~wiseft_lib.report.site.build_site`).
 
     ``cell_timeout`` (seconds) fails a notebook whose cell runs longer, e.g. a kernel that stopped answering
     (seen once with Jupyter's messaging): the others still run. None: no limit (paper runs take hours).
@@ -150,6 +154,8 @@ def reproduce(preset: str = "mini", *, root: Path | str = ".", outputs: Optional
     if rates is not None:  # measured again at the end: the faster of the two is the machine's bare rate
         write_profile(runs, base, rates, rates.best(bare_rates()))
     write_index(runs, base, preset, smoke)
+    build_site(runs, base, preset, smoke=smoke, coverage=PAPER_COVERAGE,
+               titles={name: study.title for name, study in STUDIES.items()})
     return runs
 
 
@@ -324,6 +330,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         shown = f"  figures shown {r.shown}" if r.shown and r.shown.cells else ""
         print(f"{r.status:6s} {r.seconds:7.0f} s  {r.name}{shown}" + (f"  ({r.error[:120]})" if r.error else ""))
     print(f"index: {base / 'index.md'}")
+    print(f"site:  {base / 'site' / 'index.html'} (offline; open it in a browser)")
     return 0 if all(r.status == "ok" for r in runs) else 1
 
 
