@@ -18,6 +18,7 @@ relative path, so the site opens from disk (``xdg-open outputs/mini/site/index.h
 """
 from __future__ import annotations
 
+import logging
 import math
 import os
 import time
@@ -96,6 +97,15 @@ def _duration(seconds: float) -> str:
     return f"{seconds:.0f} s" if seconds < 120 else f"{int(seconds // 60)} min {int(seconds % 60):02d} s"
 
 
+def html_exporter() -> HTMLExporter:
+    """nbconvert's body-only exporter, quiet: it warns on every page that plot images lack alt text."""
+    exporter = HTMLExporter(template_name="basic")
+    quiet = logging.getLogger("wiseft_lib.report.site.nbconvert")
+    quiet.setLevel(logging.ERROR)
+    exporter.log = quiet
+    return exporter
+
+
 def notebook_page(notebook: Path, title: str, exporter: Optional[HTMLExporter] = None) -> str:
     """An executed notebook as one offline HTML page (nbconvert's ``basic`` body, images inline)."""
     nb = nbformat.read(str(notebook), as_version=4)
@@ -105,7 +115,7 @@ def notebook_page(notebook: Path, title: str, exporter: Optional[HTMLExporter] =
             for output in outputs:
                 output.get("data", {}).pop(_SCRIPT, None)
             cell.outputs = [o for o in outputs if "data" not in o or o["data"]]
-    body, _ = (exporter or HTMLExporter(template_name="basic")).from_notebook_node(nb)
+    body, _ = (exporter or html_exporter()).from_notebook_node(nb)
     nav = f'<nav><a href="index.html#{escape(notebook.stem)}">&larr; all studies</a></nav>'
     return _page(title, f"{nav}\n<h1>{escape(title)}</h1>\n{body}\n{nav}",
                  HtmlFormatter(style="default").get_style_defs(".highlight"))
@@ -224,7 +234,7 @@ def build_site(runs: Sequence[SiteRun], base: Path | str, preset: str, *, smoke:
     title (its name where missing). A notebook nbconvert cannot render gets a card without a page."""
     base, titles = Path(base), titles or {}
     site = base / "site"
-    exporter, cards = HTMLExporter(template_name="basic"), []
+    exporter, cards = html_exporter(), []
     for run in runs:
         title, page, page_error = titles.get(run.name, run.name), None, ""
         if run.notebook.exists():
