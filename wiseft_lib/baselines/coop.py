@@ -406,7 +406,7 @@ def _fit_context(clip_model: nn.Module, learner: PromptLearner, x: torch.Tensor,
     n, bs = len(y), config.batch_size
     n_batches = n // bs if n >= bs else 1  # Dassl drops the last incomplete batch when it can
     rows = []
-    bar = tqdm(range(config.epochs), desc="CoOp", disable=not progress)
+    bar = tqdm(range(config.epochs), desc="CoOp", unit="epoch", disable=not progress)
     for epoch in bar:
         lr = coop_lr(epoch, config)
         for group in optimizer.param_groups:

@@ -138,7 +138,7 @@ def preprocess_once(bundle: DatasetBundle, *, batch_size: int = 256, num_workers
 
     loader = _loader(bundle.dataset, batch_size, num_workers, pin=False)
     images, labels = [], []
-    for batch in tqdm(loader, desc=f"preprocess {bundle.name}", disable=not progress, leave=False):
+    for batch in tqdm(loader, desc=f"preprocess {bundle.name}", unit="batch", disable=not progress, leave=False):
         x, y = images_labels(batch)
         images.append(checked_images(x).detach().cpu())
         labels.append(y.long().cpu())

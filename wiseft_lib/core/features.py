@@ -157,7 +157,7 @@ def _batches(fn: Callable[[torch.Tensor], torch.Tensor], module: nn.Module, data
     was_training = module.training
     module.eval()
     try:
-        for images, labels in tqdm(loader, desc=desc, disable=not show, leave=False):
+        for images, labels in tqdm(loader, desc=desc, unit="batch", disable=not show, leave=False):
             with autocast_context(precision, device):
                 out = fn(images.to(device, non_blocking=True))
             counters.add("feature_images", len(images))

@@ -149,7 +149,7 @@ def compute_fisher(
     model.eval()
     try:
         total = n_batches if n_batches is not None else (len(loader) if hasattr(loader, "__len__") else None)
-        for i, batch in enumerate(tqdm(loader, total=total, desc="Fisher", disable=not progress)):
+        for i, batch in enumerate(tqdm(loader, total=total, desc="Fisher", unit="batch", disable=not progress)):
             if n_batches is not None and i >= n_batches:
                 break
             x = batch_inputs(batch).to(dev)

@@ -302,7 +302,7 @@ def iter_alphas(model: nn.Module, theta_0: StateDict, theta_1: StateDict, alphas
 
 def _sweep(model: nn.Module, live: Mapping[str, torch.Tensor], t0: StateDict, t1: StateDict,
            grid: list[float], progress: bool) -> Iterator[tuple[float, nn.Module]]:
-    for a in tqdm(grid, desc="alpha sweep", disable=not progress):
+    for a in tqdm(grid, desc="alpha sweep", unit="alpha", disable=not progress):
         write_interpolation(live, t0, t1, a)
         yield a, model
 

@@ -140,7 +140,7 @@ def _pass(model: nn.Module, theta_0, theta_1, grid: list, dataset, *, batch_size
     was_training = model.training
     model.eval()
     try:
-        for batch in tqdm(loader, desc=desc, disable=not progress or rank != 0, leave=False):
+        for batch in tqdm(loader, desc=desc, unit="batch", disable=not progress or rank != 0, leave=False):
             x, y = labeled_batch(batch)
             chunk.append(x.to(dev, non_blocking=True))
             labels.append(y.cpu())

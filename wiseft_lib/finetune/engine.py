@@ -413,8 +413,8 @@ def finetune(classifier: ImageClassifier, train_set: Dataset, config: FinetuneCo
     run.work.meta["finetune"] = {**config.to_dict(), "resolved_precision": run.precision,
                                  "world_size": run.world, "total_steps": run.total}
     log_path = _open_log(run, resume, step)
-    pbar = tqdm(total=(config.stop_after_epochs or config.epochs) * run.spe, initial=step, desc=f"finetune ({config.mode})", dynamic_ncols=True,
-                disable=not progress or run.rank != 0)
+    pbar = tqdm(total=(config.stop_after_epochs or config.epochs) * run.spe, initial=step, desc=f"finetune ({config.mode})", unit="step",
+                dynamic_ncols=True, disable=not progress or run.rank != 0)
     try:
         _loop(run, trainer, schedule, step, last_good, StepLog(log_path, run.world, pbar), pbar)
     finally:

@@ -123,7 +123,7 @@ def search_linear_head(features: torch.Tensor, labels: torch.Tensor, start_head:
     common = {"epochs": search.epochs, "warmup_steps": search.warmup_steps, "head_init": search.head_init}
     rows = []
     recipes = sample_recipes(search, seed)
-    for i, recipe in enumerate(tqdm(recipes, desc=f"LC search ({search.regularizer})", disable=not progress)):
+    for i, recipe in enumerate(tqdm(recipes, desc=f"LC search ({search.regularizer})", unit="recipe", disable=not progress)):
         head = train_head(features[fit_t], y[fit_t], start_head, {**common, **recipe}, seed=seed, device=device)
         rows.append({"trial": i, **recipe, "heldout_acc": _accuracy(head, features[held_t], y[held_t])})
     trials = pd.DataFrame(rows)

@@ -187,7 +187,7 @@ def pretrain_mini_clip(config: PretrainConfig = PretrainConfig(), out_path: Opti
     loss_fn = ClipLoss()
     log: list[float] = []
     t0 = time.time()
-    bar = tqdm(range(config.steps), desc="pretrain wiseft-mini", disable=not progress)
+    bar = tqdm(range(config.steps), desc="pretrain wiseft-mini", unit="step", disable=not progress)
     for step in bar:
         schedule.set_step(step)
         loss = _contrastive_step(model, loss_fn, *batches.next(), device)

@@ -136,7 +136,7 @@ def standard_points(names: Optional[Sequence[str]] = None, *, id_dataset: str = 
                              n_test=n_test)
         evals[name] = preprocess_once(bundle, progress=False)
     rows = []
-    for name in tqdm(names, desc="standard models", disable=not progress):
+    for name in tqdm(names, desc="standard models", unit="model", disable=not progress):
         model = trained(name)
         scores = {d: evaluate(model, b, progress=False)["top1"] for d, b in evals.items()}
         ood = [scores[d] for d in ood_datasets]

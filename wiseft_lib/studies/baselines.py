@@ -119,7 +119,7 @@ def run_variants(sweep: Sweep, study: str, *, progress: bool = True) -> Variants
     p = sweep.params
     tidy, val = {}, []
     jobs = [(name, spec, seed) for name, spec in p.variants.items() for seed in p.seeds]
-    for name, spec, seed in tqdm(jobs, desc=f"{study}: variants", disable=not progress or len(jobs) < 2):
+    for name, spec, seed in tqdm(jobs, desc=f"{study}: variants", unit="run", disable=not progress or len(jobs) < 2):
         cfg = variant_config(p, spec)
         rows = wiseft_curve(cfg, seed, runs=sweep.runs, store=sweep.store, study=f"{study}/{name}", progress=False)
         tidy[name, seed] = rows.assign(variant=name, family=spec["family"])

@@ -183,7 +183,7 @@ def run(params: Table13Params, *, progress: bool = True) -> Table13Result:
 
     outputs = StudyOutputs(NAME, params)
     p, runs = outputs.params, outputs.runs
-    tidy = pd.concat([ensemble_rows(p, seed, runs, progress) for seed in tqdm(p.seeds, desc=NAME,
+    tidy = pd.concat([ensemble_rows(p, seed, runs, progress) for seed in tqdm(p.seeds, desc=NAME, unit="seed",
                                                                              disable=not progress)],
                      ignore_index=True)
     store = ResultsStore(outputs.out / "results.sqlite")
