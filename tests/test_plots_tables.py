@@ -33,10 +33,11 @@ def test_figure1_files_exist_and_axes_are_logit(tmp_path):
     assert "zero-shot" in legend and "WiSE-FT (end-to-end)" in legend
     assert any(t.get_text() == "α=0.5" for t in ax.texts)
     paths = save_figure(fig, tmp_path / "figs" / "figure1", dpi=60)
-    assert [p.name for p in paths] == ["figure1.png", "figure1.pdf"]
+    assert [p.name for p in paths] == ["figure1.png", "figure1.pdf", "figure1.data.csv"]  # the points drawn, beside
     assert all(p.stat().st_size > 1000 for p in paths)
     assert paths[0].read_bytes()[:4] == b"\x89PNG" and paths[1].read_bytes()[:4] == b"%PDF"
-    assert sorted(p.name for p in (tmp_path / "figs").iterdir()) == ["figure1.pdf", "figure1.png"]
+    assert sorted(p.name for p in (tmp_path / "figs").iterdir()) == ["figure1.data.csv", "figure1.pdf", "figure1.png"]
+    pd.testing.assert_frame_equal(pd.read_csv(paths[2]), fig.data, check_dtype=False)  # n: Int64, read as float
     with pytest.raises(ValueError, match="needs columns"):
         plot_id_vs_ood(pd.DataFrame({"alpha": [0]}))
 

@@ -1,10 +1,17 @@
-"""The figures' shared machinery: logit-scaled axes with percent ticks, panel grids, saving, notebook display.
+"""The figures' shared machinery: one theme, logit-scaled axes with percent ticks, panel grids, saving, display.
 
     from wiseft_lib.report.figures import logit_axes, new_figure, save_figure
     fig = new_figure((6.0, 5.0))
     ax = fig.add_subplot()
     logit_axes(ax, [68.3, 81.3], [53.8, 63.0])   # accuracies in percent; data on the axes are fractions
-    save_figure(fig, "outputs/figure")           # figure.png and figure.pdf
+    save_figure(fig, "outputs/figure", data=df)  # figure.png, figure.pdf and figure.data.csv (df, the tidy data)
+
+Every figure the package draws wears one theme (:func:`theme_rc`: seaborn's ``whitegrid`` style, its ``notebook``
+context's font sizes, the colour-blind-safe ``colorblind`` palette), applied only around the package's own calls
+(:func:`figure_theme`, :func:`themed`, and a :class:`NotebookFigure` adding axes or drawing itself) through
+``matplotlib.rc_context``: the user's global matplotlib settings are never changed. The plotting functions attach the
+tidy frame they drew to the figure (:func:`attach_data`, ``fig.data``) and :func:`save_figure` writes it beside
+the images.
 
 Figures are built with :func:`new_figure` (a :class:`NotebookFigure` on the Agg canvas), never pyplot, so they
 work headless and do not touch a notebook's backend; a notebook cell that ends in a figure shows it as a PNG
@@ -13,21 +20,37 @@ backend, because the figure renders itself. The study plots built on these are i
 """
 from __future__ import annotations
 
+import contextlib
+import functools
 import io
-from collections.abc import Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
-from typing import Any, Optional, Union
+from typing import Any, Callable, Optional, TypeVar, Union
 
+import matplotlib as mpl
 import numpy as np
+import pandas as pd
+import seaborn as sns
+from matplotlib import cycler
 from matplotlib.axes import Axes
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from matplotlib.ticker import FixedLocator, FuncFormatter, NullLocator
 
 from wiseft_lib.analysis.effective_robustness import LogitLine, expit_percent, logit_percent
-from wiseft_lib.core.files import atomic_path
+from wiseft_lib.core.files import atomic_path, atomic_write_text
 
-__all__ = ["NotebookFigure", "new_figure", "draw_logit_line", "logit_axes", "panel_grid", "save_figure"]
+__all__ = ["NotebookFigure", "new_figure", "draw_logit_line", "logit_axes", "panel_grid", "save_figure",
+           "THEME", "theme_rc", "theme_palette", "figure_theme", "themed", "attach_data", "figure_data",
+           "figure_legend", "outside_legend"]
+
+# The one theme of every figure: seaborn's style, plotting context (font sizes and line widths) and palette
+THEME: dict[str, Any] = {"style": "whitegrid", "context": "notebook", "font_scale": 1.0, "palette": "colorblind"}
+_THEME_RC = {  # on top of seaborn's: legends on a light frame, figure titles a step above the axes titles
+    "legend.frameon": True, "legend.framealpha": 0.85, "legend.edgecolor": "0.8", "figure.titlesize": "large",
+}
+F = TypeVar("F", bound=Callable[..., Any])
+_ACTIVE: list[dict[str, Any]] = []  # the themes of the figure_theme blocks now open, innermost last
 
 _TICK_TIERS = (  # coarse to fine; the finest tier with at most max_ticks ticks in range wins
     (0.1, 1, 5, 10, 20, 30, 40, 50, 60, 70, 80, 90, 95, 99, 99.9),
@@ -38,6 +61,65 @@ _TICK_TIERS = (  # coarse to fine; the finest tier with at most max_ticks ticks 
 )
 
 
+def theme_rc(style: Optional[str] = None, context: Optional[str] = None, font_scale: Optional[float] = None,
+             palette: Optional[str] = None) -> dict[str, Any]:
+    """The theme's matplotlib rc parameters (defaults: :data:`THEME`), built from ``seaborn.axes_style``,
+    ``seaborn.plotting_context`` and ``seaborn.color_palette``; nothing global is changed."""
+    rc = {**sns.axes_style(style or THEME["style"]),
+          **sns.plotting_context(context or THEME["context"],
+                                 font_scale=THEME["font_scale"] if font_scale is None else font_scale)}
+    rc["axes.prop_cycle"] = cycler(color=theme_palette(palette=palette))
+    rc.update(_THEME_RC)
+    return rc
+
+
+def theme_palette(n: Optional[int] = None, palette: Optional[str] = None) -> list[tuple[float, float, float]]:
+    """``n`` colours of the theme's palette (its own length, 10, when ``n`` is None), repeating past its end."""
+    return list(sns.color_palette(palette or THEME["palette"], n))
+
+
+@contextlib.contextmanager
+def figure_theme(rc: Optional[Mapping[str, Any]] = None) -> Iterator[dict[str, Any]]:
+    """Draw under the theme (``rc``, default :func:`theme_rc`) for the ``with`` block only::
+
+        with figure_theme():
+            fig = new_figure((4, 3)); ax = fig.add_subplot(); ax.set_title("themed")
+    """
+    rc = dict(theme_rc() if rc is None else rc)
+    _ACTIVE.append(rc)
+    try:
+        with mpl.rc_context(rc):
+            yield rc
+    finally:
+        _ACTIVE.pop()
+
+
+def themed(function: F) -> F:
+    """Decorate a function that builds a figure so that it runs under :func:`figure_theme` (the theme of an
+    enclosing ``figure_theme`` block if there is one, else :func:`theme_rc`)."""
+
+    @functools.wraps(function)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        with figure_theme(_ACTIVE[-1] if _ACTIVE else None):
+            return function(*args, **kwargs)
+
+    return wrapper  # type: ignore[return-value]
+
+
+def attach_data(fig: Any, frame: Optional[pd.DataFrame]) -> Any:
+    """Keep ``frame`` (the tidy data ``fig`` was drawn from) on ``fig``'s root figure as ``data``, for
+    :func:`save_figure` to write beside it; returns ``fig``."""
+    root = getattr(fig, "figure", None) or fig  # a subfigure's data belongs to the figure that is saved
+    root.data = frame
+    return fig
+
+
+def figure_data(fig: Any) -> Optional[pd.DataFrame]:
+    """The tidy frame attached to ``fig`` (or its root figure) by :func:`attach_data`, else None."""
+    root = getattr(fig, "figure", None) or fig
+    return getattr(root, "data", None)
+
+
 class NotebookFigure(Figure):
     """A ``Figure`` that IPython displays as a PNG image.
 
@@ -46,9 +128,30 @@ class NotebookFigure(Figure):
     it unloaded), so a notebook cell ending in one printed ``<Figure size ... with N Axes>``.
     This one answers IPython's rich-display protocol itself: ``image/png`` (drawn like the
     saved file, at ``display_dpi``) and a text alternative naming the files it was saved to.
+
+    It also keeps its ``theme`` (rc parameters, set by :func:`new_figure`): axes added to it and every drawing of
+    it (the PNG shown, the files saved) happen under that theme, so the figure looks the same whatever the
+    global matplotlib settings are when it is drawn. ``data`` is the tidy frame it was drawn from, if any.
     """
 
     display_dpi = 100
+    theme: Optional[dict[str, Any]] = None
+    data: Optional[pd.DataFrame] = None
+
+    def _theme(self) -> contextlib.AbstractContextManager[Any]:
+        return mpl.rc_context(self.theme) if self.theme else contextlib.nullcontext()
+
+    def add_subplot(self, *args: Any, **kwargs: Any) -> Any:
+        with self._theme():
+            return super().add_subplot(*args, **kwargs)
+
+    def add_axes(self, *args: Any, **kwargs: Any) -> Any:
+        with self._theme():
+            return super().add_axes(*args, **kwargs)
+
+    def draw(self, renderer: Any) -> None:
+        with self._theme():  # colours named "C0".."C9" and ticks made while drawing follow the theme too
+            super().draw(renderer)
 
     def _repr_mimebundle_(self, include: Any = None, exclude: Any = None) -> dict[str, Any]:
         return {"image/png": self.to_png(), "text/plain": self._describe()}
@@ -73,9 +176,13 @@ class NotebookFigure(Figure):
 
 
 def new_figure(figsize: tuple[float, float], **kwargs: Any) -> NotebookFigure:
-    """An empty :class:`NotebookFigure` on the Agg canvas (``layout="constrained"`` unless given)."""
+    """An empty :class:`NotebookFigure` on the Agg canvas (``layout="constrained"`` unless given), in the theme
+    (:func:`theme_rc`; the one in force when called inside :func:`figure_theme`)."""
     kwargs.setdefault("layout", "constrained")
-    fig = NotebookFigure(figsize=figsize, **kwargs)
+    rc = _ACTIVE[-1] if _ACTIVE else theme_rc()
+    with mpl.rc_context(rc):
+        fig = NotebookFigure(figsize=figsize, **kwargs)
+    fig.theme = rc
     FigureCanvasAgg(fig)
     return fig
 
@@ -135,7 +242,7 @@ def logit_axes(ax: Axes, x_percent: Sequence[float], y_percent: Sequence[float],
 
 
 def panel_grid(n: int, ncols: int, panel: tuple[float, float]) -> tuple[Figure, list[Axes]]:
-    """A new figure with ``n`` axes in rows of ``ncols`` (``panel`` inches each); the spare axes hidden."""
+    """A new themed figure with ``n`` axes in rows of ``ncols`` (``panel`` inches each); the spare axes hidden."""
     ncols = max(1, min(ncols, n))
     nrows = -(-n // ncols)
     fig = new_figure((panel[0] * ncols, panel[1] * nrows))
@@ -145,10 +252,44 @@ def panel_grid(n: int, ncols: int, panel: tuple[float, float]) -> tuple[Figure, 
     return fig, list(axes[:n])
 
 
-def save_figure(fig: Figure, path_without_ext: Union[str, Path],
-                formats: Sequence[str] = ("png", "pdf"), dpi: int = 200) -> list[Path]:
-    """Write ``fig`` as ``<path>.png`` and ``<path>.pdf`` (atomically); return the paths."""
+def figure_legend(fig: Figure, axes: Sequence[Axes]) -> None:
+    """One legend for ``fig``, right of its panels, in place of the ``axes``' own: the first axes' entries, then
+    those of the others with a label not seen yet (a seaborn legend keeps its section titles, e.g. ``mode``, as
+    entries without a marker)."""
+    entries: list[tuple[Any, str]] = []
+    for ax in axes:
+        legend = ax.get_legend()
+        if legend is not None:
+            pairs = zip(legend.legend_handles, (t.get_text() for t in legend.get_texts()))
+            legend.remove()
+        else:
+            pairs = zip(*ax.get_legend_handles_labels())
+        seen = {label for _, label in entries}
+        entries += [(handle, label) for handle, label in pairs if label not in seen]
+        for line in [line for line in ax.get_lines() if len(line.get_xdata()) == 0]:
+            line.remove()  # seaborn's legend proxies (empty lines): the figure legend has their look
+    if entries:
+        outside_legend(fig, [handle for handle, _ in entries], [label for _, label in entries])
+
+
+def outside_legend(fig: Figure, handles: Sequence[Any], labels: Sequence[str]) -> Any:
+    """A figure legend right of the panels (constrained layout); the figure widens by the legend's width, so the
+    panels keep their size. Returns the legend."""
+    legend = fig.legend(handles, labels, loc="outside right upper")
+    get_renderer = getattr(fig.canvas, "get_renderer", None)
+    if get_renderer is not None:
+        width, height = fig.get_size_inches()
+        fig.set_size_inches(width + legend.get_window_extent(get_renderer()).width / fig.dpi + 0.1, height)
+    return legend
+
+
+def save_figure(fig: Figure, path_without_ext: Union[str, Path], formats: Sequence[str] = ("png", "pdf"),
+                dpi: int = 200, *, data: Optional[pd.DataFrame] = None) -> list[Path]:
+    """Write ``fig`` as ``<path>.png`` and ``<path>.pdf`` and, when it has its tidy data (``data``, else the
+    frame a plotting function attached: :func:`figure_data`), that as ``<path>.data.csv``; each file atomically.
+    Returns the paths written (the images in ``formats`` order, then the CSV)."""
     base = Path(path_without_ext)
+    frame = data if data is not None else figure_data(fig)
     if fig.canvas is None or not hasattr(fig.canvas, "print_figure"):
         FigureCanvasAgg(fig)
     paths = []
@@ -157,5 +298,8 @@ def save_figure(fig: Figure, path_without_ext: Union[str, Path],
         with atomic_path(path) as tmp:
             fig.savefig(tmp, format=fmt, dpi=dpi, bbox_inches="tight")
         paths.append(path)
+    if frame is not None:
+        frame = frame if isinstance(frame, pd.DataFrame) else pd.DataFrame(frame)
+        paths.append(atomic_write_text(base.with_name(f"{base.name}.data.csv"), frame.to_csv(index=False)))
     fig.saved_to = paths  # named in the text form a notebook shows beside the image
     return paths

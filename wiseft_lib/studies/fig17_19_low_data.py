@@ -29,7 +29,7 @@ from wiseft_lib.experiment.curve import curve_table, wiseft_curve
 from wiseft_lib.experiment.endpoints import eval_bundle_kwargs
 from wiseft_lib.experiment.results import ResultsStore
 from wiseft_lib.params import ParamsError, param
-from wiseft_lib.report.plots import panel_grid
+from wiseft_lib.report.plots import attach_data, panel_grid, themed
 from wiseft_lib.studies.base import StudyOutputs, StudyParams, StudyResult, UsesRuns, register_study
 from wiseft_lib.studies.shift_sweep import ALPHAS_21
 
@@ -133,6 +133,7 @@ def low_data_claims(summary: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
+@themed
 def plot_low_data(summary: pd.DataFrame, *, title: Optional[str] = None, ncols: int = 4):
     """One panel per task (and per task with shifts, its OOD mean): accuracy vs k, a line per alpha."""
 
@@ -158,7 +159,7 @@ def plot_low_data(summary: pd.DataFrame, *, title: Optional[str] = None, ncols: 
     axes[0].legend(fontsize=6, loc="best")
     if title:
         fig.suptitle(title, fontsize=10)
-    return fig
+    return attach_data(fig, summary)
 
 
 def run(params: LowDataParams, *, progress: bool = True) -> LowDataResult:

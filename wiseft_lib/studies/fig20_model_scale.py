@@ -26,7 +26,7 @@ from wiseft_lib.experiment.config import CurveConfig
 from wiseft_lib.experiment.curve import curve_table, wiseft_curve
 from wiseft_lib.experiment.results import ResultsStore
 from wiseft_lib.params import ParamsError, param
-from wiseft_lib.report.plots import panel_grid
+from wiseft_lib.report.plots import attach_data, panel_grid, themed
 from wiseft_lib.studies.base import StudyOutputs, StudyParams, StudyResult, UsesRuns, register_study
 
 NAME = "fig20_model_scale"
@@ -131,6 +131,7 @@ def scale_claims(gains: pd.DataFrame) -> pd.DataFrame:
                          for _, r in gains.iterrows()])
 
 
+@themed
 def plot_scale(gains: pd.DataFrame, *, title: Optional[str] = None):
     """Gains of WiSE-FT 0.5 over fine-tuning (ID and OOD) and of the oracle (OOD) against pretraining compute."""
 
@@ -153,7 +154,7 @@ def plot_scale(gains: pd.DataFrame, *, title: Optional[str] = None):
     axes[0].legend(fontsize=6)
     if title:
         fig.suptitle(title, fontsize=10)
-    return fig
+    return attach_data(fig, gains)
 
 
 def run(params: ScaleParams, *, progress: bool = True) -> ScaleResult:

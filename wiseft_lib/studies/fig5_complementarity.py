@@ -35,7 +35,7 @@ from wiseft_lib.experiment.complementarity_logits import complementarity_logits,
 from wiseft_lib.experiment.config import CurveConfig
 from wiseft_lib.experiment.endpoints import Endpoints
 from wiseft_lib.params import ParamsError, param
-from wiseft_lib.report.plots import panel_grid
+from wiseft_lib.report.plots import attach_data, panel_grid, themed
 from wiseft_lib.studies.base import StudyOutputs, StudyParams, StudyResult, UsesRuns, register_study
 from wiseft_lib.studies.fig20_model_scale import MINI_MODELS, check_models
 
@@ -115,6 +115,7 @@ def complementarity_claims(diversity: pd.DataFrame, model: str, id_dataset: str)
     return pd.DataFrame(rows)
 
 
+@themed
 def _plot_fig5(diversity: pd.DataFrame, overrides: pd.DataFrame, model: str, title: str):
     d = diversity[diversity["model"] == model].groupby(["dataset", "pair"], sort=False)[list(MEASURES)].mean()
     sets = list(dict.fromkeys(diversity["dataset"]))
@@ -138,9 +139,13 @@ def _plot_fig5(diversity: pd.DataFrame, overrides: pd.DataFrame, model: str, tit
     axes[2].set_title("WiSE-FT's choice where the two disagree", fontsize=8)
     axes[2].legend(fontsize=6)
     fig.suptitle(title, fontsize=10)
-    return fig
+    drawn = [d[["prediction_diversity", "cka_complement"]].reset_index().melt(id_vars=["dataset", "pair"],
+                                                                             var_name="measure"),
+             o.reset_index().melt(id_vars=["dataset"], var_name="measure")]
+    return attach_data(fig, pd.concat(drawn, ignore_index=True).assign(model=model))
 
 
+@themed
 def _plot_models(diversity: pd.DataFrame, title: str):
     models = list(dict.fromkeys(diversity["model"]))
     d = diversity.groupby(["model", "pair"], sort=False)[list(MEASURES)].mean()  # over seeds and sets
@@ -154,7 +159,7 @@ def _plot_models(diversity: pd.DataFrame, title: str):
         ax.grid(True, linewidth=0.5, alpha=0.5)
     axes[0].legend(fontsize=6)
     fig.suptitle(title, fontsize=10)
-    return fig
+    return attach_data(fig, d.reset_index())
 
 
 def run(params: ComplementarityParams, *, progress: bool = True) -> ComplementarityResult:

@@ -21,7 +21,7 @@ import pandas as pd
 from wiseft_lib.experiment.reference import zeroshot_scores_many
 from wiseft_lib.mini.pretrain import PretrainConfig, pretrain_mini_clip
 from wiseft_lib.params import ParamsError, param
-from wiseft_lib.report.plots import new_figure
+from wiseft_lib.report.plots import attach_data, new_figure, themed
 from wiseft_lib.studies.base import StudyOutputs, StudyParams, StudyResult, UsesRuns, register_study
 
 NAME = "pretrain_mini_clip"
@@ -98,6 +98,7 @@ def _pretrained(config, runs, data_root: Optional[str], progress: bool) -> tuple
     return entry / "weights.safetensors", json.loads((entry / "losses.json").read_text())
 
 
+@themed
 def _loss_figure(losses: dict[str, list[float]]):
     fig = new_figure((6, 3.5))
     ax = fig.subplots()
@@ -105,7 +106,8 @@ def _loss_figure(losses: dict[str, list[float]]):
         ax.plot(pd.Series(values).rolling(20, min_periods=1).mean(), label=name)
     ax.set(xlabel="step", ylabel="contrastive loss (20-step mean)", title="wiseft-mini pretraining")
     ax.legend()
-    return fig
+    return attach_data(fig, pd.DataFrame([{"config": name, "step": step, "loss": value}
+                                          for name, values in losses.items() for step, value in enumerate(values)]))
 
 
 def run(params: PretrainParams, *, progress: bool = True) -> PretrainResult:
