@@ -239,3 +239,21 @@ def resnet_endpoints_states():
     ft = copy.deepcopy(zs)
     train_steps(ft, 3, seed=2)
     return zs, clone_sd(zs), clone_sd(ft)
+
+
+def saved_export_endpoints(folder, templates: list[str]) -> dict:
+    """A zero-shot wiseft-mini classifier and a perturbed "fine-tuned" copy, saved in ``folder`` as the CLI writes
+    them (the export tests' endpoints): ``zs``, ``ft``, their paths and the pretrained CLIP (``clip``)."""
+    from wiseft_lib.core.models import create_model
+    from wiseft_lib.core.zeroshot import zeroshot_classifier
+    from wiseft_lib.data.fashion_mnist import CLASSNAMES
+
+    clip_model, _, _ = create_model("wiseft-mini")
+    zs = zeroshot_classifier(clip_model, "wiseft-mini", CLASSNAMES, templates)
+    ft = copy.deepcopy(zs)
+    g = torch.Generator().manual_seed(1)
+    with torch.no_grad():
+        for p in ft.parameters():
+            p.add_(torch.randn(p.shape, generator=g) * 0.02)
+    return {"zs": zs, "ft": ft, "zs_path": zs.save(folder / "zeroshot.safetensors"),
+            "ft_path": ft.save(folder / "finetuned.safetensors"), "clip": clip_model}

@@ -11,11 +11,10 @@ from safetensors.torch import load_file
 from wiseft_lib.cli import main
 from wiseft_lib.core.interpolate import interpolate_weights
 from wiseft_lib.core.models import ImageClassifier, create_model
-from wiseft_lib.core.zeroshot import zeroshot_classifier
 from wiseft_lib.data.fashion_mnist import CLASSNAMES
 from wiseft_lib.experiment.export import export_paths, export_wiseft, exported_logits, load_export, register_configs
 
-from helpers import tiny_classifier
+from helpers import saved_export_endpoints, tiny_classifier
 
 TEMPLATES = ["a photo of a {}.", "a sketch of a {}."]
 
@@ -23,16 +22,8 @@ TEMPLATES = ["a photo of a {}.", "a sketch of a {}."]
 @pytest.fixture(scope="module")
 def endpoints(tmp_path_factory):
     """A zero-shot wiseft-mini classifier and a perturbed "fine-tuned" copy, saved as the CLI writes them."""
-    d = tmp_path_factory.mktemp("export")
-    clip_model, _, _ = create_model("wiseft-mini")
-    zs = zeroshot_classifier(clip_model, "wiseft-mini", CLASSNAMES, TEMPLATES)
-    ft = copy.deepcopy(zs)
-    g = torch.Generator().manual_seed(1)
-    with torch.no_grad():
-        for p in ft.parameters():
-            p.add_(torch.randn(p.shape, generator=g) * 0.02)
-    return {"zs": zs, "ft": ft, "zs_path": zs.save(d / "zeroshot.safetensors"),
-            "ft_path": ft.save(d / "finetuned.safetensors"), "pretrained": create_model("wiseft-mini")[0]}
+    ends = saved_export_endpoints(tmp_path_factory.mktemp("export"), TEMPLATES)
+    return {**ends, "pretrained": create_model("wiseft-mini")[0]}
 
 
 def wiseft_at(zs: ImageClassifier, ft: ImageClassifier, alpha: float) -> ImageClassifier:

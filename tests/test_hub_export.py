@@ -12,8 +12,7 @@ import yaml
 from PIL import Image
 
 from wiseft_lib.cli import main
-from wiseft_lib.core.models import ASSETS, create_model
-from wiseft_lib.core.zeroshot import zeroshot_classifier
+from wiseft_lib.core.models import ASSETS
 from wiseft_lib.data.fashion_mnist import CLASSNAMES
 from wiseft_lib.experiment.export import build_export, exported_logits, load_export
 from wiseft_lib.experiment.hub import (
@@ -26,7 +25,7 @@ from wiseft_lib.experiment.hub import (
     write_hub_folder,
 )
 
-from helpers import tiny_classifier, tiny_clip
+from helpers import saved_export_endpoints, tiny_classifier, tiny_clip
 
 TEMPLATES = ["a photo of a {}.", "a sketch of a {}."]
 
@@ -55,16 +54,7 @@ assert not any(m.startswith("wiseft_lib") for m in sys.modules)
 def endpoints(tmp_path_factory):
     """A zero-shot wiseft-mini classifier and a perturbed "fine-tuned" copy, saved as the CLI writes them (as in
     test_export.py)."""
-    d = tmp_path_factory.mktemp("hub")
-    clip_model, _, _ = create_model("wiseft-mini")
-    zs = zeroshot_classifier(clip_model, "wiseft-mini", CLASSNAMES, TEMPLATES)
-    ft = copy.deepcopy(zs)
-    g = torch.Generator().manual_seed(1)
-    with torch.no_grad():
-        for p in ft.parameters():
-            p.add_(torch.randn(p.shape, generator=g) * 0.02)
-    return {"zs": zs, "ft": ft, "zs_path": zs.save(d / "zeroshot.safetensors"),
-            "ft_path": ft.save(d / "finetuned.safetensors"), "clip": clip_model}
+    return saved_export_endpoints(tmp_path_factory.mktemp("hub"), TEMPLATES)
 
 
 def front_matter(readme) -> dict:
