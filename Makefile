@@ -1,6 +1,6 @@
 # wiseft: `make demo` runs Figure 1 on the embedded default; `make test` runs the tests;
 # `make reproduce` runs every notebook of a preset (PRESET=mini by default, PRESET=paper on a GPU machine;
-# SMOKE=1 for smoke runs) and writes outputs/PRESET/index.md and the offline gallery outputs/PRESET/site/index.html.
+# SMOKE=1 for smoke runs, PROGRESS=1 for the studies' progress bars in the notebooks) and writes outputs/PRESET/index.md and the offline gallery outputs/PRESET/site/index.html.
 # All set up .venv (Python 3.10+; torch, open_clip, papermill, ...) and Fashion-MNIST first.
 SHELL := /bin/bash
 .SHELLFLAGS := -eo pipefail -c
@@ -70,7 +70,7 @@ test-fast: setup
 
 reproduce: setup
 	@echo "== every notebook of the $(PRESET) preset (shared runs computed once) -> outputs/$(PRESET)/index.md"
-	@$(PY) -m wiseft_lib.reproduce --preset $(PRESET) --profile $(if $(SMOKE),--smoke,) $(if $(filter mini,$(PRESET)),--cell-timeout 3600,)
+	@$(PY) -m wiseft_lib.reproduce --preset $(PRESET) --profile $(if $(SMOKE),--smoke,) $(if $(PROGRESS),--progress,) $(if $(filter mini,$(PRESET)),--cell-timeout 3600,)
 
 notebooks: $(VENV)/.installed
 	@$(PY) -m wiseft_lib.studies --sync-notebooks

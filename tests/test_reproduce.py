@@ -1,4 +1,5 @@
 """`make reproduce`: every notebook of a preset, failures listed with their error, one index page."""
+import os
 from pathlib import Path
 
 import nbformat
@@ -15,6 +16,9 @@ out = Path(output_dir)
 fig = new_figure((3, 2)); fig.subplots().plot([0, 1], [scale, 2 * scale]); save_figure(fig, out / "figure", ("png",))
 pd.DataFrame({"claim": ["a", "b"], "holds": [True, smoke]}).to_csv(out / "claims.csv", index=False)
 (out / "summary.md").write_text("| a | b |\\n|---|---|\\n| 1 | 2 |\\n")
+from wiseft_lib.progress import progress_bar
+for _ in progress_bar(range(3), desc="long step", unit="step"):
+    pass
 fig
 """
 
@@ -52,6 +56,8 @@ def test_every_notebook_runs_a_failure_is_listed_and_the_others_still_run(tmp_pa
     assert str(runs[1].shown) == "1/1" and runs[0].shown.cells == 0
     assert "![figure](b_good/figure.png)" in index and "[b_good.ipynb](b_good/b_good.ipynb)" in index
     assert not (out / "c_other_preset").exists(), "notebooks without a params file of the preset are skipped"
+    outputs = str([c.get("outputs") for c in nbformat.read(out / "b_good" / "b_good.ipynb", as_version=4).cells])
+    assert "image/png" in outputs and "long step" not in outputs, "no progress bars in papermill runs unless asked"
     with pytest.raises(ValueError, match="no preset 'gpu'"):
         reproduce("gpu", root=tmp_path)
     assert main(["--preset", "nope"]) == 2
@@ -91,13 +97,17 @@ def test_own_cache_gives_each_study_its_own_empty_run_cache(tmp_path, monkeypatc
 
     seen = {}
     monkeypatch.setattr(papermill, "execute_notebook", lambda src, dst, parameters, **kw: seen.update(
-        {Path(src).stem: parameters}))
+        {Path(src).stem: parameters, "progress": os.environ.get("WISEFT_PROGRESS")}))
     params = tmp_path / "p.yaml"
     params.write_text("seeds: [0]\n")
     for name in ("fig1_id_vs_ood", "00_wiseft_tutorial"):
         rp._execute(Path(f"notebooks/{name}.ipynb"), params, tmp_path / name, False, "python3", False, None,
                     own_cache=True)
     assert seen["fig1_id_vs_ood"]["runs_dir"] == str((tmp_path / "fig1_id_vs_ood" / "runs").resolve())
+    assert seen["progress"] == "0", "the kernel is started with progress bars off"
+    rp._execute(Path("notebooks/fig1_id_vs_ood.ipynb"), params, tmp_path / "x", False, "python3", True, None,
+                progress=True)
+    assert seen["progress"] == "1" and "WISEFT_PROGRESS" not in os.environ
     assert "runs_dir" not in seen["00_wiseft_tutorial"]  # the tutorial keeps no run cache: not given one
     rp._execute(Path("notebooks/fig1_id_vs_ood.ipynb"), params, tmp_path / "shared", False, "python3", False)
     assert "runs_dir" not in seen["fig1_id_vs_ood"]  # the default: the preset's shared cache

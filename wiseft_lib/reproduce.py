@@ -28,6 +28,7 @@ from tqdm.auto import tqdm
 
 from wiseft_lib.core.files import atomic_write_text
 from wiseft_lib.core.rates import BareRates, bare_rates, compute_floor
+from wiseft_lib.progress import progress_env
 from wiseft_lib.report.site import build_site
 from wiseft_lib.report.tables import write_table
 from wiseft_lib.studies import STUDIES
@@ -95,7 +96,7 @@ def figure_outputs(notebook: Path | str) -> FigureOutputs:
 
 
 def _execute(notebook: Path, params_file: Path, out: Path, smoke: bool, kernel: str, log_output: bool,
-             cell_timeout: Optional[int] = None, own_cache: bool = False) -> None:
+             cell_timeout: Optional[int] = None, own_cache: bool = False, progress: bool = False) -> None:
     import papermill  # the [studies] extra
 
     quiet_papermill_about_hidden_parameters()
@@ -105,9 +106,10 @@ def _execute(notebook: Path, params_file: Path, out: Path, smoke: bool, kernel: 
         parameters["runs_dir"] = str((out / "runs").resolve())
     if smoke:
         parameters["smoke"] = True
-    papermill.execute_notebook(str(notebook), str(out / notebook.name), parameters=parameters,
-                               kernel_name=kernel, progress_bar=False, log_output=log_output,
-                               cwd=str(notebook.parent.parent), execution_timeout=cell_timeout)
+    with progress_env(progress):  # the kernel inherits it: no bars in the executed notebook or the log unless asked
+        papermill.execute_notebook(str(notebook), str(out / notebook.name), parameters=parameters,
+                                   kernel_name=kernel, progress_bar=False, log_output=log_output,
+                                   cwd=str(notebook.parent.parent), execution_timeout=cell_timeout)
 
 
 def _error_text(err: BaseException) -> str:
@@ -119,7 +121,7 @@ def _error_text(err: BaseException) -> str:
 def reproduce(preset: str = "mini", *, root: Path | str = ".", outputs: Optional[Path | str] = None,
               smoke: bool = False, only: Sequence[str] = (), kernel: str = "python3",
               log_output: bool = False, cell_timeout: Optional[int] = None, profile: bool = False,
-              own_cache: bool = False) -> list[StudyRun]:
+              own_cache: bool = False, progress: bool = False) -> list[StudyRun]:
     """Execute every notebook of ``preset`` (those with a params file), then write ``index.md`` and the site
     (``site/index.html``, :func:`~wiseft_lib.report.site.build_site`).
 
@@ -129,6 +131,9 @@ def reproduce(preset: str = "mini", *, root: Path | str = ".", outputs: Optional
     ``profile.csv/.md``: per study its wall time, the work it counted, its compute floor and wall / floor.
     ``own_cache`` gives every study its own run cache (``STUDY/runs``) instead of the preset's shared one: with a
     new ``outputs`` folder, each notebook's time from an empty cache, as a user running only that notebook sees it.
+    ``progress`` shows the studies' own progress bars (fine-tunes, sweeps) in the executed notebooks and, with
+    ``log_output``, in the log; without it they are off there (:mod:`wiseft_lib.progress`), and the bar over the
+    notebooks shows only on a terminal.
     """
 
     root = Path(root)
@@ -144,11 +149,11 @@ def reproduce(preset: str = "mini", *, root: Path | str = ".", outputs: Optional
         raise ValueError(f"no notebook with a {preset} params file for {unknown}")
     rates = bare_rates() if profile else None
     expected, began, runs = _last_profile(base), time.time(), []
-    for i, nb in enumerate(tqdm(notebooks, desc=f"reproduce {preset}", unit="notebook"), 1):
+    for i, nb in enumerate(tqdm(notebooks, desc=f"reproduce {preset}", unit="notebook", disable=None if not progress else False), 1):
         hint = f", {expected[nb.stem]:.0f} s in the last profile" if nb.stem in expected else ""
         tqdm.write(f"[{i}/{len(notebooks)}] {nb.stem}: running ({_minutes(time.time() - began)} elapsed{hint})")
         runs.append(_run_one(nb, params_dir / f"{nb.stem}.yaml", base / nb.stem, smoke, kernel, log_output,
-                             cell_timeout, own_cache))
+                             cell_timeout, own_cache, progress))
         r = runs[-1]
         tqdm.write(f"[{i}/{len(notebooks)}] {nb.stem}: {r.status} in {r.seconds:.0f} s ({r.source})")
     if rates is not None:  # measured again at the end: the faster of the two is the machine's bare rate
@@ -160,11 +165,11 @@ def reproduce(preset: str = "mini", *, root: Path | str = ".", outputs: Optional
 
 
 def _run_one(notebook: Path, params_file: Path, out: Path, smoke: bool, kernel: str, log_output: bool,
-             cell_timeout: Optional[int], own_cache: bool = False) -> StudyRun:
+             cell_timeout: Optional[int], own_cache: bool = False, progress: bool = False) -> StudyRun:
     out.mkdir(parents=True, exist_ok=True)
     start = time.time()
     try:
-        _execute(notebook, params_file, out, smoke, kernel, log_output, cell_timeout, own_cache)
+        _execute(notebook, params_file, out, smoke, kernel, log_output, cell_timeout, own_cache, progress)
         status, error = "ok", ""
     except Exception as err:  # one failed study must not stop the others
         status, error = "failed", _error_text(err)
@@ -311,6 +316,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     p.add_argument("--only", nargs="*", default=(), metavar="STUDY", help="run only these notebooks")
     p.add_argument("--outputs", default=None, help="outputs folder (default: outputs/PRESET)")
     p.add_argument("--log-output", action="store_true", help="stream the notebooks' output")
+    p.add_argument("--progress", action="store_true",
+                   help="the studies' progress bars in the executed notebooks (and the log); off without it")
     p.add_argument("--profile", action="store_true",
                    help="measure this machine's bare rates and write profile.csv (wall vs compute floor per study)")
     p.add_argument("--cell-timeout", type=int, default=None, metavar="SECONDS",
@@ -321,7 +328,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     a = p.parse_args(argv)
     try:
         runs = reproduce(a.preset, smoke=a.smoke, only=a.only, outputs=a.outputs, log_output=a.log_output,
-                         cell_timeout=a.cell_timeout, profile=a.profile, own_cache=a.own_cache)
+                         progress=a.progress, cell_timeout=a.cell_timeout, profile=a.profile, own_cache=a.own_cache)
     except ValueError as err:
         print(f"reproduce: error: {err}")
         return 2

@@ -39,9 +39,9 @@ import torch
 import torch.nn.functional as F
 from open_clip.transformer import text_global_pool
 from torch import nn
-from tqdm.auto import tqdm
 
 from wiseft_lib.core.models import ClassificationHead, get_tokenizer
+from wiseft_lib.progress import progress_bar
 
 __all__ = ["CLASS_TOKEN_POSITIONS", "CoOpConfig", "PromptLearner", "CoOpResult", "coop_lr", "text_features",
            "coop_head", "train_coop"]
@@ -406,7 +406,7 @@ def _fit_context(clip_model: nn.Module, learner: PromptLearner, x: torch.Tensor,
     n, bs = len(y), config.batch_size
     n_batches = n // bs if n >= bs else 1  # Dassl drops the last incomplete batch when it can
     rows = []
-    bar = tqdm(range(config.epochs), desc="CoOp", unit="epoch", disable=not progress)
+    bar = progress_bar(range(config.epochs), desc="CoOp", unit="epoch", show=progress)
     for epoch in bar:
         lr = coop_lr(epoch, config)
         for group in optimizer.param_groups:

@@ -27,12 +27,12 @@ import numpy as np
 import torch
 from torch import nn
 from torch.utils.data import DataLoader, Dataset, TensorDataset
-from tqdm.auto import tqdm
 
 from wiseft_lib.core._batches import checked_images, images_labels, model_device
 from wiseft_lib.core.metrics import METRICS, get_metric
 from wiseft_lib.core.sweep import distributed_logits
 from wiseft_lib.data.registry import DatasetBundle
+from wiseft_lib.progress import progress_bar
 
 __all__ = [
     "METRICS",
@@ -138,7 +138,7 @@ def preprocess_once(bundle: DatasetBundle, *, batch_size: int = 256, num_workers
 
     loader = _loader(bundle.dataset, batch_size, num_workers, pin=False)
     images, labels = [], []
-    for batch in tqdm(loader, desc=f"preprocess {bundle.name}", unit="batch", disable=not progress, leave=False):
+    for batch in progress_bar(loader, desc=f"preprocess {bundle.name}", unit="batch", show=progress, leave=False):
         x, y = images_labels(batch)
         images.append(checked_images(x).detach().cpu())
         labels.append(y.long().cpu())

@@ -41,7 +41,6 @@ from typing import Any, Callable, Iterator, Mapping, Optional, Union
 import torch
 from torch import nn
 from torch.utils.data import DataLoader, Dataset, Subset
-from tqdm.auto import tqdm
 
 from wiseft_lib.core import counters
 from wiseft_lib.core.device import (
@@ -54,6 +53,7 @@ from wiseft_lib.core.device import (
 )
 from wiseft_lib.core.feature_file import assemble, open_cache, write_rows
 from wiseft_lib.core.models import state_dict_hash
+from wiseft_lib.progress import progress_bar
 
 __all__ = [
     "CACHE_STATS",
@@ -157,7 +157,7 @@ def _batches(fn: Callable[[torch.Tensor], torch.Tensor], module: nn.Module, data
     was_training = module.training
     module.eval()
     try:
-        for images, labels in tqdm(loader, desc=desc, unit="batch", disable=not show, leave=False):
+        for images, labels in progress_bar(loader, desc=desc, unit="batch", show=show, leave=False):
             with autocast_context(precision, device):
                 out = fn(images.to(device, non_blocking=True))
             counters.add("feature_images", len(images))

@@ -15,7 +15,6 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file
 from torch import nn
-from tqdm.auto import tqdm
 
 from wiseft_lib.core._batches import batch_inputs, model_device
 from wiseft_lib.core.interpolate import (
@@ -26,6 +25,7 @@ from wiseft_lib.core.interpolate import (
     interpolate_weights,
     lerp_tensors,
 )
+from wiseft_lib.progress import progress_bar
 
 __all__ = ["fisher_interpolate", "compute_fisher", "load_fisher"]
 
@@ -149,7 +149,7 @@ def compute_fisher(
     model.eval()
     try:
         total = n_batches if n_batches is not None else (len(loader) if hasattr(loader, "__len__") else None)
-        for i, batch in enumerate(tqdm(loader, total=total, desc="Fisher", unit="batch", disable=not progress)):
+        for i, batch in enumerate(progress_bar(loader, total=total, desc="Fisher", unit="batch", show=progress)):
             if n_batches is not None and i >= n_batches:
                 break
             x = batch_inputs(batch).to(dev)

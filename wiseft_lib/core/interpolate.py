@@ -40,9 +40,9 @@ from typing import Callable, TypeVar, Union
 
 import torch
 from torch import nn
-from tqdm.auto import tqdm
 
 from wiseft_lib.core._batches import model_device
+from wiseft_lib.progress import progress_bar
 
 __all__ = [
     "COUNTER_NAMES",
@@ -302,7 +302,7 @@ def iter_alphas(model: nn.Module, theta_0: StateDict, theta_1: StateDict, alphas
 
 def _sweep(model: nn.Module, live: Mapping[str, torch.Tensor], t0: StateDict, t1: StateDict,
            grid: list[float], progress: bool) -> Iterator[tuple[float, nn.Module]]:
-    for a in tqdm(grid, desc="alpha sweep", unit="alpha", disable=not progress):
+    for a in progress_bar(grid, desc="alpha sweep", unit="alpha", show=progress):
         write_interpolation(live, t0, t1, a)
         yield a, model
 

@@ -24,7 +24,6 @@ from typing import Any, Iterable, Optional, Union
 import torch
 from torch import nn
 from torch.utils.data import DataLoader, Dataset, Subset
-from tqdm.auto import tqdm
 
 from wiseft_lib.core import counters
 from wiseft_lib.core._batches import labeled_batch, model_device
@@ -38,6 +37,7 @@ from wiseft_lib.core.device import (
 )
 from wiseft_lib.core.interpolate import check_alpha, check_model_targets, state_on_device, write_interpolation
 from wiseft_lib.core.models import ImageClassifier
+from wiseft_lib.progress import progress_bar
 
 __all__ = ["sweep_logits", "distributed_logits", "eval_loader", "DEFAULT_CHUNK_IMAGES"]
 
@@ -140,7 +140,7 @@ def _pass(model: nn.Module, theta_0, theta_1, grid: list, dataset, *, batch_size
     was_training = model.training
     model.eval()
     try:
-        for batch in tqdm(loader, desc=desc, unit="batch", disable=not progress or rank != 0, leave=False):
+        for batch in progress_bar(loader, desc=desc, unit="batch", show=progress and rank == 0, leave=False):
             x, y = labeled_batch(batch)
             chunk.append(x.to(dev, non_blocking=True))
             labels.append(y.cpu())

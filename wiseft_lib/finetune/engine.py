@@ -16,7 +16,6 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import Dataset
-from tqdm.auto import tqdm
 
 from wiseft_lib.core import counters
 from wiseft_lib.core.device import autocast_context, barrier, resolve_precision, setup_distributed
@@ -33,6 +32,7 @@ from wiseft_lib.finetune.checkpoint import (
 from wiseft_lib.finetune.config import FinetuneConfig, NonFiniteLossError, RunExistsError
 from wiseft_lib.finetune.data import FeatureBatches, ImageBatches, dataset_fingerprint
 from wiseft_lib.finetune.schedule import WarmupCosineSchedule
+from wiseft_lib.progress import progress_bar
 
 __all__ = ["finetune", "make_optimizer", "Trainer", "WeightEMA", "l2_to_init_penalty", "l1_penalty", "random_head_",
            "distillation_loss"]
@@ -413,8 +413,8 @@ def finetune(classifier: ImageClassifier, train_set: Dataset, config: FinetuneCo
     run.work.meta["finetune"] = {**config.to_dict(), "resolved_precision": run.precision,
                                  "world_size": run.world, "total_steps": run.total}
     log_path = _open_log(run, resume, step)
-    pbar = tqdm(total=(config.stop_after_epochs or config.epochs) * run.spe, initial=step, desc=f"finetune ({config.mode})", unit="step",
-                dynamic_ncols=True, disable=not progress or run.rank != 0)
+    pbar = progress_bar(total=(config.stop_after_epochs or config.epochs) * run.spe, initial=step, desc=f"finetune ({config.mode})", unit="step",
+                dynamic_ncols=True, show=progress and run.rank == 0)
     try:
         _loop(run, trainer, schedule, step, last_good, StepLog(log_path, run.world, pbar), pbar)
     finally:

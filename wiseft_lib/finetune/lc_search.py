@@ -22,11 +22,11 @@ import pandas as pd
 import torch
 from torch import nn
 from torch.utils.data import TensorDataset
-from tqdm.auto import tqdm
 
 from wiseft_lib.core.models import ImageClassifier
 from wiseft_lib.core.probe import held_out_split
 from wiseft_lib.finetune import FinetuneConfig, finetune
+from wiseft_lib.progress import progress_bar
 
 __all__ = ["REGULARIZERS", "LinearSearch", "SearchResult", "sample_recipes", "train_head", "search_linear_head"]
 
@@ -123,7 +123,7 @@ def search_linear_head(features: torch.Tensor, labels: torch.Tensor, start_head:
     common = {"epochs": search.epochs, "warmup_steps": search.warmup_steps, "head_init": search.head_init}
     rows = []
     recipes = sample_recipes(search, seed)
-    for i, recipe in enumerate(tqdm(recipes, desc=f"LC search ({search.regularizer})", unit="recipe", disable=not progress)):
+    for i, recipe in enumerate(progress_bar(recipes, desc=f"LC search ({search.regularizer})", unit="recipe", show=progress)):
         head = train_head(features[fit_t], y[fit_t], start_head, {**common, **recipe}, seed=seed, device=device)
         rows.append({"trial": i, **recipe, "heldout_acc": _accuracy(head, features[held_t], y[held_t])})
     trials = pd.DataFrame(rows)

@@ -30,7 +30,6 @@ import numpy as np
 import torch
 from open_clip.loss import ClipLoss
 from safetensors.torch import save_file
-from tqdm.auto import tqdm
 
 from wiseft_lib import __version__
 from wiseft_lib.core import counters
@@ -46,6 +45,7 @@ from wiseft_lib.core.models import PACKAGE_MODELS, WEIGHTS, create_model
 from wiseft_lib.data.fashion_mnist import CLASSNAMES, load_fashion_mnist
 from wiseft_lib.data.mini import CAPTIONS, CONFUSABLE_GROUPS, RENDERERS, split_indices
 from wiseft_lib.finetune.schedule import WarmupCosineSchedule
+from wiseft_lib.progress import progress_bar
 
 ASSETS = Path(__file__).parent / "assets"
 CONFIG_PATH = ASSETS / "wiseft-mini.json"
@@ -187,7 +187,7 @@ def pretrain_mini_clip(config: PretrainConfig = PretrainConfig(), out_path: Opti
     loss_fn = ClipLoss()
     log: list[float] = []
     t0 = time.time()
-    bar = tqdm(range(config.steps), desc="pretrain wiseft-mini", unit="step", disable=not progress)
+    bar = progress_bar(range(config.steps), desc="pretrain wiseft-mini", unit="step", show=progress)
     for step in bar:
         schedule.set_step(step)
         loss = _contrastive_step(model, loss_fn, *batches.next(), device)

@@ -17,7 +17,6 @@ import pandas as pd
 import torch
 from torch import nn
 from torchvision import transforms
-from tqdm.auto import tqdm
 
 from wiseft_lib.core import counters
 from wiseft_lib.core.evaluate import evaluate, preprocess_once
@@ -25,6 +24,7 @@ from wiseft_lib.data import eval_split as split_of
 from wiseft_lib.data import get_dataset, subset_options
 from wiseft_lib.data.mini import MINI_ID, MINI_OOD
 from wiseft_lib.finetune.schedule import WarmupCosineSchedule
+from wiseft_lib.progress import progress_bar
 
 __all__ = ["STANDARD_ZOO", "REFERENCE_MODELS", "build_standard", "train_standard", "standard_training_data",
            "train_zoo_model", "standard_points"]
@@ -136,7 +136,7 @@ def standard_points(names: Optional[Sequence[str]] = None, *, id_dataset: str = 
                              n_test=n_test)
         evals[name] = preprocess_once(bundle, progress=False)
     rows = []
-    for name in tqdm(names, desc="standard models", unit="model", disable=not progress):
+    for name in progress_bar(names, desc="standard models", unit="model", show=progress):
         model = trained(name)
         scores = {d: evaluate(model, b, progress=False)["top1"] for d, b in evals.items()}
         ood = [scores[d] for d in ood_datasets]

@@ -21,6 +21,7 @@ import re
 from pathlib import Path
 from typing import Any, Optional, Sequence
 
+from wiseft_lib.progress import progress_env
 from wiseft_lib.studies.base import (
     Study,
     StudyParams,
@@ -83,9 +84,10 @@ def _run_notebook(study: Study, params: StudyParams, *, log_output: bool = False
         log.setLevel(logging.INFO)
     out = params.output_path()
     executed = out / f"{study.name}.ipynb"
-    papermill.execute_notebook(str(study.notebook), str(executed), parameters=params.to_dict(),
-                               kernel_name="python3", progress_bar=False, log_output=log_output,
-                               cwd=str(study.notebook.parent.parent))
+    with progress_env(log_output):  # the kernel's bars: in the streamed output when asked, else none
+        papermill.execute_notebook(str(study.notebook), str(executed), parameters=params.to_dict(),
+                                   kernel_name="python3", progress_bar=False, log_output=log_output,
+                                   cwd=str(study.notebook.parent.parent))
     return executed
 
 

@@ -18,12 +18,12 @@ from dataclasses import dataclass
 from typing import Any, NamedTuple, Optional
 
 import pandas as pd
-from tqdm.auto import tqdm
 
 from wiseft_lib.analysis.matched_id import baseline_claims, curve_claims, curve_matched, matched_points, points_table
 from wiseft_lib.experiment.config import CurveConfig
 from wiseft_lib.experiment.curve import curve_table, wiseft_curve
 from wiseft_lib.params import ParamsError, param
+from wiseft_lib.progress import progress_bar
 from wiseft_lib.report.plots import plot_baselines
 from wiseft_lib.studies.base import StudyOutputs, StudyResult
 from wiseft_lib.studies.shift_sweep import ShiftSweepParams, Sweep, run_sweep
@@ -119,7 +119,7 @@ def run_variants(sweep: Sweep, study: str, *, progress: bool = True) -> Variants
     p = sweep.params
     tidy, val = {}, []
     jobs = [(name, spec, seed) for name, spec in p.variants.items() for seed in p.seeds]
-    for name, spec, seed in tqdm(jobs, desc=f"{study}: variants", unit="run", disable=not progress or len(jobs) < 2):
+    for name, spec, seed in progress_bar(jobs, desc=f"{study}: variants", unit="run", show=progress and len(jobs) > 1):
         cfg = variant_config(p, spec)
         rows = wiseft_curve(cfg, seed, runs=sweep.runs, store=sweep.store, study=f"{study}/{name}", progress=False)
         tidy[name, seed] = rows.assign(variant=name, family=spec["family"])

@@ -20,7 +20,6 @@ from typing import Any, Optional
 
 import numpy as np
 import pandas as pd
-from tqdm.auto import tqdm
 
 from wiseft_lib.baselines.other_models import check_other_name, other_model_logits, zeroshot_logits
 from wiseft_lib.baselines.output_ensembles import SPACES
@@ -30,6 +29,7 @@ from wiseft_lib.experiment.curve import curve_table
 from wiseft_lib.experiment.endpoints import Endpoints
 from wiseft_lib.experiment.results import ResultsStore
 from wiseft_lib.params import ParamsError, param
+from wiseft_lib.progress import progress_bar
 from wiseft_lib.report.paper import published
 from wiseft_lib.report.plots import plot_id_vs_ood
 from wiseft_lib.studies.base import StudyOutputs, StudyParams, StudyResult, UsesRuns, register_study
@@ -183,8 +183,8 @@ def run(params: Table13Params, *, progress: bool = True) -> Table13Result:
 
     outputs = StudyOutputs(NAME, params)
     p, runs = outputs.params, outputs.runs
-    tidy = pd.concat([ensemble_rows(p, seed, runs, progress) for seed in tqdm(p.seeds, desc=NAME, unit="seed",
-                                                                             disable=not progress)],
+    tidy = pd.concat([ensemble_rows(p, seed, runs, progress) for seed in progress_bar(p.seeds, desc=NAME, unit="seed",
+                                                                             show=progress)],
                      ignore_index=True)
     store = ResultsStore(outputs.out / "results.sqlite")
     config = json.dumps(p.to_dict(), default=str)
