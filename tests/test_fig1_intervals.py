@@ -73,7 +73,8 @@ def test_figure1_draws_clopper_pearson_bars_on_the_id_accuracy_only():
         assert abs(right - left) == pytest.approx(abs(_logit(seg[1, 0]) - _logit(seg[0, 0])) * px_per_logit, rel=1e-6)
     lo, hi = np.min(expected) / 100.0, np.max(expected) / 100.0
     assert x0 < lo and hi < x1, "the axes show the whole intervals"
-    legend = " ".join(t.get_text() for t in ax.get_legend().get_texts())
+    assert ax.get_legend() is None and len(fig.legends) == 1  # right of the axes, off the background models
+    legend = " ".join(t.get_text() for t in fig.legends[0].get_texts())
     assert "95% Clopper-Pearson on ID (1,000 test images)" in legend and "none on the mean over shifts" in legend
 
 

@@ -116,7 +116,7 @@ def test_id_vs_ood_stays_on_logit_axes_in_the_theme_and_carries_its_points():
     assert sorted(len(c.get_offsets()) for c in scatters if len(c.get_offsets()) > 1) == [3, 4]  # the extra groups
     assert sum(c.get_sizes()[0] == 220 for c in scatters) == 2  # a zero-shot star per mode
     legend = [t.get_text() for t in ax.get_legend().get_texts()]
-    assert legend.count("zero-shot") == 1 and {"WiSE-FT (end-to-end)", "fine-tuned (linear classifier)", "standard",
+    assert legend.count("zero-shot model (α=0)") == 1 and {"WiSE-FT (end-to-end)", "fine-tuned (linear classifier)", "standard",
                                                 "linear fit (standard)"} <= set(legend)
     assert ax.get_legend().get_texts()[0].get_fontsize() == pytest.approx(10.0, abs=0.01)  # "small" of the theme's 12
     assert ax.title.get_fontsize() == 12 and ax.get_xticklabels()[0].get_fontsize() == 11
@@ -218,7 +218,8 @@ def test_per_shift_panels_stay_logit_with_intervals_and_share_one_legend():
     (legend,) = fig.legends
     texts = [t.get_text() for t in legend.get_texts()]
     assert {"WiSE-FT (linear)", "standard", "linear fit (standard)"} <= set(texts)
-    assert texts.count("zero-shot") == 2 and texts.count("standard") == 1  # other zero-shot models, and the star
+    assert texts.count("zero-shot") == texts.count("zero-shot model (α=0)") == 1  # other zero-shot models; the star
+    assert texts.count("standard") == 1
     data = fig.data
     assert data.columns[0] == "shift" and list(dict.fromkeys(data["shift"])) == ["near", "sketch"]
     assert len(data) == len(points) + len(background) and {"x_lo", "y_hi", "group", "model"} <= set(data.columns)

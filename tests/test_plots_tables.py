@@ -30,7 +30,7 @@ def test_figure1_files_exist_and_axes_are_logit(tmp_path):
     labels = [t.get_text() for t in ax.get_xticklabels()]
     assert "70" in labels and "80" in labels  # percent tick labels
     legend = [t.get_text() for t in ax.get_legend().get_texts()]
-    assert "zero-shot" in legend and "WiSE-FT (end-to-end)" in legend
+    assert "zero-shot model (α=0)" in legend and "WiSE-FT (end-to-end)" in legend
     assert any(t.get_text() == "α=0.5" for t in ax.texts)
     paths = save_figure(fig, tmp_path / "figs" / "figure1", dpi=60)
     assert [p.name for p in paths] == ["figure1.png", "figure1.pdf", "figure1.data.csv"]  # the points drawn, beside

@@ -22,6 +22,7 @@ import pandas as pd
 from matplotlib.figure import Figure
 
 from wiseft_lib.analysis.shift_tables import count_interval
+from wiseft_lib.report.figures import outside_legend
 from wiseft_lib.report.plots import plot_id_vs_ood, plot_per_shift
 
 __all__ = ["MARKED_ALPHAS", "id_intervals", "plot_fig1", "per_set_points", "plot_fig1_per_set", "seed_spread"]
@@ -64,7 +65,8 @@ def plot_fig1(curve: pd.DataFrame, n_id: Optional[float], *, extra: Optional[pd.
         ax.errorbar(x, y, xerr=xerr, fmt="none", ecolor="0.15", elinewidth=1.1, capsize=3, capthick=1.1,
                     zorder=6, label=f"{level:.0%} Clopper-Pearson on ID ({int(n_id):,} test images);\n"
                                     "none on the mean over shifts (several test sets)")
-    ax.legend(fontsize=8, loc="best", frameon=True)
+    ax.get_legend().remove()  # right of the axes: inside, it covers the background models
+    outside_legend(fig, *ax.get_legend_handles_labels())
     return fig
 
 

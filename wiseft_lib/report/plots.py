@@ -195,6 +195,10 @@ def _draw_extra_groups(ax: Axes, extra: pd.DataFrame, x: str, y: str, group_col:
             draw_logit_line(ax, line, color=color, label=f"linear fit ({group})")
 
 
+# the star: the zero-shot end of the curves (alpha 0), apart from other zero-shot models drawn as a group
+ZERO_SHOT_LABEL = "zero-shot model (α=0)"
+
+
 def _draw_mode_curves(ax: Axes, agg: pd.DataFrame, modes: Sequence[Any], colors: Sequence[Any], *, x: str, y: str,
                       mode_col: str, alpha_col: str, show_range: bool, label_alpha: Optional[float],
                       curve_label: str, finetuned_label: str) -> None:
@@ -210,7 +214,7 @@ def _draw_mode_curves(ax: Axes, agg: pd.DataFrame, modes: Sequence[Any], colors:
             a = row[alpha_col]
             if a == 0:
                 _point(ax, row, x, y, show_range, marker="*", s=220, color="gold", edgecolor="k",
-                       zorder=5, label=None if zero_shot_drawn else "zero-shot")
+                       zorder=5, label=None if zero_shot_drawn else ZERO_SHOT_LABEL)
                 zero_shot_drawn = True
             elif a == 1:
                 label = finetuned_label.format(mode=mode)
