@@ -87,3 +87,21 @@ def test_randaugment_is_torchvisions_before_open_clips_transform_and_keys_its_ow
     assert plain.train_record(64, "train") != strong.train_record(64, "train+randaugment")
     with pytest.raises(ParamsError, match="augment"):
         CurveConfig(augment="autoaugment")
+
+
+def test_the_alpha_to_deploy_is_chosen_on_id_val_and_gets_its_own_summary_row():
+    from wiseft_lib.experiment.curve import alphas_on_val, summary_table
+
+    val = pd.DataFrame({"seed": [0, 0, 0, 1, 1, 1] * 2, "mode": ["end-to-end"] * 6 + ["linear"] * 6,
+                        "alpha": [0.0, 0.5, 1.0] * 4,
+                        "val_id_acc": [60, 80, 79, 60, 78, 81, 50, 70, 70, 50, 70, 70]})
+    # end-to-end: seed means 60, 79, 80 -> 1.0; linear: a tie between 0.5 and 1 -> the smaller alpha
+    assert alphas_on_val(val) == {"end-to-end": 1.0, "linear": 0.5}
+    assert alphas_on_val(None) == {}
+    curve = pd.DataFrame({"seed": 0, "mode": ["end-to-end"] * 3, "alpha": [0.0, 0.5, 1.0],
+                          "id_acc": [60.0, 75.0, 80.0], "ood_avg": [50.0, 58.0, 45.0]})
+    table = summary_table(curve, {"end-to-end": 1.0})
+    row = table[table["method"].str.contains("chosen on ID val")]
+    assert row["method"].tolist() == ["WiSE-FT end-to-end, alpha=1 chosen on ID val (held out)"]
+    assert row[["id_acc", "ood_avg"]].values.tolist() == [[80.0, 45.0]]  # the test numbers at the val-chosen alpha
+    assert table["method"].tolist()[-1].startswith("WiSE-FT end-to-end, oracle alpha=0.5")

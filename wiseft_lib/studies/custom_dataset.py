@@ -43,7 +43,7 @@ from wiseft_lib.data.common import dataset_labels
 from wiseft_lib.data.folder import folder_path, is_folder_name
 from wiseft_lib.data.mini.demo_folder import DEMO_MARKER, demo_style, write_demo_folder
 from wiseft_lib.experiment.config import CurveConfig
-from wiseft_lib.experiment.curve import curve_table, summary_table, wiseft_curve
+from wiseft_lib.experiment.curve import alphas_on_val, curve_table, summary_table, val_id_curve, wiseft_curve
 from wiseft_lib.experiment.endpoints import Endpoints, finetuned_run
 from wiseft_lib.experiment.export import build_export, exported_logits, load_export, write_export
 from wiseft_lib.experiment.hub import CardResult, ModelCard, load_hub_folder, write_hub_folder
@@ -326,7 +326,8 @@ def run(params: CustomDatasetParams, *, progress: bool = True) -> CustomDatasetR
     curve = curve_table(tidy, id_dataset=p.id_dataset, ood_datasets=p.ood_datasets)
     curve = curve.rename(columns={n: labels[n] for n in p.ood_datasets})
     outputs.csv("curve", curve.round(4))
-    summary = summary_table(curve) if p.ood_datasets else no_shift_summary(curve)
+    val = val_id_curve(p, p.seeds, runs=runs)  # the alpha to deploy, chosen on ID val (None: no val split)
+    summary = summary_table(curve, alphas_on_val(val)) if p.ood_datasets else no_shift_summary(curve)
     outputs.table("summary", summary)
 
     id_label = labels[p.id_dataset]

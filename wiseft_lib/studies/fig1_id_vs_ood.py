@@ -18,7 +18,15 @@ from typing import Any, Optional
 import pandas as pd
 
 from wiseft_lib.experiment.config import CurveConfig
-from wiseft_lib.experiment.curve import check_claims, curve_table, data_table, summary_table, wiseft_curve
+from wiseft_lib.experiment.curve import (
+    alphas_on_val,
+    check_claims,
+    curve_table,
+    data_table,
+    summary_table,
+    val_id_curve,
+    wiseft_curve,
+)
 from wiseft_lib.experiment.reference import baseline_points, effective_robustness
 from wiseft_lib.experiment.results import ResultsStore
 from wiseft_lib.mini.standard import REFERENCE_MODELS
@@ -99,7 +107,10 @@ def run(params: Fig1Params, *, progress: bool = True) -> Fig1Result:
         baselines = pd.concat([baselines, testbed_points(p.id_dataset, p.ood_datasets)], ignore_index=True)
     if not baselines.empty:
         outputs.csv("baselines", baselines.round(4))
-    summary = summary_table(curve)
+    val = val_id_curve(p, p.seeds, runs=runs)  # the alpha to deploy, chosen on ID val (None: no val split)
+    if val is not None:
+        outputs.csv("val_curve", val.round(4))
+    summary = summary_table(curve, alphas_on_val(val))
     if (baselines["group"] == "standard").sum() >= 2:  # OOD accuracy above the standard models' line (pp)
         summary = effective_robustness(summary, baselines)
     outputs.table("summary", summary)

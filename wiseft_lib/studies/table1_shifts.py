@@ -19,6 +19,7 @@ from typing import Optional
 import pandas as pd
 
 from wiseft_lib.analysis.shift_tables import paper_columns, shape_table, sweep_table, table1, table3
+from wiseft_lib.experiment.curve import alphas_on_val, val_id_curve
 from wiseft_lib.params import param
 from wiseft_lib.report.paper import published
 from wiseft_lib.report.tables import beside_published
@@ -91,7 +92,10 @@ def run(params: Table1Params, *, progress: bool = True) -> Table1Result:
     cols = paper_columns(p.id_dataset, p.ood_datasets)
     labels = column_labels(cols)
     sweep = sweep_table(tidy, p.id_dataset, p.ood_datasets)
-    t1 = table1(tidy, p.id_dataset, p.ood_datasets)
+    val = val_id_curve(p, p.seeds, runs=outputs.runs)  # the alpha to deploy, chosen on ID val (None: no val split)
+    if val is not None:
+        outputs.csv("val_curve", val.round(4))
+    t1 = table1(tidy, p.id_dataset, p.ood_datasets, val_alphas=alphas_on_val(val))
     t3 = table3(sweep, cols)
 
     def write(frame: pd.DataFrame, stem: str, csv: Optional[pd.DataFrame] = None, **kw) -> None:
