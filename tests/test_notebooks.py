@@ -33,6 +33,7 @@ RUN_ON_DEFAULTS = {
     "test_pretrain_smoke_writes_weights_that_create_model_loads": ["pretrain_mini_clip"],
     "test_tutorial_runs_shows_its_figures_moves_its_slider_and_its_exercise_solutions_work": ["00_wiseft_tutorial"],
     "test_custom_dataset_runs_on_its_own_defaults": ["custom_dataset"],
+    "test_followup_methods_notebook_smoke_on_its_mini_preset": ["followup_methods"],
     # paper only: its defaults need ImageNet and ObjectNet; Run All stops at once, saying which folder is missing
     "test_fig26_on_its_defaults_without_data_names_the_missing_folder": ["fig26_objectnet_names"],
 }
@@ -140,6 +141,20 @@ def test_baseline_notebooks_smoke_on_their_mini_presets(tmp_path, fashion_mnist_
                                                          "other_curves_matched.md", "matched.md"],
                 "table13_output_ensembles": ["table13.md", "table13_output_ensembles.png", "claims.csv"]}
     smoke_mini_presets(expected, tmp_path)
+
+
+@pytest.mark.slow
+def test_followup_methods_notebook_smoke_on_its_mini_preset(tmp_path, fashion_mnist_root):
+    """LP-FT, FLYP, the soups and per-group alphas beside WiSE-FT (smoke): every method has its rows in the table."""
+    smoke_mini_presets({"followup_methods": ["methods.csv", "methods.md", "matched.md", "claims.csv",
+                                             "followup_methods.png", "soup_trace.csv", "group_search.csv",
+                                             "published_model_soups.md"]}, tmp_path)
+    table = pd.read_csv(tmp_path / "followup_methods" / "methods.csv")
+    assert {"zero-shot", "fine-tuned (FT)", "WiSE-FT, alpha=0.5", "LP-FT", "WiSE-FT(LP-FT), alpha=0.5", "FLYP",
+            "WiSE-FT(FLYP), alpha=0.5", "uniform soup", "greedy soup", "WiSE-FT(greedy soup), alpha=0.5",
+            "per-group alpha"} <= set(table["method"])
+    assert any(m.endswith("chosen on ID val") for m in table["method"])
+    assert table["id_acc"].between(0, 100).all() and {"id_acc_ci", "ood_avg_ci", "mini-sketch_ci"} <= set(table)
 
 
 @pytest.mark.slow

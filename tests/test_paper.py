@@ -12,7 +12,7 @@ IN_COLS = ["imagenet", *SHIFTS, "avg_shifts", "avg_id_shifts"]
 
 def test_every_table_loads_with_the_expected_shape():
     shapes = {"table1": (9, 14), "table2": (3, 11), "table3": (4, 10), "table4_5_vitb16_lc": (3, 11),
-              "table6": (8, 8), "table7": (3, 10), "table8": (21, 11), "table13": (4, 6)}
+              "table6": (8, 8), "table7": (3, 10), "table8": (21, 11), "table13": (4, 6), "model_soups": (4, 13)}
     assert sorted(list_published()) == sorted(shapes)
     for name, shape in shapes.items():
         df = published(name)

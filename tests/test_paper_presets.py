@@ -173,3 +173,16 @@ def test_beyond_imagenet_paper_presets(paper_setting, tmp_path):
     f26 = run_paper_notebook("fig26_objectnet_names", paper_setting, tmp_path / "f26")
     names = pd.read_csv(f26 / "objectnet_names.csv")
     assert {"ImageNet class names", "ObjectNet class names"} <= set(names.columns) and len(names) == 6
+
+
+@pytest.mark.slow
+def test_followup_methods_paper_preset(paper_setting, tmp_path):
+    """LP-FT, FLYP and the uniform soup in the paper's setting; ImageNet has no val split held out from its test
+    images, so nothing chosen on val (greedy soup, per-group alphas, the deployed alpha) is there to report."""
+    out = run_paper_notebook("followup_methods", paper_setting, tmp_path / "followups")
+    methods = set(pd.read_csv(out / "methods.csv")["method"])
+    assert {"zero-shot", "LP-FT", "WiSE-FT(LP-FT), alpha=0.5", "FLYP", "uniform soup",
+            "WiSE-FT(uniform soup), alpha=0.5"} <= methods
+    assert not any("greedy" in m or "chosen on ID val" in m for m in methods)
+    published = pd.read_csv(out / "published_model_soups.csv").set_index("method")
+    assert published.loc["greedy soup", "imagenet"] == 81.03 and published.loc["uniform soup", "imagenet-a"] == 29.17

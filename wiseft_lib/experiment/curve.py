@@ -32,7 +32,7 @@ from wiseft_lib.experiment.config import CurveConfig
 from wiseft_lib.experiment.endpoints import Endpoints, RunRef, finetuned_run
 from wiseft_lib.experiment.runs import RunCache, alpha_key, run_key
 
-__all__ = ["wiseft_curve", "curve_table", "summary_table", "data_table", "val_id_curve", "alphas_on_val",
+__all__ = ["wiseft_curve", "run_curve", "curve_table", "summary_table", "data_table", "val_id_curve", "alphas_on_val",
            "CLAIMS", "claim_values", "check_claims"]
 
 # ---------------------------------------------------------------- the sweeps
@@ -115,6 +115,13 @@ def tidy_scores(ep: Endpoints, mode: str, run: RunRef, path: str) -> list[dict[s
             rows.extend({"seed": ep.seed, "mode": mode, "alpha": alpha, "dataset": name, "metric": k, "value": v}
                         for k, v in values.items())
     return rows
+
+
+def run_curve(ep: Endpoints, run: RunRef, label: str) -> pd.DataFrame:
+    """WiSE-FT between ``ep``'s zero-shot model and any end-to-end end ``run`` (a fine-tune, LP-FT, FLYP, a soup):
+    its scores at ``ep.cfg.alphas`` on every evaluation set (cached per run), as tidy rows with ``mode=label``."""
+    _sweep_end_to_end(ep, run)
+    return pd.DataFrame(tidy_scores(ep, label, run, "model"))
 
 
 def wiseft_curve(cfg: CurveConfig, seed: int = 0, *, runs: Optional[RunCache] = None, store=None,

@@ -15,6 +15,10 @@ independent copies of the paper are included. Values are percentages (Table 3: p
 :func:`testbed` reads the ImageNet robustness testbed's published accuracies (Taori et al. 2020,
 MIT licence, see ``paper_data/TESTBED_LICENSE.txt``): the background models of Figures 1, 7, 8
 and 21, whose logit-space fit is the effective-robustness baseline.
+
+``published("model_soups")`` is not from this paper: the result files of github.com/mlfoundations/model-soups
+(named per row in its ``source`` column), fractions times 100 rounded to two decimals; ``imagenet-2p`` is
+that repository's held-out val set (2% of ImageNet train), on which the greedy soup chose its ingredients.
 """
 from __future__ import annotations
 
@@ -31,6 +35,7 @@ TABLES: dict[str, str] = {
     "table7": "CoOp vs WiSE-FT, ViT-B/16, 16 shots per class",
     "table8": "End-to-end results for other models (CLIP ViT-B/16, ALIGN, JFT ViT-H/14, BASIC-M/L)",
     "table13": "Output-space ensembles of zero-shot CLIP with NoisyStudent EfficientNets",
+    "model_soups": "Model soups (Wortsman et al. 2022): greedy/uniform soups of 72 CLIP ViT-B/32 ImageNet fine-tunes",
 }
 
 TESTBED_FILE = "imagenet_testbed_top1.csv"
