@@ -39,7 +39,8 @@ from wiseft_lib.studies.shift_sweep import ShiftSweepParams, run_sweep
 
 NAME = "followup_methods"
 METHODS = ("lp-ft", "flyp", "soups", "group-alpha")
-ORDER = ("LP-FT", "FLYP", "uniform soup", "greedy soup", "per-group alpha")  # the table's rows
+BEST_INGREDIENT = "best soup ingredient (on val)"
+ORDER = ("LP-FT", "FLYP", BEST_INGREDIENT, "uniform soup", "greedy soup", "per-group alpha")  # the table's rows
 # Figure 3's learning-rate x epochs grid and its L2-toward-zero-shot fine-tunes (params/mini/fig3_hyperparameters.yaml)
 FIG3_INGREDIENTS = {
     "lr 0.0005, 10 epochs (the reference)": {}, "lr 0.0001, 3 epochs": {"epochs": 3, "lr": 0.0001},
@@ -170,6 +171,9 @@ def _method_rows(p: FollowupParams, seed: int, runs, progress: bool) -> tuple[pd
         soups, trace = soup_runs(ep, val_ep, ingredients)  # no val split: the uniform soup only
         ends.update(soups)
     rows = [run_curve(ep, ref, label) for label, ref in ends.items()]
+    if not trace.empty:  # the soups' fair opponent: the single ingredient with the best val ID accuracy, on test
+        best = ingredients[trace.sort_values("step")["name"].iloc[0]]
+        rows.append(run_curve(Endpoints(p.as_curve(alphas=[1.0]), seed, runs, progress), best, BEST_INGREDIENT))
     if "group-alpha" in p.methods and val_ep is not None:
         group, search = _group_rows(p, ep, val_ep)
         rows.append(pd.DataFrame(group))
@@ -200,7 +204,7 @@ def methods_table(reference: pd.DataFrame, methods: pd.DataFrame, shifts: list[s
     found = list(dict.fromkeys(methods["mode"]))
     for method in [m for m in ORDER if m in found] + [m for m in found if m not in ORDER]:
         picks.append((method, methods, method, 1.0))
-        if method != "per-group alpha":
+        if method not in ("per-group alpha", BEST_INGREDIENT):
             picks.append((f"WiSE-FT({method}), alpha=0.5", methods, method, 0.5))
     rows = []
     columns = ["id_acc", "ood_avg", *shifts]
@@ -222,11 +226,48 @@ def _readable(table: pd.DataFrame, shifts: list[str]) -> pd.DataFrame:
     return out
 
 
+# The follow-ups' own published claims, as (claim, source, row, other row, column): row - other > 0 in the paper
+PUBLISHED_CLAIMS = (
+    ("LP-FT is more robust than fine-tuning from the zero-shot head (mean OOD)", "Kumar et al. 2022", "LP-FT",
+     "fine-tuned (FT)", "ood_avg"),
+    ("LP-FT is at least as accurate ID as fine-tuning", "Kumar et al. 2022", "LP-FT", "fine-tuned (FT)", "id_acc"),
+    ("FLYP is more robust than fine-tuning (mean OOD)", "Goyal et al. 2023", "FLYP", "fine-tuned (FT)", "ood_avg"),
+    ("FLYP is more accurate ID than fine-tuning", "Goyal et al. 2023", "FLYP", "fine-tuned (FT)", "id_acc"),
+    ("WiSE-FT of FLYP beats WiSE-FT of the fine-tune OOD (alpha 0.5)", "Goyal et al. 2023", "WiSE-FT(FLYP), alpha=0.5",
+     "WiSE-FT, alpha=0.5", "ood_avg"),
+    ("the greedy soup is more accurate ID than its best ingredient", "model-soups: 81.03 vs 80.39", "greedy soup",
+     BEST_INGREDIENT, "id_acc"),
+    ("the greedy soup is more robust than its best ingredient (mean OOD)", "model-soups: 50.86 vs 47.97",
+     "greedy soup", BEST_INGREDIENT, "ood_avg"),
+    ("the uniform soup is more robust than the best ingredient (mean OOD)", "model-soups: 51.58 vs 47.97",
+     "uniform soup", BEST_INGREDIENT, "ood_avg"),
+    ("one alpha per layer group beats the single alpha chosen on val (mean OOD)", "none: this package's question",
+     "per-group alpha", "chosen on ID val", "ood_avg"),
+    ("one alpha per layer group beats the single alpha chosen on val (ID)", "none: this package's question",
+     "per-group alpha", "chosen on ID val", "id_acc"),
+)
+
+
+def published_claims(table: pd.DataFrame) -> pd.DataFrame:
+    """The follow-ups' published claims (:data:`PUBLISHED_CLAIMS`) checked on this run's table (test, seed means):
+    ``value_pp`` = row - other row. A row named by its end (``chosen on ID val``) matches by suffix."""
+    by_name = table.set_index("method")
+    rows = []
+    for claim, source, row, other, column in PUBLISHED_CLAIMS:
+        found = [m for m in by_name.index if m == other or m.endswith(other)]
+        if row not in by_name.index or not found:
+            continue
+        value = float(by_name.loc[row, column] - by_name.loc[found[0], column])
+        rows.append({"claim": claim, "source": source, "value_pp": round(value, 2), "bar_pp": "> 0",
+                     "holds": bool(value > 0)})
+    return pd.DataFrame(rows, columns=["claim", "source", "value_pp", "bar_pp", "holds"])
+
+
 def _points(reference: pd.DataFrame, curves: pd.DataFrame, val: dict) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Each method's end (alpha 1) beside WiSE-FT's curve at the same ID accuracy; the soups are one family."""
     family = {"uniform soup": "model soups", "greedy soup": "model soups"}
-    variants = curves.rename(columns={"mode": "variant"}).assign(family=lambda d: d["variant"].map(
-        lambda v: family.get(v, v)))
+    variants = curves[curves["mode"] != BEST_INGREDIENT].rename(columns={"mode": "variant"}).assign(
+        family=lambda d: d["variant"].map(lambda v: family.get(v, v)))
     val_frame = pd.DataFrame([{"variant": k, "family": family.get(k, k), "seed": s, "val_id_acc": a}
                               for s, per in val.items() for k, a in per.items()],
                              columns=["variant", "family", "seed", "val_id_acc"])
@@ -260,8 +301,9 @@ def run(params: FollowupParams, *, progress: bool = True) -> FollowupResult:
     variants, points = _points(reference, curves, val)
     matched = matched_points(points) if not points.empty else pd.DataFrame()
     outputs.table("matched", matched, floatfmt=".2f")
-    claims = outputs.claims(baseline_claims(matched) if not matched.empty else pd.DataFrame(
-        columns=["claim", "value_pp", "bar_pp", "holds"]), p.n_test, floatfmt=".2f")
+    matched_claims = baseline_claims(matched) if not matched.empty else pd.DataFrame()
+    claims = outputs.claims(pd.concat([published_claims(table), matched_claims.assign(
+        source="WiSE-FT at matched ID (this package)")], ignore_index=True), p.n_test, floatfmt=".2f")
     soups_published = published("model_soups")
     outputs.table("published", soups_published, stem="published_model_soups", floatfmt=".2f")
     figure = plot_baselines(reference, variants, points if not points.empty else None, reference_label="WiSE-FT",
