@@ -35,10 +35,10 @@ from wiseft_lib.core.layer_groups import (
 from wiseft_lib.core.models import ImageClassifier
 from wiseft_lib.core.soups import greedy_soup, uniform_soup
 from wiseft_lib.experiment.endpoints import Endpoints, RunRef, finetuned_run
-from wiseft_lib.experiment.runs import run_key
+from wiseft_lib.experiment.runs import alpha_key, run_key
 from wiseft_lib.finetune import finetune
 
-__all__ = ["lpft_run", "soup_runs", "val_top1", "group_alpha_search"]
+__all__ = ["lpft_run", "soup_runs", "val_top1", "group_alpha_search", "group_alpha_curve"]
 
 
 def lpft_run(ep: Endpoints, *, probe: Optional[Mapping[str, Any]] = None,
@@ -153,8 +153,7 @@ def group_alpha_search(ep: Endpoints, val_ep: Endpoints, run: RunRef, *, n_trial
     zero-shot model and ``run``, chosen by :func:`~wiseft_lib.core.layer_groups.search_group_alphas` on the ID val
     split, the search seeded with ``seed``. Its uniform phase is the best single alpha chosen the same way. Cached
     (run kind ``group-alpha``: the choice and every assignment tried)."""
-    parts = {"run": f"{run.kind}/{run.key}", "zeroshot": ep.zeroshot_hash(), "grid": [float(a) for a in grid],
-             "val": val_ep.eval_key(val_ep.cfg.id_dataset, "model"), "n_trials": n_trials, "seed": seed}
+    parts = _group_parts(ep, val_ep, run, n_trials=n_trials, grid=grid, seed=seed)
     key = run_key(parts)
     with ep.runs.lock("group-alpha", key):
         if not ep.runs.has("group-alpha", key):
@@ -169,6 +168,39 @@ def group_alpha_search(ep: Endpoints, val_ep: Endpoints, run: RunRef, *, n_trial
     record = ep.runs.record("group-alpha", key)
     return GroupSearch(dict(record["best"]), record["best_score"], record["best_uniform"],
                        record["best_uniform_score"], pd.read_csv(ep.runs.entry("group-alpha", key) / "trials.csv"))
+
+
+def _group_parts(ep: Endpoints, val_ep: Endpoints, run: RunRef, *, n_trials: int, grid: Sequence[float],
+                 seed: int) -> dict[str, Any]:
+    return {"run": f"{run.kind}/{run.key}", "zeroshot": ep.zeroshot_hash(), "grid": [float(a) for a in grid],
+            "val": val_ep.eval_key(val_ep.cfg.id_dataset, "model"), "n_trials": n_trials, "seed": seed}
+
+
+def group_alpha_curve(ep: Endpoints, val_ep: Endpoints, run: RunRef, label: str = "per-group alpha", *,
+                      n_trials: int = 20, grid: Sequence[float] = DEFAULT_GRID,
+                      seed: int = 0) -> tuple[GroupSearch, pd.DataFrame]:
+    """:func:`group_alpha_search`, then its choice scored on every evaluation set of ``ep`` (cached with the
+    search): tidy rows with ``mode=label`` and alpha 1 (the chosen model)."""
+    search = group_alpha_search(ep, val_ep, run, n_trials=n_trials, grid=grid, seed=seed)
+    key = run_key(_group_parts(ep, val_ep, run, n_trials=n_trials, grid=grid, seed=seed))
+    missing = [n for n in ep.cfg.eval_names()
+               if alpha_key(1.0) not in ep.runs.scores("group-alpha", key, ep.eval_key(n, "model"))]
+    if missing:
+        tuned = run.load_model(ep).to(ep.device)
+        theta_0 = {k: v.detach().clone() for k, v in ep.zeroshot().state_dict().items()}
+        theta_1 = {k: v.detach().clone() for k, v in tuned.state_dict().items()}
+        interpolate_groups_in_place(tuned, theta_0, theta_1, search.best, layer_groups(theta_0))
+        for name in missing:
+            bundle = ep.eval_bundle(name)
+            logits, labels = predict_logits(tuned, bundle.dataset, batch_size=ep.cfg.eval_batch_size,
+                                            device=ep.device, precision=ep.eval_precision("model"), progress=False)
+            ep.runs.add_scores("group-alpha", key, ep.eval_key(name, "model"), 1.0,
+                               {**score(logits, labels, ep.scoring_bundle(name)), "n_images": float(len(labels)),
+                                "n_skipped": float(bundle.skipped)}, ep.eval_record(name))
+    rows = [{"seed": ep.seed, "mode": label, "alpha": 1.0, "dataset": n, "metric": k, "value": v}
+            for n in ep.cfg.eval_names()
+            for k, v in ep.runs.scores("group-alpha", key, ep.eval_key(n, "model"))[alpha_key(1.0)].items()]
+    return search, pd.DataFrame(rows)
 
 
 def _search(ep: Endpoints, val_ep: Endpoints, run: RunRef, *, n_trials: int, grid: Sequence[float],

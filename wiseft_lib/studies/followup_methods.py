@@ -23,13 +23,11 @@ import pandas as pd
 from scipy import stats
 
 from wiseft_lib.analysis.matched_id import baseline_claims, matched_points, points_table
-from wiseft_lib.core.evaluate import predict_logits, score
-from wiseft_lib.core.layer_groups import interpolate_groups_in_place, layer_groups
 from wiseft_lib.data.registry import eval_split
 from wiseft_lib.experiment.curve import alphas_on_val, curve_table, run_curve, val_id_curve
 from wiseft_lib.experiment.endpoints import Endpoints, finetuned_run
 from wiseft_lib.experiment.flyp_run import flyp_run
-from wiseft_lib.experiment.followups import group_alpha_search, lpft_run, soup_runs
+from wiseft_lib.experiment.followups import group_alpha_curve, lpft_run, soup_runs
 from wiseft_lib.params import ParamsError, param
 from wiseft_lib.report.paper import published
 from wiseft_lib.report.plots import plot_baselines
@@ -40,7 +38,8 @@ from wiseft_lib.studies.shift_sweep import ShiftSweepParams, run_sweep
 NAME = "followup_methods"
 METHODS = ("lp-ft", "flyp", "soups", "group-alpha")
 BEST_INGREDIENT = "best soup ingredient (on val)"
-ORDER = ("LP-FT", "FLYP", BEST_INGREDIENT, "uniform soup", "greedy soup", "per-group alpha")  # the table's rows
+SINGLE_ALPHA = "single alpha chosen by the group search (on val)"
+ORDER = ("LP-FT", "FLYP", BEST_INGREDIENT, "uniform soup", "greedy soup", SINGLE_ALPHA, "per-group alpha")
 # Figure 3's learning-rate x epochs grid and its L2-toward-zero-shot fine-tunes (params/mini/fig3_hyperparameters.yaml)
 FIG3_INGREDIENTS = {
     "lr 0.0005, 10 epochs (the reference)": {}, "lr 0.0001, 3 epochs": {"epochs": 3, "lr": 0.0001},
@@ -133,21 +132,13 @@ def _endpoints(p: FollowupParams, seed: int, runs, progress: bool) -> tuple[Endp
     return test_ep, val_ep
 
 
-def _group_rows(p: FollowupParams, ep: Endpoints, val_ep: Endpoints) -> tuple[list[dict], pd.DataFrame]:
-    """Search per-group alphas on val; score the chosen model on every test set (tidy rows, alpha 1)."""
+def _group_rows(p: FollowupParams, ep: Endpoints, val_ep: Endpoints) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Per-group alphas searched on val and their choice scored on test; beside it, the best single alpha of the
+    same search (its uniform phase: the fair comparison) scored on test (the fine-tune's own cached sweep)."""
     reference = finetuned_run(ep, "end-to-end")
-    search = group_alpha_search(ep, val_ep, reference, seed=ep.seed, **p.group_search)
-    tuned = reference.load_model(ep).to(ep.device)
-    theta_0 = {k: v.detach().clone() for k, v in ep.zeroshot().state_dict().items()}
-    theta_1 = {k: v.detach().clone() for k, v in tuned.state_dict().items()}
-    interpolate_groups_in_place(tuned, theta_0, theta_1, search.best, layer_groups(theta_0))
-    rows = []
-    for name in p.eval_names():
-        bundle = ep.eval_bundle(name)
-        logits, labels = predict_logits(tuned, bundle.dataset, batch_size=p.eval_batch_size, device=ep.device,
-                                        precision=ep.eval_precision("model"), progress=False)
-        rows += [{"seed": ep.seed, "mode": "per-group alpha", "alpha": 1.0, "dataset": name, "metric": k,
-                  "value": v} for k, v in score(logits, labels, ep.scoring_bundle(name)).items()]
+    search, rows = group_alpha_curve(ep, val_ep, reference, seed=ep.seed, **p.group_search)
+    single = Endpoints(p.as_curve(alphas=[search.best_uniform]), ep.seed, ep.runs, False)
+    rows = pd.concat([rows, run_curve(single, reference, SINGLE_ALPHA).assign(alpha=1.0)], ignore_index=True)
     trials = search.trials.assign(seed=ep.seed, best=lambda d: d.index == d["score"].idxmax())
     summary = {"seed": ep.seed, **{f"alpha_{g}": a for g, a in search.best.items()}, "val_score": search.best_score,
                "best_uniform_alpha": search.best_uniform, "best_uniform_val_score": search.best_uniform_score}
@@ -176,7 +167,7 @@ def _method_rows(p: FollowupParams, seed: int, runs, progress: bool) -> tuple[pd
         rows.append(run_curve(Endpoints(p.as_curve(alphas=[1.0]), seed, runs, progress), best, BEST_INGREDIENT))
     if "group-alpha" in p.methods and val_ep is not None:
         group, search = _group_rows(p, ep, val_ep)
-        rows.append(pd.DataFrame(group))
+        rows.append(group)
     val = {}
     if val_ep is not None:  # each end's ID accuracy on val (cached scores): the soups' family picks one on it
         for label, ref in ends.items():
@@ -204,7 +195,7 @@ def methods_table(reference: pd.DataFrame, methods: pd.DataFrame, shifts: list[s
     found = list(dict.fromkeys(methods["mode"]))
     for method in [m for m in ORDER if m in found] + [m for m in found if m not in ORDER]:
         picks.append((method, methods, method, 1.0))
-        if method not in ("per-group alpha", BEST_INGREDIENT):
+        if method not in ("per-group alpha", BEST_INGREDIENT, SINGLE_ALPHA):
             picks.append((f"WiSE-FT({method}), alpha=0.5", methods, method, 0.5))
     rows = []
     columns = ["id_acc", "ood_avg", *shifts]
@@ -242,9 +233,9 @@ PUBLISHED_CLAIMS = (
     ("the uniform soup is more robust than the best ingredient (mean OOD)", "model-soups: 51.58 vs 47.97",
      "uniform soup", BEST_INGREDIENT, "ood_avg"),
     ("one alpha per layer group beats the single alpha chosen on val (mean OOD)", "none: this package's question",
-     "per-group alpha", "chosen on ID val", "ood_avg"),
+     "per-group alpha", SINGLE_ALPHA, "ood_avg"),
     ("one alpha per layer group beats the single alpha chosen on val (ID)", "none: this package's question",
-     "per-group alpha", "chosen on ID val", "id_acc"),
+     "per-group alpha", SINGLE_ALPHA, "id_acc"),
 )
 
 
@@ -266,7 +257,7 @@ def published_claims(table: pd.DataFrame) -> pd.DataFrame:
 def _points(reference: pd.DataFrame, curves: pd.DataFrame, val: dict) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Each method's end (alpha 1) beside WiSE-FT's curve at the same ID accuracy; the soups are one family."""
     family = {"uniform soup": "model soups", "greedy soup": "model soups"}
-    variants = curves[curves["mode"] != BEST_INGREDIENT].rename(columns={"mode": "variant"}).assign(
+    variants = curves[~curves["mode"].isin([BEST_INGREDIENT, SINGLE_ALPHA])].rename(columns={"mode": "variant"}).assign(
         family=lambda d: d["variant"].map(lambda v: family.get(v, v)))
     val_frame = pd.DataFrame([{"variant": k, "family": family.get(k, k), "seed": s, "val_id_acc": a}
                               for s, per in val.items() for k, a in per.items()],
