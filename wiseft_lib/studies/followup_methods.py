@@ -22,7 +22,7 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
-from wiseft_lib.analysis.matched_id import baseline_claims, matched_points, points_table
+from wiseft_lib.analysis.matched_id import baseline_claims, curve_claims, curve_matched, matched_points, points_table
 from wiseft_lib.data.registry import eval_split
 from wiseft_lib.experiment.curve import alphas_on_val, curve_table, run_curve, val_id_curve
 from wiseft_lib.experiment.endpoints import Endpoints, finetuned_run
@@ -39,6 +39,7 @@ NAME = "followup_methods"
 METHODS = ("lp-ft", "flyp", "soups", "group-alpha")
 BEST_INGREDIENT = "best soup ingredient (on val)"
 SINGLE_ALPHA = "single alpha chosen by the group search (on val)"
+REFERENCE = "WiSE-FT"
 ORDER = ("LP-FT", "FLYP", BEST_INGREDIENT, "uniform soup", "greedy soup", SINGLE_ALPHA, "per-group alpha")
 # Figure 3's learning-rate x epochs grid and its L2-toward-zero-shot fine-tunes (params/mini/fig3_hyperparameters.yaml)
 FIG3_INGREDIENTS = {
@@ -117,6 +118,7 @@ class FollowupResult(StudyResult):
     methods: pd.DataFrame  # per method and seed (alpha 1 and method_alphas), the same columns
     table: pd.DataFrame  # the table: per row, seed mean and 95% interval half-width of each column
     matched: pd.DataFrame  # each method (the soups: the one chosen on val) beside WiSE-FT at its ID accuracy
+    matched_wiseft: pd.DataFrame  # WiSE-FT of each method (its alphas below 1) beside WiSE-FT's curve at the same ID
     soup_trace: pd.DataFrame
     group_search: pd.DataFrame
     claims: pd.DataFrame
@@ -266,6 +268,17 @@ def _points(reference: pd.DataFrame, curves: pd.DataFrame, val: dict) -> tuple[p
     return variants, points
 
 
+def _wiseft_of_each(reference: pd.DataFrame, curves: pd.DataFrame) -> pd.DataFrame:
+    """WiSE-FT applied to each method (its alphas between 0 and 1) beside the reference WiSE-FT curve at the same
+    ID accuracy: the comparison left when a method is more accurate ID than any point of WiSE-FT's curve."""
+    methods = curves[curves["mode"].isin(["LP-FT", "FLYP", "uniform soup", "greedy soup"])]
+    if methods.empty:
+        return pd.DataFrame()
+    both = pd.concat([reference.assign(mode=REFERENCE), methods.assign(mode="WiSE-FT(" + methods["mode"] + ")")],
+                     ignore_index=True)
+    return curve_matched(both, REFERENCE)
+
+
 def run(params: FollowupParams, *, progress: bool = True) -> FollowupResult:
     """The reference sweep and every follow-up per seed; the table, the matched comparison, claims and figure."""
     outputs = StudyOutputs(NAME, params)
@@ -292,7 +305,11 @@ def run(params: FollowupParams, *, progress: bool = True) -> FollowupResult:
     variants, points = _points(reference, curves, val)
     matched = matched_points(points) if not points.empty else pd.DataFrame()
     outputs.table("matched", matched, floatfmt=".2f")
-    matched_claims = baseline_claims(matched) if not matched.empty else pd.DataFrame()
+    matched_wiseft = _wiseft_of_each(reference, curves)
+    outputs.table("matched_wiseft", matched_wiseft, floatfmt=".2f")
+    matched_claims = pd.concat([baseline_claims(matched) if not matched.empty else pd.DataFrame(),
+                                curve_claims(matched_wiseft) if not matched_wiseft.empty else pd.DataFrame()],
+                               ignore_index=True)
     claims = outputs.claims(pd.concat([published_claims(table), matched_claims.assign(
         source="WiSE-FT at matched ID (this package)")], ignore_index=True), p.n_test, floatfmt=".2f")
     soups_published = published("model_soups")
@@ -301,8 +318,8 @@ def run(params: FollowupParams, *, progress: bool = True) -> FollowupResult:
                             title=f"Follow-up methods beside WiSE-FT, {p.model} ({p.eval_split} split, "
                                   f"{len(p.seeds)} seed(s))")
     outputs.figure("figure", figure, NAME)
-    return FollowupResult(p, reference, curves, table, matched, soup_trace, group, claims, soups_published, figure,
-                          **outputs.finish())
+    return FollowupResult(p, reference, curves, table, matched, matched_wiseft, soup_trace, group, claims,
+                          soups_published, figure, **outputs.finish())
 
 
 STUDY = register_study(NAME, "Beyond the paper: LP-FT, FLYP, model soups and per-layer alphas beside WiSE-FT",
