@@ -126,6 +126,15 @@ def eval_split(name: str, which: str = "test") -> str:
     return entry.val_split
 
 
+def has_val_split(name: str) -> bool:
+    """Whether ``name`` has a validation split held out from its test split (:func:`eval_split` ``"val"``)."""
+    try:
+        eval_split(name, "val")
+    except ValueError:
+        return False
+    return True
+
+
 def register_resolver(resolver: Callable[[str], Optional[DatasetEntry]]) -> None:
     """Let ``resolver(name)`` answer for names that are not registered (e.g. a path: an image folder)."""
     _RESOLVERS.append(resolver)

@@ -27,7 +27,7 @@ from wiseft_lib.core.evaluate import evaluate_head, score
 from wiseft_lib.core.interpolate import iter_alphas
 from wiseft_lib.core.sweep import sweep_logits
 from wiseft_lib.data.mini import MINI_ID
-from wiseft_lib.data.registry import eval_split
+from wiseft_lib.data.registry import has_val_split
 from wiseft_lib.experiment.config import CurveConfig
 from wiseft_lib.experiment.endpoints import Endpoints, RunRef, finetuned_run
 from wiseft_lib.experiment.runs import RunCache, alpha_key, run_key
@@ -156,9 +156,7 @@ def val_id_curve(cfg: CurveConfig, seeds: list[int], *, runs: Optional[RunCache]
     """ID accuracy on the ID set's *val* split (held out from test) at every alpha of ``cfg``, per seed and mode:
     columns ``seed, mode, alpha, val_id_acc``. The same fine-tunes as the test curve (the run cache's), scored on
     images nothing reported is measured on. None when the ID set has no val split (e.g. ImageNet)."""
-    try:
-        eval_split(cfg.id_dataset, "val")
-    except ValueError:
+    if not has_val_split(cfg.id_dataset):
         return None
     val_cfg = cfg.as_curve(eval_split="val", ood_datasets=[])
     rows = pd.concat([wiseft_curve(val_cfg, seed, runs=runs, progress=False) for seed in seeds], ignore_index=True)

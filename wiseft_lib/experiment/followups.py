@@ -186,10 +186,8 @@ def group_alpha_curve(ep: Endpoints, val_ep: Endpoints, run: RunRef, label: str 
     missing = [n for n in ep.cfg.eval_names()
                if alpha_key(1.0) not in ep.runs.scores("group-alpha", key, ep.eval_key(n, "model"))]
     if missing:
-        tuned = run.load_model(ep).to(ep.device)
-        theta_0 = {k: v.detach().clone() for k, v in ep.zeroshot().state_dict().items()}
-        theta_1 = {k: v.detach().clone() for k, v in tuned.state_dict().items()}
-        interpolate_groups_in_place(tuned, theta_0, theta_1, search.best, layer_groups(theta_0))
+        tuned, theta_0, theta_1, groups = _grouped_endpoints(ep, run)
+        interpolate_groups_in_place(tuned, theta_0, theta_1, search.best, groups)
         for name in missing:
             bundle = ep.eval_bundle(name)
             logits, labels = predict_logits(tuned, bundle.dataset, batch_size=ep.cfg.eval_batch_size,
@@ -203,12 +201,17 @@ def group_alpha_curve(ep: Endpoints, val_ep: Endpoints, run: RunRef, label: str 
     return search, pd.DataFrame(rows)
 
 
+def _grouped_endpoints(ep: Endpoints, run: RunRef) -> tuple[ImageClassifier, dict, dict, dict[str, str]]:
+    """``run``'s model (the working copy), both endpoints' weights and the layer group of each key."""
+    tuned = run.load_model(ep).to(ep.device)
+    theta_0 = {k: v.detach().clone() for k, v in ep.zeroshot().state_dict().items()}
+    theta_1 = {k: v.detach().clone() for k, v in tuned.state_dict().items()}
+    return tuned, theta_0, theta_1, layer_groups(theta_0)
+
+
 def _search(ep: Endpoints, val_ep: Endpoints, run: RunRef, *, n_trials: int, grid: Sequence[float],
             seed: int) -> GroupSearch:
-    zero, tuned = ep.zeroshot(), run.load_model(ep).to(ep.device)
-    theta_0 = {k: v.detach().clone() for k, v in zero.state_dict().items()}
-    theta_1 = {k: v.detach().clone() for k, v in tuned.state_dict().items()}
-    groups = layer_groups(theta_0)
+    tuned, theta_0, theta_1, groups = _grouped_endpoints(ep, run)
 
     def val_score(alphas: dict[str, float]) -> float:
         interpolate_groups_in_place(tuned, theta_0, theta_1, alphas, groups)

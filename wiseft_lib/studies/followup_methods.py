@@ -23,7 +23,7 @@ import pandas as pd
 from scipy import stats
 
 from wiseft_lib.analysis.matched_id import baseline_claims, curve_claims, curve_matched, matched_points, points_table
-from wiseft_lib.data.registry import eval_split
+from wiseft_lib.data.registry import has_val_split
 from wiseft_lib.experiment.curve import alphas_on_val, curve_table, run_curve, val_id_curve
 from wiseft_lib.experiment.endpoints import Endpoints, finetuned_run
 from wiseft_lib.experiment.flyp_run import flyp_run
@@ -89,11 +89,7 @@ class FollowupParams(ShiftSweepParams):
                 raise ParamsError(f"recipe {name!r}: {err}") from None
 
     def has_val(self) -> bool:
-        try:
-            eval_split(self.id_dataset, "val")
-            return True
-        except ValueError:
-            return False
+        return has_val_split(self.id_dataset)
 
     def smoke_version(self):
         """Seconds-long: one seed, one epoch, two shifts of 100 images, two soup ingredients (different learning
